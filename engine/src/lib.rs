@@ -1,0 +1,43 @@
+//! # focal-engine
+//!
+//! f32 tensors and tape-based reverse-mode automatic differentiation, written to be read.
+//!
+//! - [`Tensor`]: a row-major, contiguous f32 array with a shape (images are NCHW).
+//! - [`tape`]: the list of recorded ops and the single reverse walk that is `backward`.
+//! - [`ops`]: every op's forward and hand-written backward, side by side.
+//! - [`gradcheck`]: the finite-difference checker that every op is tested with.
+//! - [`gemm`]: the one entry point to `matrixmultiply::sgemm`.
+//! - [`threads`]: rayon parallelism that never changes a result.
+//!
+//! ```
+//! use focal_engine::{backward, ParamId, Tensor};
+//! let w_id = ParamId::fresh();
+//! let w = Tensor::from_vec(&[2], vec![1.0, -2.0]).track(w_id);
+//! let x = Tensor::from_vec(&[2], vec![3.0, 4.0]);
+//! let loss = w.mul(&x).sum_all(); // 1·3 + (−2)·4 = −5
+//! assert_eq!(loss.item(), -5.0);
+//! let grads = backward(&loss);
+//! assert_eq!(grads.get(w_id).unwrap().to_vec(), vec![3.0, 4.0]); // ∂loss/∂w = x
+//! ```
+
+pub mod gemm;
+pub mod gradcheck;
+mod gradcheck_cases;
+pub mod naive;
+pub mod op;
+pub mod ops;
+pub mod rng;
+pub mod shape;
+pub mod storage;
+pub mod tape;
+pub mod tensor;
+pub mod threads;
+
+pub use op::Op;
+pub use rng::Rng;
+pub use storage::{live_bytes, peak_bytes, reset_peak_bytes};
+pub use tape::{
+    backward, backward_with, clear_tape, is_grad_enabled, no_grad, tape_len, tape_summary,
+    Gradients, NoGradGuard, ParamId,
+};
+pub use tensor::Tensor;

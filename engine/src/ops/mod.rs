@@ -1,0 +1,14 @@
+//! Every differentiable op: forward kernel and hand-written backward side by side, one
+//! family per file. The table of ops is [`crate::op::Op`].
+
+pub mod binary;
+pub mod conv2d;
+pub mod index;
+pub mod loss;
+pub mod matmul;
+pub mod norm;
+pub mod pool;
+pub mod reduce;
+pub mod shape;
+pub mod unary;
+pub mod upsample;

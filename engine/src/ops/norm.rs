@@ -1,0 +1,7 @@
+//! (in progress)
+
+use crate::gradcheck::Case;
+
+pub(crate) fn gradcheck_cases() -> Vec<Case> {
+    Vec::new()
+}

@@ -1,0 +1,122 @@
+//! Multithreading with rayon, in a way that never changes a result.
+//!
+//! Work is cut into chunks whose boundaries depend only on the problem size, never on
+//! the number of threads; each chunk is computed by one thread in a fixed order, and
+//! partial results (sums) are combined in chunk order. So a run on 1 thread and a run on
+//! 16 threads produce bitwise identical tensors.
+//!
+//! The thread count is set once per process with [`set_num_threads`] (the CLI's
+//! `--threads N`) or the `FOCAL_THREADS` environment variable; tests that compare thread
+//! counts build local pools with [`with_threads`].
+
+use rayon::prelude::*;
+
+/// Elements per chunk of an elementwise or reduction kernel.
+pub const CHUNK: usize = 1 << 14;
+
+/// Below this many elements a kernel runs on the calling thread (spawning costs more).
+pub const PAR_THRESHOLD: usize = 1 << 15;
+
+/// Configures the global rayon pool. The first call wins; later calls (or a pool already
+/// started by rayon) return an error naming the count in effect.
+pub fn set_num_threads(n: usize) -> Result<(), String> {
+    if n == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|_| {
+            format!(
+                "the thread pool was already started with {} threads",
+                rayon::current_num_threads()
+            )
+        })
+}
+
+/// Applies `FOCAL_THREADS` if it is set. Returns an error for a value that is not a
+/// positive integer.
+pub fn init_from_env() -> Result<(), String> {
+    match std::env::var("FOCAL_THREADS") {
+        Ok(v) => {
+            let n: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("FOCAL_THREADS={v:?} is not a positive integer"))?;
+            set_num_threads(n)
+        }
+        Err(_) => Ok(()),
+    }
+}
+
+/// Threads available to kernels right now.
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Runs `f` inside a private pool of `n` threads (used by the determinism tests).
+pub fn with_threads<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("building a thread pool")
+        .install(f)
+}
+
+/// Calls `f(start, chunk)` on consecutive chunks of `out` (of [`CHUNK`] elements), in
+/// parallel when `out` is large. `start` is the chunk's offset in `out`.
+pub fn for_each_chunk_mut<F>(out: &mut [f32], f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    if out.len() < PAR_THRESHOLD {
+        for (i, c) in out.chunks_mut(CHUNK).enumerate() {
+            f(i * CHUNK, c);
+        }
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| f(i * CHUNK, c));
+    }
+}
+
+/// `out[i] = f(i)` for every index, in parallel for large outputs.
+pub fn map_indexed<F>(n: usize, f: F) -> Vec<f32>
+where
+    F: Fn(usize) -> f32 + Sync + Send,
+{
+    let mut out = vec![0.0f32; n];
+    for_each_chunk_mut(&mut out, |start, c| {
+        for (j, o) in c.iter_mut().enumerate() {
+            *o = f(start + j);
+        }
+    });
+    out
+}
+
+/// Sum of `f(range)` over fixed chunks of `0..n`, combined in chunk order (f64).
+pub fn sum_chunks<F>(n: usize, f: F) -> f64
+where
+    F: Fn(std::ops::Range<usize>) -> f64 + Sync + Send,
+{
+    let chunks = n.div_ceil(CHUNK);
+    let part = |c: usize| f(c * CHUNK..((c + 1) * CHUNK).min(n));
+    let partials: Vec<f64> = if n < PAR_THRESHOLD {
+        (0..chunks).map(part).collect()
+    } else {
+        (0..chunks).into_par_iter().map(part).collect()
+    };
+    partials.iter().sum()
+}
+
+/// Runs `f(i)` for `i in 0..n` in parallel (each task independent), collecting in order.
+pub fn par_map<T: Send, F>(n: usize, f: F) -> Vec<T>
+where
+    F: Fn(usize) -> T + Sync + Send,
+{
+    if n <= 1 {
+        (0..n).map(f).collect()
+    } else {
+        (0..n).into_par_iter().map(f).collect()
+    }
+}

@@ -1,0 +1,1 @@
+//! focal-retinanet (in progress)
