@@ -1,1 +1,54 @@
-fn main() {}
+//! The `focal` command: train, evaluate and run RetinaNet detectors, and the tools around
+//! them. Each subcommand lives in its own file under `src/cmd/`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "focal",
+    version,
+    about = "RetinaNet object detection on the CPU, on a hand-written autodiff engine",
+    long_about = "RetinaNet object detection on the CPU, on a hand-written autodiff engine.\n\n\
+                  Run `focal <command> --help` for the options of each command."
+)]
+struct Cli {
+    /// Worker threads for all kernels (default: every core; also FOCAL_THREADS).
+    /// Results are bitwise identical whatever the count.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check every op's backward against finite differences and print a table.
+    Gradcheck(cmd::gradcheck::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = match cli.threads {
+        Some(n) => focal_engine::threads::set_num_threads(n as usize),
+        None => focal_engine::threads::init_from_env(),
+    };
+    if let Err(e) = threads {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Gradcheck(a) => cmd::gradcheck::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
