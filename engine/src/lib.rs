@@ -20,6 +20,7 @@
 //! assert_eq!(grads.get(w_id).unwrap().to_vec(), vec![3.0, 4.0]); // ∂loss/∂w = x
 //! ```
 
+pub mod fsio;
 pub mod gemm;
 pub mod gradcheck;
 mod gradcheck_cases;
@@ -33,6 +34,7 @@ pub mod tape;
 pub mod tensor;
 pub mod threads;
 
+pub use fsio::write_atomic;
 pub use op::Op;
 pub use rng::Rng;
 pub use storage::{live_bytes, peak_bytes, reset_peak_bytes};
