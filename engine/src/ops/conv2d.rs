@@ -257,7 +257,7 @@ fn for_each_segment(g: &Geom, channels: usize, p0: usize, t: usize, mut f: impl 
                     let lo = if off >= 0 {
                         ox0
                     } else {
-                        ox0.max(((-off) as usize).div_ceil(g.sw))
+                        ox0.max(((-off) as usize).div_ceil(g.sw)).min(ox1)
                     };
                     let lim = g.w as isize - off; // ox·sw < lim
                     let hi = if lim <= 0 {
@@ -848,6 +848,9 @@ mod tests {
                 [4, 2, 3, 3],
                 Conv2dOptions::sp(2, 1).with_groups(2),
             ),
+            // ⌈3/2⌉ = 2 padding columns: a 1-pixel tile can lie wholly in the padding.
+            ([1, 2, 11, 9], [2, 2, 7, 7], Conv2dOptions::sp(2, 3)),
+            ([2, 3, 5, 7], [2, 3, 1, 1], Conv2dOptions::default()),
         ] {
             let x = randn(&mut r, &xs);
             let w = randn(&mut r, &ws);
