@@ -34,6 +34,7 @@ pub mod tensor;
 pub mod threads;
 
 pub use op::Op;
+pub use ops::loss::{bce_with_logits, l1, sigmoid_focal_loss, smooth_l1, Reduction};
 pub use ops::norm::{batch_norm_train, channel_affine, group_norm, BatchStats};
 pub use rng::Rng;
 pub use storage::{live_bytes, peak_bytes, reset_peak_bytes};
