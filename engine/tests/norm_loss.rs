@@ -842,3 +842,117 @@ fn timings() {
     println!("batch_norm (2,64,256,256): forward {f:7.1} ms, backward {bw:7.1} ms");
     println!("threads: {}", focal_engine::threads::num_threads());
 }
+
+/// Figures from torchvision's `sigmoid_focal_loss` (composed from torch ops, autograd for the
+/// gradient), in float64. Produced by /work/pyref/bin/python (torch 2.15.0, torchvision
+/// 0.29.2) running:
+///
+/// ```python
+/// import torch
+/// from torchvision.ops import sigmoid_focal_loss
+/// torch.set_default_dtype(torch.float64)
+/// x = torch.tensor([-8.0, -2.5, -0.3, 0.0, 0.7, 3.0, 8.0, -4.59511985013459], requires_grad=True)
+/// y = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+/// for alpha, gamma in [(0.25, 2.0), (-1, 0.5), (0.25, 5.0)]:   # alpha = -1: no weighting
+///     l = sigmoid_focal_loss(x, y, alpha=alpha, gamma=gamma, reduction="none")
+///     g, = torch.autograd.grad(l.sum(), x)
+///     print(alpha, gamma, [f"{v:.9e}" for v in l.tolist()])
+///     print("grad", [f"{v:.9e}" for v in g.tolist()])
+/// ```
+#[test]
+fn focal_loss_matches_torchvision() {
+    let xs = vec![-8.0, -2.5, -0.3, 0.0, 0.7, 3.0, 8.0, -4.595_12];
+    let ys = vec![1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0];
+    let cases: [(Option<f32>, f32, [f64; 8], [f64; 8]); 3] = [
+        (
+            Some(0.25),
+            2.0,
+            [
+                1.998742620e+00,
+                3.404760710e-04,
+                7.048093406e-02,
+                1.299650964e-01,
+                1.109763094e-02,
+                2.732083112e-05,
+                5.996227859e+00,
+                1.128381825e+00,
+            ],
+            [
+                -2.510891289e-01,
+                9.566886965e-04,
+                -1.073766171e-01,
+                2.237150964e-01,
+                -2.396368061e-02,
+                -7.871796162e-05,
+                7.532673868e-01,
+                -2.651423865e-01,
+            ],
+        ),
+        (
+            None,
+            0.5,
+            [
+                7.998993837e+00,
+                2.172809757e-02,
+                6.475328088e-01,
+                4.901290717e-01,
+                2.322478431e-01,
+                1.058110185e-02,
+                7.998993837e+00,
+                4.582086481e+00,
+            ],
+            [
+                -1.000838249e+00,
+                3.093305768e-02,
+                -5.731626091e-01,
+                4.760856585e-01,
+                -2.687268621e-01,
+                -1.536780303e-02,
+                1.000838249e+00,
+                -1.007947995e+00,
+            ],
+        ),
+        (
+            Some(0.25),
+            5.0,
+            [
+                1.996732458e+00,
+                1.486256789e-07,
+                1.336015141e-02,
+                1.624563704e-02,
+                4.054221170e-04,
+                2.914337964e-09,
+                5.990197375e+00,
+                1.094867756e+00,
+            ],
+            [
+                -2.528454188e-01,
+                8.296703570e-07,
+                -3.741052206e-02,
+                5.233284261e-02,
+                -1.688142963e-03,
+                -1.672528555e-08,
+                7.585362564e-01,
+                -2.901134252e-01,
+            ],
+        ),
+    ];
+    let y = Tensor::from_vec(&[8], ys);
+    for (alpha, gamma, loss, grad) in cases {
+        let id = ParamId::fresh();
+        let x = Tensor::from_vec(&[8], xs.clone()).track(id);
+        let l = sigmoid_focal_loss(&x, &y, alpha, gamma, Reduction::None);
+        // Relative 1e-5: the logits are rounded to f32 (e.g. −0.3 by 1.2e-8) and the
+        // kernel runs in f32.
+        let what = format!("α {alpha:?} γ {gamma}");
+        assert_close(&format!("loss {what}"), l.data(), &loss, 1e-12, 1e-5);
+        let g = backward(&l.sum_all());
+        assert_close(
+            &format!("grad {what}"),
+            g.get(id).unwrap().data(),
+            &grad,
+            1e-12,
+            1e-5,
+        );
+    }
+}
