@@ -863,7 +863,9 @@ fn timings() {
 fn focal_loss_matches_torchvision() {
     let xs = vec![-8.0, -2.5, -0.3, 0.0, 0.7, 3.0, 8.0, -4.595_12];
     let ys = vec![1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0];
-    let cases: [(Option<f32>, f32, [f64; 8], [f64; 8]); 3] = [
+    // (α, γ, loss, gradient)
+    type Figures = (Option<f32>, f32, [f64; 8], [f64; 8]);
+    let cases: [Figures; 3] = [
         (
             Some(0.25),
             2.0,
