@@ -36,7 +36,7 @@
 //! ## Determinism
 //!
 //! Each group's sums are accumulated by one task, in f64, in a fixed order (eight interleaved
-//! lanes added together at the end; see [`moments`]). Elementwise passes are split into chunks
+//! lanes added together at the end; see `moments`). Elementwise passes are split into chunks
 //! whose boundaries depend only on the sizes. Results are therefore bitwise identical for any
 //! thread count.
 
