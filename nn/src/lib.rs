@@ -23,7 +23,10 @@ pub mod schedule;
 pub mod weights;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CheckpointError, TrainState};
-pub use layers::{Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU, Sequential, Upsample};
+pub use layers::{
+    BatchNorm2d, BnMode, Conv2d, Flatten, GroupNorm, Layer, Linear, MaxPool2d, ReLU, Sequential,
+    Upsample,
+};
 pub use module::{
     duplicate_names, for_each_named, freeze, in_subtree, named_buffers, named_params, param_count,
     set_train, trainable_param_count, unfreeze, Module, Slot, Visitor,

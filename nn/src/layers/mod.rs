@@ -5,20 +5,20 @@
 //! convolutions also have an inherent `forward(&self)`, so that one layer can be applied to
 //! several inputs (RetinaNet's heads are shared by all pyramid levels).
 
-//pub mod batch_norm;
+pub mod batch_norm;
 pub mod conv2d;
 pub mod flatten;
-//pub mod group_norm;
+pub mod group_norm;
 pub mod linear;
 pub mod max_pool;
 pub mod relu;
 pub mod sequential;
 pub mod upsample;
 
-//pub use batch_norm::{BatchNorm2d, BnMode};
+pub use batch_norm::{BatchNorm2d, BnMode};
 pub use conv2d::Conv2d;
 pub use flatten::Flatten;
-//pub use group_norm::GroupNorm;
+pub use group_norm::GroupNorm;
 pub use linear::Linear;
 pub use max_pool::MaxPool2d;
 pub use relu::ReLU;
