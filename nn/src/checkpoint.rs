@@ -194,7 +194,20 @@ impl Checkpoint {
         bincode_options()
             .with_limit(payload.len() as u64)
             .deserialize(payload)
-            .map_err(|e| format!("cannot decode the payload: {e}"))
+            .map_err(|e| {
+                let why = match *e {
+                    bincode::ErrorKind::Io(ref io)
+                        if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        "a length field points past the end of the payload".to_string()
+                    }
+                    bincode::ErrorKind::SizeLimit => {
+                        "a length field exceeds the size of the payload".to_string()
+                    }
+                    ref other => other.to_string(),
+                };
+                format!("cannot decode the payload: {why}")
+            })
     }
 
     /// Writes the checkpoint atomically.

@@ -100,6 +100,11 @@ impl Optimizer for AdamW {
                     m: Tensor::zeros(grad.shape()),
                     v: Tensor::zeros(grad.shape()),
                 });
+            assert_eq!(
+                st.m.shape(),
+                grad.shape(),
+                "AdamW moments of {name}: wrong shape"
+            );
             st.step += 1;
             let t = st.step as i32;
             let bias1 = (1.0 - (b1 as f64).powi(t)) as f32;

@@ -87,6 +87,11 @@ impl Optimizer for Sgd {
             }
             match buf {
                 Some(buf) => {
+                    assert_eq!(
+                        buf.shape(),
+                        grad.shape(),
+                        "momentum buffer of {name}: wrong shape"
+                    );
                     let v = buf.data_mut();
                     for i in 0..w.len() {
                         let gi = g[i] + wd * w[i];
