@@ -123,7 +123,8 @@ mod tests {
         assert!((s - 0.058926).abs() < 0.001, "{s}");
         // a = 1: gain 1, fan_in = 32·9 = 288, bound = √(3/288) = 0.10206, std = bound/√3 = 0.058926.
         let w = kaiming_uniform(&[64, 32, 3, 3], 1.0, FanMode::FanIn, &mut rng);
-        let bound = 0.10206;
+        let bound = (3.0f32 / 288.0).sqrt();
+        assert!((bound - 0.10206).abs() < 1e-5);
         assert!(w.data().iter().all(|&x| x.abs() <= bound));
         let max = w.data().iter().fold(0f32, |a, &x| a.max(x.abs()));
         assert!(max > 0.99 * bound, "{max}");

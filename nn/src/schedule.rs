@@ -117,8 +117,8 @@ mod tests {
     fn warmup_then_multistep() {
         // base 0.01, warm-up 100 iterations from 1/1000, ÷10 at 1000 and 1500.
         let s = Schedule::multi_step(0.01, vec![1000, 1500]).with_warmup(100, 0.001);
-        assert_eq!(s.lr_at(0), 0.01 * 0.001); // 1e-5
-                                              // t = 50: factor 0.001 + 0.999·0.5 = 0.5005, lr = 0.005005.
+        assert!((s.lr_at(0) - 1e-5).abs() < 1e-12); // 0.01 · 0.001
+                                                    // t = 50: factor 0.001 + 0.999·0.5 = 0.5005, lr = 0.005005.
         assert!((s.lr_at(50) - 0.005005).abs() < 1e-9);
         assert_eq!(s.lr_at(100), 0.01);
         assert_eq!(s.lr_at(999), 0.01);
