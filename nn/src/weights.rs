@@ -308,6 +308,10 @@ pub fn import_safetensors(
             (FileTensor::Unsupported(ty), _) => report
                 .skipped
                 .push((file_name, format!("unsupported type {ty}"))),
+            (FileTensor::Int(..), None) => report.skipped.push((
+                file_name,
+                "integer tensor with no integer counter of that name in the model".into(),
+            )),
             (_, None) => report.unexpected.push(file_name),
             (FileTensor::Int(_, values), Some(Target::Counter)) => {
                 if values.len() != 1 || values[0] < 0 {
