@@ -82,6 +82,17 @@ pub struct CheckpointError {
     pub message: String,
 }
 
+impl CheckpointError {
+    /// An error about the file `path`, e.g. to wrap the message of
+    /// [`Checkpoint::restore_model`] after [`Checkpoint::read`].
+    pub fn new(path: &Path, message: impl Into<String>) -> CheckpointError {
+        CheckpointError {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for CheckpointError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "checkpoint {}: {}", self.path.display(), self.message)

@@ -45,6 +45,25 @@ pub trait Module {
     fn visit(&mut self, v: &mut dyn Visitor);
 }
 
+/// A list of modules named `0`, `1`, ... (PyTorch's `nn.ModuleList`, e.g. the FPN's
+/// `inner_blocks`).
+impl<T: Module> Module for Vec<T> {
+    fn visit(&mut self, v: &mut dyn Visitor) {
+        for (i, m) in self.iter_mut().enumerate() {
+            v.child(&i.to_string(), m);
+        }
+    }
+}
+
+/// An optional module shows its entries when present and nothing otherwise.
+impl<T: Module> Module for Option<T> {
+    fn visit(&mut self, v: &mut dyn Visitor) {
+        if let Some(m) = self {
+            m.visit(v);
+        }
+    }
+}
+
 /// What walks a module tree. Only `enter`, `leave` and `param` are required; a visitor that
 /// does not care about buffers, counters or the train/eval flag ignores them.
 pub trait Visitor {

@@ -60,3 +60,38 @@ fn small_cnn_learns_with_adamw() {
     );
     report("adamw", before, after, &losses);
 }
+
+#[test]
+fn training_is_bitwise_identical_whatever_the_thread_count() {
+    // Eight AdamW steps of the CNN on a batch of 32, in pools of 1 and 3 threads.
+    let run = |threads: usize| {
+        focal_engine::threads::with_threads(threads, || {
+            let data = dataset(96, &mut Rng::new(1));
+            let mut model = SmallCnn::new(&mut Rng::new(3));
+            let mut opt = AdamW::new(1e-4);
+            let schedule = Schedule::constant(3e-3);
+            let losses = train(
+                &mut model,
+                &mut opt,
+                &schedule,
+                &data,
+                &mut Rng::new(4),
+                0,
+                8,
+                32,
+            );
+            let weights = focal_nn::named_params(&mut model)
+                .into_iter()
+                .flat_map(|(_, p)| p.value.to_vec())
+                .map(f32::to_bits)
+                .collect::<Vec<_>>();
+            (
+                losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>(),
+                weights,
+            )
+        })
+    };
+    let (one, three) = (run(1), run(3));
+    assert_eq!(one.0, three.0, "losses differ");
+    assert!(one.1 == three.1, "weights differ");
+}

@@ -219,3 +219,39 @@ fn freezing_a_subtree_removes_it_from_gradients_and_the_optimiser() {
     let state: Vec<String> = opt.state().params.into_iter().map(|p| p.param).collect();
     assert_eq!(state, ["3.bias", "3.weight"]);
 }
+
+#[test]
+fn lists_and_optional_modules_name_their_entries() {
+    struct Fpn {
+        inner_blocks: Vec<Conv2d>,
+        p6: Option<Conv2d>,
+        p7: Option<Conv2d>,
+    }
+    impl Module for Fpn {
+        fn visit(&mut self, v: &mut dyn Visitor) {
+            v.child("inner_blocks", &mut self.inner_blocks);
+            v.child("p6", &mut self.p6);
+            v.child("p7", &mut self.p7);
+        }
+    }
+    let rng = &mut Rng::new(0);
+    let mut fpn = Fpn {
+        inner_blocks: vec![
+            Conv2d::new(2, 2, 1, rng),
+            Conv2d::new(4, 2, 1, rng).no_bias(),
+        ],
+        p6: Some(Conv2d::new(2, 2, 3, rng)),
+        p7: None,
+    };
+    let names: Vec<String> = named_params(&mut fpn).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "inner_blocks.0.weight",
+            "inner_blocks.0.bias",
+            "inner_blocks.1.weight",
+            "p6.weight",
+            "p6.bias"
+        ]
+    );
+}

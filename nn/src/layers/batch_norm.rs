@@ -13,6 +13,10 @@
 //!   optimiser, and unaffected by [`crate::set_train`]. γ and β are then shown as buffers,
 //!   and there is no `num_batches_tracked`, exactly like torchvision's state dict. ε is
 //!   1e-5 by default; torchvision's COCO-trained detection weights expect ε = 0.
+//!
+//! The mode follows the flag set by [`crate::set_train`], not [`focal_engine::no_grad`]: a
+//! model evaluated under `no_grad` while still in training mode would update its running
+//! statistics, so switch it to evaluation first (as in PyTorch).
 
 use focal_engine::ops::norm::{batch_norm_train, channel_affine};
 use focal_engine::Tensor;

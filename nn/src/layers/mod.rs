@@ -29,8 +29,9 @@ use focal_engine::Tensor;
 
 use crate::module::Module;
 
-/// A module with one input and one output.
-pub trait Layer: Module {
+/// A module with one input and one output. `Send`, so that a model holding boxed layers can
+/// be moved into a thread pool.
+pub trait Layer: Module + Send {
     /// Applies the layer. Takes `&mut self` because a BatchNorm in training mode updates its
     /// running statistics.
     fn forward(&mut self, x: &Tensor) -> Tensor;
