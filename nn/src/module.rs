@@ -41,7 +41,7 @@ use crate::param::Param;
 
 /// Something holding parameters, buffers or child modules.
 pub trait Module {
-    /// Shows every parameter, buffer and counter to `v`, children inside [`Visitor::scope`].
+    /// Shows every parameter, buffer and counter to `v`, children inside `v.scope(..)` / `v.child(..)`.
     fn visit(&mut self, v: &mut dyn Visitor);
 }
 
