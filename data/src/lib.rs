@@ -3,11 +3,31 @@
 //! Everything between files on disk and the tensors RetinaNet trains on, and back:
 //! COCO files, the built-in synthetic "shapes" dataset, transforms, batching, the parallel
 //! loader, and the COCO evaluator with its results files.
+//!
+//! The path of an image through this crate:
+//! [`Dataset::load`] (a [`CocoDataset`] decodes a file, a [`ShapesDataset`] draws one) →
+//! [`transforms::transform`] (flip, resize, normalise) → [`batch::collate`] (pad to a
+//! multiple of 32, stack) → a [`Batch`] from the [`Loader`].
 
+pub mod atomic;
+pub mod batch;
+pub mod coco;
 pub mod coco_format;
+pub mod dataset;
 pub mod error;
+pub mod image_io;
+pub mod loader;
+pub mod synth;
+pub mod transforms;
 
+pub use batch::{Batch, Target};
+pub use coco::{CocoDataset, CocoOptions};
+pub use coco_format::CocoFile;
+pub use dataset::{Category, Dataset, Sample};
 pub use error::{Error, Result};
+pub use image_io::RgbImage;
+pub use loader::{Epoch, Loader, LoaderConfig};
+pub use synth::{Shape, ShapesConfig, ShapesDataset, Split};
 
 use std::path::PathBuf;
 
