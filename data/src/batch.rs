@@ -189,8 +189,14 @@ mod tests {
             flipped: true,
         };
         // Input box x 20..60 -> original 10..30 -> unflipped 70..90.
-        assert_eq!(t.to_original([20.0, 10.0, 60.0, 40.0]), [70.0, 5.0, 90.0, 20.0]);
+        assert_eq!(
+            t.to_original([20.0, 10.0, 60.0, 40.0]),
+            [70.0, 5.0, 90.0, 20.0]
+        );
         // Clipped to the original image.
-        assert_eq!(t.to_original([-10.0, -4.0, 30.0, 400.0]), [85.0, 0.0, 100.0, 50.0]);
+        assert_eq!(
+            t.to_original([-10.0, -4.0, 30.0, 400.0]),
+            [85.0, 0.0, 100.0, 50.0]
+        );
     }
 }

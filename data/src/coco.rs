@@ -344,7 +344,10 @@ impl Dataset for CocoDataset {
 
 /// `images_dir/file_name`, refusing names that could leave the folder: absolute paths,
 /// drive prefixes and `..` components. The error is the reason, for the caller's message.
-pub fn resolve_file_name(images_dir: &Path, file_name: &str) -> std::result::Result<PathBuf, String> {
+pub fn resolve_file_name(
+    images_dir: &Path,
+    file_name: &str,
+) -> std::result::Result<PathBuf, String> {
     if file_name.is_empty() {
         return Err("is empty".into());
     }
@@ -414,7 +417,9 @@ mod tests {
             PathBuf::from("/data/images/a/b.jpg")
         );
         assert!(resolve_file_name(dir, "./b.jpg").is_ok());
-        assert!(resolve_file_name(dir, "../b.jpg").unwrap_err().contains(".."));
+        assert!(resolve_file_name(dir, "../b.jpg")
+            .unwrap_err()
+            .contains(".."));
         assert!(resolve_file_name(dir, "a/../../b.jpg")
             .unwrap_err()
             .contains(".."));

@@ -301,7 +301,9 @@ impl ShapesDataset {
         for start in (0..n).step_by(BLOCK) {
             (start..(start + BLOCK).min(n))
                 .into_par_iter()
-                .try_for_each(|i| write_png(&images_dir.join(self.file_name(i)), &self.sample(i).image))?;
+                .try_for_each(|i| {
+                    write_png(&images_dir.join(self.file_name(i)), &self.sample(i).image)
+                })?;
             progress((start + BLOCK).min(n));
         }
         let json = serde_json::to_vec(&self.to_coco())
@@ -331,7 +333,10 @@ impl ShapesDataset {
             let w = ((side * aspect.sqrt()).round() as usize).clamp(8, size);
             let h = ((side / aspect.sqrt()).round() as usize).clamp(8, size);
             let colour = object_colour(&mut rng, background, &objects);
-            let shade = [rng.uniform_range(-30.0, 30.0), rng.uniform_range(-30.0, 30.0)];
+            let shade = [
+                rng.uniform_range(-30.0, 30.0),
+                rng.uniform_range(-30.0, 30.0),
+            ];
 
             for _ in 0..PLACEMENT_TRIES {
                 let x0 = rng.below(size - w + 1);
