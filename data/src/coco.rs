@@ -46,6 +46,7 @@ struct Entry {
 }
 
 /// A COCO annotation file with its images folder. See the module documentation.
+#[derive(Debug)]
 pub struct CocoDataset {
     annotation_file: PathBuf,
     coco: CocoFile,
@@ -242,9 +243,9 @@ impl CocoDataset {
             return Err(err);
         }
         let mut skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
-        if !skipped.contains_key(&index) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = skipped.entry(index) {
             eprintln!("warning: skipping an image: {err}");
-            skipped.insert(index, err.message().to_string());
+            slot.insert(err.message().to_string());
         }
         Ok(())
     }

@@ -51,7 +51,7 @@ use crate::error::{Error, Result};
 use crate::transforms::transform;
 
 /// Stream keys for [`Rng::derive`], so the order and the flips never share a stream.
-const ORDER_KEY: u64 = 0x4f52_4445_52; // "ORDER"
+const ORDER_KEY: u64 = 0x4f_5244_4552; // "ORDER"
 const FLIP_KEY: u64 = 0x464c_4950; // "FLIP"
 
 /// How to batch a dataset.

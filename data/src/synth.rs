@@ -80,7 +80,7 @@ impl Shape {
             // A ring's hole is 55% of its outer diameter.
             Shape::Ring => {
                 let d2 = du * du + dv * dv;
-                d2 <= 1.0 && d2 >= 0.55 * 0.55
+                (0.55 * 0.55..=1.0).contains(&d2)
             }
             Shape::Square => true,
             // Apex at the top centre, base along the bottom edge.

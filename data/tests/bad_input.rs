@@ -37,7 +37,7 @@ const GOOD: &str = r#"{
 
 fn open_err(tag: &str, json: &str) -> (String, std::path::PathBuf) {
     let (_dir, ann, images) = setup(tag, json);
-    let e = CocoDataset::open(&ann, &images).err().expect("should fail");
+    let e = CocoDataset::open(&ann, &images).expect_err("should fail");
     (e.to_string(), ann)
 }
 
@@ -152,7 +152,7 @@ fn corrupt_images_fail_at_load_or_are_skipped() {
 
     let ds = CocoDataset::open(&ann, &images).unwrap(); // the files exist
     for i in 0..2 {
-        let msg = ds.load(i).err().expect("should fail").to_string();
+        let msg = ds.load(i).expect_err("should fail").to_string();
         let file = images.join(if i == 0 { "a.png" } else { "b.png" });
         assert!(names(&msg, &file) && names(&msg, &ann), "{msg}");
         assert!(msg.contains(&format!("image id {}", i + 1)), "{msg}");
@@ -187,7 +187,7 @@ fn image_of_the_wrong_size() {
     let json = GOOD.replacen("\"width\": 8", "\"width\": 9", 1);
     let (_dir, ann, images) = setup("wrong-size", &json);
     let ds = CocoDataset::open(&ann, &images).unwrap();
-    let msg = ds.load(0).err().expect("should fail").to_string();
+    let msg = ds.load(0).expect_err("should fail").to_string();
     assert!(
         msg.contains("a.png") && msg.contains("8x6") && msg.contains("9x6"),
         "{msg}"

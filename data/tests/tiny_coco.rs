@@ -71,7 +71,7 @@ fn known_box_after_resizing_to_512() {
     assert_eq!((t.input_width, t.input_height), (853, 480));
     assert_eq!(batch.images.shape(), &[1, 3, 480, 864]); // 853 -> 864 = 27 * 32
     assert_eq!(t.labels[0], 3); // category 4 is the 4th id
-    let want = [478.706265, 194.893333, 628.581031, 479.653333];
+    let want: [f32; 4] = [478.7063, 194.8933, 628.581, 479.6533];
     for (g, w) in t.boxes[0].iter().zip(want) {
         assert!((g - w).abs() < 1e-3, "{:?} vs {want:?}", t.boxes[0]);
     }
