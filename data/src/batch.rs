@@ -5,6 +5,7 @@
 //! the image.
 
 use focal_engine::Tensor;
+use rayon::prelude::*;
 
 use crate::transforms::{round_up, Transformed};
 
@@ -97,17 +98,23 @@ pub fn collate(items: Vec<(usize, Transformed)>) -> Batch {
         items.iter().map(|(_, t)| t.width).max().unwrap_or(1),
         SIZE_DIVISIBILITY,
     );
+    // Each image's slot is filled by one task (a plain copy, so the thread count cannot
+    // change the result).
     let mut data = vec![0.0f32; n * 3 * h * w];
-    let mut targets = Vec::with_capacity(n);
-    for (i, (index, t)) in items.into_iter().enumerate() {
-        let plane = t.height * t.width;
-        for c in 0..3 {
-            let src = &t.pixels[c * plane..][..plane];
-            let dst = &mut data[(i * 3 + c) * h * w..][..h * w];
-            for (y, row) in src.chunks_exact(t.width).enumerate() {
-                dst[y * w..y * w + t.width].copy_from_slice(row);
+    data.par_chunks_mut(3 * h * w)
+        .zip(items.par_iter())
+        .for_each(|(slot, (_, t))| {
+            let plane = t.height * t.width;
+            for c in 0..3 {
+                let src = &t.pixels[c * plane..][..plane];
+                let dst = &mut slot[c * h * w..][..h * w];
+                for (y, row) in src.chunks_exact(t.width).enumerate() {
+                    dst[y * w..y * w + t.width].copy_from_slice(row);
+                }
             }
-        }
+        });
+    let mut targets = Vec::with_capacity(n);
+    for (index, t) in items {
         targets.push(Target {
             boxes: t.boxes,
             labels: t.labels,

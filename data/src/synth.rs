@@ -337,6 +337,7 @@ impl ShapesDataset {
                 rng.uniform_range(-30.0, 30.0),
                 rng.uniform_range(-30.0, 30.0),
             ];
+            let mask = shape_mask(shape, w, h);
 
             for _ in 0..PLACEMENT_TRIES {
                 let x0 = rng.below(size - w + 1);
@@ -350,9 +351,9 @@ impl ShapesDataset {
                     colour,
                     shade,
                 };
-                let pixels = object_pixels(&obj, size);
+                let pixels = || mask.iter().map(|&(dx, dy)| (y0 + dy) * size + x0 + dx);
                 let mut covered = vec![0usize; objects.len()];
-                for &p in &pixels {
+                for p in pixels() {
                     if owner[p] > 0 {
                         covered[owner[p] as usize - 1] += 1;
                     }
@@ -360,18 +361,18 @@ impl ShapesDataset {
                 let keeps_enough = (0..objects.len()).all(|k| {
                     MIN_VISIBLE_DEN * (visible[k] - covered[k]) >= MIN_VISIBLE_NUM * drawn[k]
                 });
-                if !keeps_enough || pixels.is_empty() {
+                if !keeps_enough || mask.is_empty() {
                     continue;
                 }
                 for (k, c) in covered.iter().enumerate() {
                     visible[k] -= c;
                 }
                 let id = objects.len() as u8 + 1;
-                for &p in &pixels {
+                for p in pixels() {
                     owner[p] = id;
                 }
-                drawn.push(pixels.len());
-                visible.push(pixels.len());
+                drawn.push(mask.len());
+                visible.push(mask.len());
                 objects.push(obj);
                 break;
             }
@@ -426,12 +427,21 @@ impl ShapesDataset {
         let noise_amplitude = rng.uniform_range(6.0, 16.0);
 
         let mut data = vec![0u8; 3 * size * size];
+        let inverse: Vec<[f32; 2]> = layout
+            .objects
+            .iter()
+            .map(|o| [1.0 / o.w as f32, 1.0 / o.h as f32])
+            .collect();
+        let mut coarse_row = Vec::new();
+        let mut fine_row = Vec::new();
         for y in 0..size {
+            coarse.row(y, &mut coarse_row);
+            fine.row(y, &mut fine_row);
             for x in 0..size {
                 let p = y * size + x;
                 let base: [f32; 3] = match layout.owner[p] {
                     0 => {
-                        let t = amplitude * (coarse.at(x, y) + 0.5 * fine.at(x, y));
+                        let t = amplitude * (coarse_row[x] + 0.5 * fine_row[x]);
                         [
                             background[0] + t * tint[0],
                             background[1] + t * tint[1],
@@ -440,8 +450,9 @@ impl ShapesDataset {
                     }
                     o => {
                         let obj = &layout.objects[o as usize - 1];
-                        let u = (x - obj.x0) as f32 / obj.w as f32 - 0.5;
-                        let v = (y - obj.y0) as f32 / obj.h as f32 - 0.5;
+                        let [iw, ih] = inverse[o as usize - 1];
+                        let u = (x - obj.x0) as f32 * iw - 0.5;
+                        let v = (y - obj.y0) as f32 * ih - 0.5;
                         let s = obj.shade[0] * u + obj.shade[1] * v;
                         [obj.colour[0] + s, obj.colour[1] + s, obj.colour[2] + s]
                     }
@@ -451,7 +462,8 @@ impl ShapesDataset {
                 for c in 0..3 {
                     let n = (r[2 * c] as f32 + r[2 * c + 1] as f32 - 255.0) / 255.0;
                     let v = base[c] + noise_amplitude * n;
-                    data[3 * p + c] = v.round().clamp(0.0, 255.0) as u8;
+                    // Round half up (`as` truncates, v + 0.5 >= 0 after the clamp).
+                    data[3 * p + c] = (v.clamp(0.0, 255.0) + 0.5) as u8;
                 }
             }
         }
@@ -503,19 +515,29 @@ impl Dataset for ShapesDataset {
     }
 }
 
-/// The indices (`y * size + x`) of the pixels whose centres are inside `obj`.
-fn object_pixels(obj: &Object, size: usize) -> Vec<usize> {
+/// The offsets `(dx, dy)` inside a `w` x `h` box of the pixels whose centres are inside
+/// `shape` drawn to fill that box.
+fn shape_mask(shape: Shape, w: usize, h: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
-    for y in obj.y0..obj.y0 + obj.h {
-        let v = (y - obj.y0) as f32 + 0.5;
-        for x in obj.x0..obj.x0 + obj.w {
-            let u = (x - obj.x0) as f32 + 0.5;
-            if obj.shape.contains(u / obj.w as f32, v / obj.h as f32) {
-                out.push(y * size + x);
+    for dy in 0..h {
+        let v = (dy as f32 + 0.5) / h as f32;
+        for dx in 0..w {
+            let u = (dx as f32 + 0.5) / w as f32;
+            if shape.contains(u, v) {
+                out.push((dx, dy));
             }
         }
     }
     out
+}
+
+/// The indices (`y * size + x`) of the pixels of `obj` as drawn (before occlusion).
+#[cfg(test)]
+fn object_pixels(obj: &Object, size: usize) -> Vec<usize> {
+    shape_mask(obj.shape, obj.w, obj.h)
+        .iter()
+        .map(|&(dx, dy)| (obj.y0 + dy) * size + obj.x0 + dx)
+        .collect()
 }
 
 /// A muted background colour: a gray level with a small random tint.
@@ -571,9 +593,11 @@ fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
 /// Value noise: random values in [-1, 1] on a square lattice of spacing `cell`, blended
 /// between the four surrounding lattice points with smoothstep weights.
 struct ValueNoise {
-    cell: f32,
     stride: usize,
     values: Vec<f32>,
+    /// Per image column (and row, the image being square): the lattice index to the left
+    /// (above) and the smoothstep weight of the next one.
+    taps: Vec<(usize, f32)>,
 }
 
 impl ValueNoise {
@@ -582,23 +606,38 @@ impl ValueNoise {
         let values = (0..stride * stride)
             .map(|_| rng.uniform_range(-1.0, 1.0))
             .collect();
+        let taps = (0..size)
+            .map(|x| {
+                let f = x as f32 / cell;
+                let i = f as usize;
+                let t = f - i as f32;
+                (i, t * t * (3.0 - 2.0 * t))
+            })
+            .collect();
         ValueNoise {
-            cell,
             stride,
             values,
+            taps,
         }
     }
 
-    fn at(&self, x: usize, y: usize) -> f32 {
-        let fx = x as f32 / self.cell;
-        let fy = y as f32 / self.cell;
-        let (ix, iy) = (fx as usize, fy as usize);
-        let smooth = |t: f32| t * t * (3.0 - 2.0 * t);
-        let (tx, ty) = (smooth(fx - ix as f32), smooth(fy - iy as f32));
-        let v = |i: usize, j: usize| self.values[j * self.stride + i];
-        let top = v(ix, iy) * (1.0 - tx) + v(ix + 1, iy) * tx;
-        let bottom = v(ix, iy + 1) * (1.0 - tx) + v(ix + 1, iy + 1) * tx;
-        top * (1.0 - ty) + bottom * ty
+    /// The noise along image row `y`, one value per column, into `out`.
+    fn row(&self, y: usize, out: &mut Vec<f32>) {
+        // Blend the two lattice rows around y first, then interpolate along x.
+        let (iy, ty) = self.taps[y];
+        let above = &self.values[iy * self.stride..][..self.stride];
+        let below = &self.values[(iy + 1) * self.stride..][..self.stride];
+        let blended: Vec<f32> = above
+            .iter()
+            .zip(below)
+            .map(|(a, b)| a * (1.0 - ty) + b * ty)
+            .collect();
+        out.clear();
+        out.extend(
+            self.taps
+                .iter()
+                .map(|&(ix, tx)| blended[ix] * (1.0 - tx) + blended[ix + 1] * tx),
+        );
     }
 }
 

@@ -74,32 +74,28 @@ pub fn resize_normalize(img: &RgbImage, out_w: usize, out_h: usize) -> Vec<f32> 
     let xt = taps(in_w, out_w);
     let yt = taps(in_h, out_h);
 
-    // Pass 1, along x: every input row to `out_w` columns (interleaved RGB, 0-255).
-    let mut rows = vec![0.0f32; in_h * out_w * 3];
-    for (src, dst) in img
-        .data
-        .chunks_exact(3 * in_w)
-        .zip(rows.chunks_exact_mut(3 * out_w))
-    {
-        for (x, t) in xt.iter().enumerate() {
-            for c in 0..3 {
-                dst[3 * x + c] = t.w0 * src[3 * t.i0 + c] as f32 + t.w1 * src[3 * t.i1 + c] as f32;
-            }
-        }
-    }
-
-    // Pass 2, along y, then normalise: (v / 255 - mean) / std = v * a + b.
-    let a: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * IMAGENET_STD[c]));
-    let b: [f32; 3] = std::array::from_fn(|c| -IMAGENET_MEAN[c] / IMAGENET_STD[c]);
+    // (v / 255 - mean) / std = v * scale + shift, per channel.
+    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * IMAGENET_STD[c]));
+    let shift: [f32; 3] = std::array::from_fn(|c| -IMAGENET_MEAN[c] / IMAGENET_STD[c]);
     let plane = out_w * out_h;
     let mut out = vec![0.0f32; 3 * plane];
-    for (y, t) in yt.iter().enumerate() {
-        let r0 = &rows[3 * out_w * t.i0..][..3 * out_w];
-        let r1 = &rows[3 * out_w * t.i1..][..3 * out_w];
-        for x in 0..out_w {
+    // One output row at a time: first blend the two input rows it falls between (along y,
+    // on interleaved RGB, a contiguous loop the compiler vectorises), then interpolate
+    // that row along x into the three output planes. The order of the two 1-D passes does
+    // not change the result beyond float rounding.
+    let mut row = vec![0.0f32; 3 * in_w];
+    for (y, ty) in yt.iter().enumerate() {
+        let above = &img.data[3 * in_w * ty.i0..][..3 * in_w];
+        let below = &img.data[3 * in_w * ty.i1..][..3 * in_w];
+        for ((r, &a), &b) in row.iter_mut().zip(above).zip(below) {
+            *r = ty.w0 * a as f32 + ty.w1 * b as f32;
+        }
+        for (x, tx) in xt.iter().enumerate() {
+            let left = &row[3 * tx.i0..][..3];
+            let right = &row[3 * tx.i1..][..3];
             for c in 0..3 {
-                let v = t.w0 * r0[3 * x + c] + t.w1 * r1[3 * x + c];
-                out[c * plane + y * out_w + x] = v * a[c] + b[c];
+                let v = tx.w0 * left[c] + tx.w1 * right[c];
+                out[c * plane + y * out_w + x] = v * scale[c] + shift[c];
             }
         }
     }

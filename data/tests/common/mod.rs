@@ -41,7 +41,6 @@ pub fn tiny_coco_or_skip(test: &str) -> Option<PathBuf> {
         Some(p) => Some(p),
         None => {
             eprintln!("SKIPPED {test}: ../shared/coco/tiny not found (set FOCAL_COCO_TINY)");
-            println!("SKIPPED {test}: ../shared/coco/tiny not found (set FOCAL_COCO_TINY)");
             None
         }
     }
