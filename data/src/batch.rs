@@ -88,6 +88,29 @@ impl Batch {
 ///
 /// Panics on an empty list (the loader never makes one).
 pub fn collate(items: Vec<(usize, Transformed)>) -> Batch {
+    collate_raw(items).into_batch()
+}
+
+/// A collated batch whose pixels are not a tensor yet. The loader's queue holds these, so
+/// that batches waiting there are not counted as live tensor memory
+/// (`focal_engine::live_bytes`) until the consumer takes them.
+pub(crate) struct RawBatch {
+    data: Vec<f32>,
+    shape: [usize; 4],
+    targets: Vec<Target>,
+}
+
+impl RawBatch {
+    pub(crate) fn into_batch(self) -> Batch {
+        Batch {
+            images: Tensor::from_vec(&self.shape, self.data),
+            targets: self.targets,
+        }
+    }
+}
+
+/// [`collate`] without making the tensor.
+pub(crate) fn collate_raw(items: Vec<(usize, Transformed)>) -> RawBatch {
     assert!(!items.is_empty(), "collate: no images");
     let n = items.len();
     let h = round_up(
@@ -128,8 +151,9 @@ pub fn collate(items: Vec<(usize, Transformed)>) -> Batch {
             flipped: t.flipped,
         });
     }
-    Batch {
-        images: Tensor::from_vec(&[n, 3, h, w], data),
+    RawBatch {
+        data,
+        shape: [n, 3, h, w],
         targets,
     }
 }

@@ -21,7 +21,8 @@
 //! pool as large as the one `epoch` was called from), collates them, and puts the batch in
 //! a queue of `prefetch` places. When the queue is full the thread waits, so at most
 //! `prefetch` batches wait in the queue, one more is being built, and memory stays bounded
-//! however slow the consumer is. Dropping the [`Epoch`] early stops the thread.
+//! however slow the consumer is. Queued batches are plain vectors; a batch's pixels become
+//! a tensor (counted by `focal_engine::live_bytes`) when the consumer takes it. Dropping the [`Epoch`] early stops the thread.
 //!
 //! ## Determinism
 //! Nothing depends on timing or on the number of threads:
@@ -45,7 +46,7 @@ use std::thread::JoinHandle;
 use focal_engine::Rng;
 use rayon::prelude::*;
 
-use crate::batch::{collate, Batch};
+use crate::batch::{collate_raw, Batch, RawBatch};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::transforms::transform;
@@ -159,6 +160,11 @@ impl Loader {
     /// fixes the flips) on the calling thread's rayon pool. `Ok(None)` when the dataset
     /// skipped all of them. The first failing image (in `indices` order) is the error.
     pub fn load_batch(&self, epoch: u64, indices: &[usize]) -> Result<Option<Batch>> {
+        Ok(self.load_raw(epoch, indices)?.map(RawBatch::into_batch))
+    }
+
+    /// [`Loader::load_batch`] without making the tensor.
+    fn load_raw(&self, epoch: u64, indices: &[usize]) -> Result<Option<RawBatch>> {
         let (min_size, max_size) = (self.config.min_size, self.config.max_size);
         let items: Vec<Result<Option<_>>> = indices
             .par_iter()
@@ -173,7 +179,7 @@ impl Loader {
                 kept.push(t);
             }
         }
-        Ok((!kept.is_empty()).then(|| collate(kept)))
+        Ok((!kept.is_empty()).then(|| collate_raw(kept)))
     }
 
     /// The batches of epoch `epoch`, prepared in the background (see the module docs).
@@ -205,7 +211,7 @@ impl Loader {
                     if me.config.drop_last && chunk.len() < bs {
                         break;
                     }
-                    let result = pool.install(|| me.load_batch(epoch, chunk));
+                    let result = pool.install(|| me.load_raw(epoch, chunk));
                     let failed = result.is_err();
                     let message = match result {
                         Ok(None) => continue,
@@ -229,7 +235,7 @@ impl Loader {
 /// The batches of one epoch, in order; an iterator of `Result<Batch>`. Dropping it stops
 /// the background thread.
 pub struct Epoch {
-    receiver: Option<Receiver<Result<Batch>>>,
+    receiver: Option<Receiver<Result<RawBatch>>>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -254,7 +260,8 @@ impl Iterator for Epoch {
     fn next(&mut self) -> Option<Result<Batch>> {
         let received = self.receiver.as_ref()?.recv();
         match received {
-            Ok(item) => Some(item),
+            // The pixels become a tensor (and count as tensor memory) only now.
+            Ok(item) => Some(item.map(RawBatch::into_batch)),
             Err(_) => {
                 // The thread finished (or died): the epoch is over.
                 self.finish();

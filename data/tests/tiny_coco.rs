@@ -81,3 +81,31 @@ fn known_box_after_resizing_to_512() {
         assert!((g - w).abs() < 1e-3, "{back:?}");
     }
 }
+
+#[test]
+fn real_jpegs_load_identically_on_one_and_two_threads() {
+    let Some(root) =
+        common::tiny_coco_or_skip("real_jpegs_load_identically_on_one_and_two_threads")
+    else {
+        return;
+    };
+    let ds = Arc::new(CocoDataset::open_split(&root, "val2017", CocoOptions::default()).unwrap());
+    let loader = Loader::new(ds, LoaderConfig::train(3, 320, 533, 4)).unwrap();
+    let run = || -> Vec<_> { loader.epoch(2).take(3).map(|b| b.unwrap()).collect() };
+    let one = focal_engine::threads::with_threads(1, run);
+    let two = focal_engine::threads::with_threads(2, run);
+    assert_eq!(one.len(), 3);
+    assert!(one.iter().any(|b| b.targets.iter().any(|t| t.flipped)));
+    for (a, b) in one.iter().zip(&two) {
+        assert_eq!(a.targets, b.targets);
+        assert_eq!(a.images.shape(), b.images.shape());
+        let (h, w) = a.padded_size();
+        assert!(h % 32 == 0 && w % 32 == 0);
+        assert!(a
+            .images
+            .data()
+            .iter()
+            .zip(b.images.data())
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+}
