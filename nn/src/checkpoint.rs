@@ -34,6 +34,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use bincode::Options;
+use focal_engine::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::module::{duplicate_names, for_each_named, Module, Slot};
@@ -146,17 +147,22 @@ impl Checkpoint {
         }
     }
 
-    /// The whole file: header and payload.
+    /// The whole file: header and payload, encoded into one buffer (tensors are not copied
+    /// on the way: the checkpoint shares the model's storage).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let payload = bincode_options()
-            .serialize(self)
-            .expect("encoding a checkpoint in memory cannot fail");
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+        let size = bincode_options()
+            .serialized_size(self)
+            .expect("sizing a checkpoint in memory cannot fail") as usize;
+        let mut out = Vec::with_capacity(HEADER_LEN + size);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
+        out.extend_from_slice(&(size as u64).to_le_bytes());
+        out.extend_from_slice(&[0; 4]); // CRC, filled in below
+        bincode_options()
+            .serialize_into(&mut out, self)
+            .expect("encoding a checkpoint in memory cannot fail");
+        let crc = crc32fast::hash(&out[HEADER_LEN..]);
+        out[20..24].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -282,9 +288,10 @@ impl Checkpoint {
             };
             match tensors.get(name) {
                 None => missing.push(name.to_string()),
-                Some(t) if t.shape != shape => mismatched.push(format!(
+                Some(t) if t.shape() != &shape[..] => mismatched.push(format!(
                     "{name}: checkpoint has shape {:?}, model has {:?}",
-                    t.shape, shape
+                    t.shape(),
+                    shape
                 )),
                 Some(_) => {}
             }
@@ -310,10 +317,11 @@ impl Checkpoint {
         if !problems.is_empty() {
             return Err(format!("does not fit the model ({})", problems.join("; ")));
         }
-        let mut values = HashMap::new();
-        for t in &self.tensors {
-            values.insert(t.name.as_str(), t.to_tensor()?);
-        }
+        let values: HashMap<&str, Tensor> = self
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.to_tensor()))
+            .collect();
         // Pass 2: copy.
         for_each_named(model, |name, slot| match slot {
             Slot::Param(p) => p.value = values[name].clone(),
@@ -347,10 +355,13 @@ impl Checkpoint {
                 ));
             };
             for t in &p.tensors {
-                if &t.shape != shape {
+                if t.shape() != &shape[..] {
                     return Err(format!(
                         "optimiser state {} of {}: checkpoint has shape {:?}, model has {:?}",
-                        t.name, p.param, t.shape, shape
+                        t.name,
+                        p.param,
+                        t.shape(),
+                        shape
                     ));
                 }
             }

@@ -1,36 +1,80 @@
-//! Plain serialisable copies of tensors, for checkpoints and optimiser state.
+//! Named tensors as stored in files (checkpoints, optimiser state).
+
+use std::fmt;
 
 use focal_engine::Tensor;
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A named tensor as stored in a file: its shape and its values in row-major order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A named tensor. Capturing one shares the tensor's storage (no copy); it is encoded as
+/// `(name, shape, values)` and decoding checks that the values fit the shape.
+#[derive(Clone)]
 pub struct TensorRecord {
     pub name: String,
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    pub value: Tensor,
 }
 
 impl TensorRecord {
     pub fn new(name: &str, t: &Tensor) -> TensorRecord {
         TensorRecord {
             name: name.to_string(),
-            shape: t.shape().to_vec(),
-            data: t.to_vec(),
+            value: t.detach(),
         }
     }
 
-    /// The tensor, or an error when the number of values does not fit the shape (a damaged
-    /// file).
-    pub fn to_tensor(&self) -> Result<Tensor, String> {
-        match checked_numel(&self.shape) {
-            Some(n) if n == self.data.len() => Ok(Tensor::from_vec(&self.shape, self.data.clone())),
-            _ => Err(format!(
-                "tensor {}: shape {:?} does not fit its {} values",
-                self.name,
-                self.shape,
-                self.data.len()
-            )),
+    pub fn shape(&self) -> &[usize] {
+        self.value.shape()
+    }
+
+    /// The tensor (sharing storage).
+    pub fn to_tensor(&self) -> Tensor {
+        self.value.clone()
+    }
+}
+
+/// Equal names, shapes and bit patterns.
+impl PartialEq for TensorRecord {
+    fn eq(&self, other: &TensorRecord) -> bool {
+        self.name == other.name
+            && self.shape() == other.shape()
+            && self
+                .value
+                .data()
+                .iter()
+                .zip(other.value.data())
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+impl fmt::Debug for TensorRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TensorRecord({} {:?})", self.name, self.shape())
+    }
+}
+
+impl Serialize for TensorRecord {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&self.name)?;
+        t.serialize_element(self.value.shape())?;
+        t.serialize_element(self.value.data())?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TensorRecord {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TensorRecord, D::Error> {
+        let (name, shape, data): (String, Vec<usize>, Vec<f32>) = Deserialize::deserialize(d)?;
+        match checked_numel(&shape) {
+            Some(n) if n == data.len() => Ok(TensorRecord {
+                name,
+                value: Tensor::from_vec(&shape, data),
+            }),
+            _ => Err(D::Error::custom(format!(
+                "tensor {name}: shape {shape:?} does not fit its {} values",
+                data.len()
+            ))),
         }
     }
 }

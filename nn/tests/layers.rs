@@ -255,3 +255,17 @@ fn lists_and_optional_modules_name_their_entries() {
         ]
     );
 }
+
+#[test]
+fn one_seed_fixes_the_whole_initialisation() {
+    let values = |seed: u64| -> Vec<u32> {
+        let mut m = fragment(&mut Rng::new(seed));
+        named_params(&mut m)
+            .into_iter()
+            .flat_map(|(_, p)| p.value.to_vec())
+            .map(f32::to_bits)
+            .collect()
+    };
+    assert_eq!(values(11), values(11));
+    assert_ne!(values(11), values(12));
+}

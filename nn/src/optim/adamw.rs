@@ -159,8 +159,8 @@ impl Optimizer for AdamW {
         s.check_kind(self.kind())?;
         let mut state = HashMap::new();
         for p in &s.params {
-            let m = p.tensor("exp_avg")?.to_tensor()?;
-            let v = p.tensor("exp_avg_sq")?.to_tensor()?;
+            let m = p.tensor("exp_avg")?.to_tensor();
+            let v = p.tensor("exp_avg_sq")?.to_tensor();
             if m.shape() != v.shape() {
                 return Err(format!(
                     "optimiser state of {}: moment shapes differ",

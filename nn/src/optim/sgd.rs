@@ -145,7 +145,7 @@ impl Optimizer for Sgd {
         let mut state = HashMap::new();
         for p in &s.params {
             let buf = if momentum != 0.0 {
-                Some(p.tensor("momentum_buffer")?.to_tensor()?)
+                Some(p.tensor("momentum_buffer")?.to_tensor())
             } else {
                 None
             };
