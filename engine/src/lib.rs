@@ -34,7 +34,7 @@ pub mod tape;
 pub mod tensor;
 pub mod threads;
 
-pub use fsio::write_atomic;
+pub use fsio::{write_atomic, write_atomic_unsynced};
 pub use op::Op;
 pub use ops::conv2d::{conv2d, Conv2dOptions};
 pub use ops::loss::{bce_with_logits, l1, sigmoid_focal_loss, smooth_l1, Reduction};
