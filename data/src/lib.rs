@@ -5,9 +5,13 @@
 //! loader, and the COCO evaluator with its results files.
 
 pub mod coco_format;
+pub mod cocoeval;
 pub mod error;
+pub mod results;
 
+pub use cocoeval::{evaluate, EvalResult};
 pub use error::{Error, Result};
+pub use results::Detection;
 
 use std::path::PathBuf;
 
