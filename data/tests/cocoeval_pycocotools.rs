@@ -28,6 +28,8 @@ fn fixture(name: &str) -> PathBuf {
 struct Expected {
     stats: [f64; 12],
     per_category: HashMap<i64, Option<f64>>,
+    /// What pycocotools' summarize() printed.
+    summary: String,
 }
 
 fn expected(case: &str) -> Expected {
@@ -49,6 +51,7 @@ fn expected(case: &str) -> Expected {
     Expected {
         stats: stats.try_into().unwrap(),
         per_category,
+        summary: v["summary"].as_str().unwrap().to_string(),
     }
 }
 
@@ -88,6 +91,13 @@ fn check(case: &str, gt_path: &Path) -> EvalResult {
     for c in &result.per_category {
         assert_eq!(c.ap, want.per_category[&c.id], "{case}: category {}", c.id);
     }
+    // The 12 summary lines are pycocotools' own, character for character.
+    assert!(
+        result.summary().starts_with(&want.summary),
+        "{case}: summary differs\nfocal:\n{}\npycocotools:\n{}",
+        result.summary(),
+        want.summary
+    );
     result
 }
 
