@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Check every op's backward against finite differences and print a table.
     Gradcheck(cmd::gradcheck::Args),
+    /// Evaluate COCO detections against ground truth (AP, AR) exactly as pycocotools does.
+    Cocoeval(cmd::cocoeval::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
+        Command::Cocoeval(a) => cmd::cocoeval::run(a),
     };
     match result {
         Ok(code) => code,
