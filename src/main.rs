@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod draw;
+mod files;
+mod plot;
 
 #[derive(Parser)]
 #[command(

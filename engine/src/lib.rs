@@ -34,6 +34,9 @@ pub mod tensor;
 pub mod threads;
 
 pub use op::Op;
+pub use ops::conv2d::{conv2d, Conv2dOptions};
+pub use ops::pool::max_pool2d;
+pub use ops::upsample::{upsample_nearest, upsample_nearest_to};
 pub use rng::Rng;
 pub use storage::{live_bytes, peak_bytes, reset_peak_bytes};
 pub use tape::{
