@@ -35,6 +35,8 @@ pub mod threads;
 
 pub use op::Op;
 pub use ops::conv2d::{conv2d, Conv2dOptions};
+pub use ops::loss::{bce_with_logits, l1, sigmoid_focal_loss, smooth_l1, Reduction};
+pub use ops::norm::{batch_norm_train, channel_affine, group_norm, BatchStats};
 pub use ops::pool::max_pool2d;
 pub use ops::upsample::{upsample_nearest, upsample_nearest_to};
 pub use rng::Rng;
