@@ -17,6 +17,7 @@ pub mod anchors;
 pub mod box_coder;
 pub mod boxes;
 pub mod config;
+pub mod loss;
 pub mod matcher;
 pub mod nms;
 pub mod postprocess;
