@@ -32,6 +32,8 @@ struct Cli {
 enum Command {
     /// Check every op's backward against finite differences and print a table.
     Gradcheck(cmd::gradcheck::Args),
+    /// Write the synthetic shapes dataset to disk as COCO (annotations + PNG images).
+    Synth(cmd::synth::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
+        Command::Synth(a) => cmd::synth::run(a),
     };
     match result {
         Ok(code) => code,

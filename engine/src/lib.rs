@@ -20,6 +20,7 @@
 //! assert_eq!(grads.get(w_id).unwrap().to_vec(), vec![3.0, 4.0]); // ∂loss/∂w = x
 //! ```
 
+pub mod fsio;
 pub mod gemm;
 pub mod gradcheck;
 mod gradcheck_cases;
@@ -33,6 +34,7 @@ pub mod tape;
 pub mod tensor;
 pub mod threads;
 
+pub use fsio::{write_atomic, write_atomic_unsynced};
 pub use op::Op;
 pub use ops::conv2d::{conv2d, Conv2dOptions};
 pub use ops::loss::{bce_with_logits, l1, sigmoid_focal_loss, smooth_l1, Reduction};

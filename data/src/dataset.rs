@@ -1,0 +1,79 @@
+//! What every dataset gives the loader: a number of images, each loaded on demand as a
+//! [`Sample`] (RGB pixels plus training boxes and labels), the list of categories, and the
+//! ground truth as a COCO file for the evaluator.
+//!
+//! Two datasets implement [`Dataset`]: [`crate::coco::CocoDataset`] (a COCO annotation
+//! file plus an images folder) and [`crate::synth::ShapesDataset`] (the synthetic shapes,
+//! generated in memory). The [`crate::loader::Loader`] takes either as an
+//! `Arc<dyn Dataset>`.
+
+use crate::coco_format::CocoFile;
+use crate::error::Result;
+use crate::image_io::RgbImage;
+
+/// One category. Its label — the index of the classifier's output channel — is its
+/// position in [`Dataset::categories`]; `id` is the category id written in COCO files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Category {
+    pub id: i64,
+    pub name: String,
+}
+
+/// One image with its training targets, in the image's own pixel coordinates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub image: RgbImage,
+    /// Boxes `[x1, y1, x2, y2]` in pixels of `image` (x2 = x + w, no +1), each inside
+    /// the image with width and height >= 1. Crowd regions are not here.
+    pub boxes: Vec<[f32; 4]>,
+    /// Contiguous labels `0..K`, one per box (index into [`Dataset::categories`]).
+    pub labels: Vec<usize>,
+    /// The COCO image id.
+    pub image_id: i64,
+}
+
+/// A source of training or evaluation images.
+///
+/// `load` is called from several threads at once (hence `Sync`), and must return the same
+/// sample for the same index every time: all randomness (shuffling, flips) lives in the
+/// loader.
+pub trait Dataset: Send + Sync {
+    /// Number of images.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Loads image `index` (0-based, `< len()`) with its targets.
+    ///
+    /// `Ok(None)` means the image could not be read and the dataset was told to skip such
+    /// images; the dataset has already reported and counted it, and the loader leaves it
+    /// out of its batch.
+    fn load(&self, index: usize) -> Result<Option<Sample>>;
+
+    /// The categories in label order (ascending COCO category id).
+    fn categories(&self) -> &[Category];
+
+    /// The COCO image id of image `index`.
+    fn image_id(&self, index: usize) -> i64;
+
+    /// `(width, height)` of image `index`, known without decoding it.
+    fn image_size(&self, index: usize) -> (u32, u32);
+
+    /// The ground truth in COCO form (crowd regions included), as the evaluator wants it.
+    fn ground_truth(&self) -> CocoFile;
+
+    /// A one-line description for logs, e.g. "COCO instances_val2017.json: 50 images, …".
+    fn describe(&self) -> String;
+
+    /// Number of categories K.
+    fn num_classes(&self) -> usize {
+        self.categories().len()
+    }
+
+    /// The COCO category id of contiguous label `label`.
+    fn category_id(&self, label: usize) -> i64 {
+        self.categories()[label].id
+    }
+}
