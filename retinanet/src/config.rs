@@ -140,6 +140,9 @@ pub struct ModelConfig {
     pub num_classes: usize,
     /// π of the classification bias −ln((1−π)/π).
     pub prior_probability: f32,
+    /// ε of frozen BatchNorm: 1e-5 (torchvision's default); torchvision's COCO-trained
+    /// RetinaNet weights expect 0.
+    pub frozen_bn_eps: f32,
 }
 
 impl Default for ModelConfig {
@@ -154,6 +157,7 @@ impl Default for ModelConfig {
             head_norm: false,
             num_classes: 80,
             prior_probability: 0.01,
+            frozen_bn_eps: 1e-5,
         }
     }
 }

@@ -11,16 +11,23 @@
 //! - [`targets`]: the per-anchor class and box targets of a batch;
 //! - [`loss`]: the focal loss and the box loss, normalised by the positive anchors;
 //! - [`nms`]: class-wise non-maximum suppression;
-//! - [`postprocess`]: from head outputs to detections in original pixels.
+//! - [`postprocess`]: from head outputs to detections in original pixels;
+//! - [`resnet`], [`fpn`], [`head`]: the network; [`model`]: the detector as a whole;
+//! - [`import`]: torchvision's weights, with the 91 → 80 COCO class remap.
 
 pub mod anchors;
 pub mod box_coder;
 pub mod boxes;
 pub mod config;
+pub mod fpn;
+pub mod head;
+pub mod import;
 pub mod loss;
 pub mod matcher;
+pub mod model;
 pub mod nms;
 pub mod postprocess;
+pub mod resnet;
 pub mod targets;
 
 pub use anchors::Anchors;
@@ -28,5 +35,8 @@ pub use config::{
     AnchorConfig, BackboneNorm, BoxLoss, Depth, InferenceConfig, LossConfig, MatcherConfig,
     ModelConfig, P6Input, RetinaNetConfig,
 };
+pub use import::load_torchvision;
+pub use loss::Losses;
+pub use model::{HeadOutputs, RetinaNet};
 pub use postprocess::{Detections, ImageSize};
 pub use targets::{BatchTargets, GroundTruth};
