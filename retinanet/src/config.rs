@@ -1,0 +1,412 @@
+//! Every choice of the detector in one place, with the defaults of the specification's
+//! Part 1 (rows 7–19) and every item of its Options column.
+//!
+//! The structs are serde-serialisable (the trainer writes them to a TOML file next to
+//! each checkpoint) and every field has a default, so a file that names only what it
+//! changes is complete.
+//!
+//! | spec row | option                         | field                                   |
+//! |----------|--------------------------------|-----------------------------------------|
+//! | 7        | depth                          | [`ModelConfig::depth`]                  |
+//! | 8        | norm gn / bn / frozen-bn       | [`ModelConfig::norm`]                   |
+//! | 9        | FPN channels F                 | [`ModelConfig::fpn_channels`]           |
+//! | 10       | P6 from C5 or P5               | [`ModelConfig::p6_input`]               |
+//! | 11       | tower width, depth, GroupNorm  | [`ModelConfig::head_width`], [`ModelConfig::head_depth`], [`ModelConfig::head_norm`] |
+//! | 11       | prior probability π            | [`ModelConfig::prior_probability`]      |
+//! | 13       | scales, ratios (sizes, strides)| [`AnchorConfig`]                        |
+//! | 14       | thresholds, low-quality        | [`MatcherConfig`]                       |
+//! | 16       | α, γ                           | [`LossConfig::alpha`], [`LossConfig::gamma`] |
+//! | 17       | l1 / smooth-l1 with any β      | [`LossConfig::box_loss`]                |
+//! | 19       | thresholds, k, max detections  | [`InferenceConfig`]                     |
+
+use serde::{Deserialize, Serialize};
+
+/// The whole detector: network, anchors, matching, loss and inference.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetinaNetConfig {
+    pub model: ModelConfig,
+    pub anchors: AnchorConfig,
+    pub matcher: MatcherConfig,
+    pub loss: LossConfig,
+    pub inference: InferenceConfig,
+}
+
+impl RetinaNetConfig {
+    /// Checks the values that would otherwise fail deep inside a step; the message names
+    /// the field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate()?;
+        self.anchors.validate()?;
+        self.matcher.validate()?;
+        self.loss.validate()?;
+        self.inference.validate()
+    }
+}
+
+/// ResNet depth of the backbone (spec row 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Depth {
+    #[serde(rename = "resnet18")]
+    ResNet18,
+    #[serde(rename = "resnet34")]
+    ResNet34,
+    #[serde(rename = "resnet50")]
+    ResNet50,
+}
+
+impl Depth {
+    /// Parses "resnet18", "resnet34", "resnet50" (or just 18, 34, 50).
+    pub fn parse(text: &str) -> Result<Depth, String> {
+        match text
+            .trim()
+            .to_ascii_lowercase()
+            .trim_start_matches("resnet")
+        {
+            "18" => Ok(Depth::ResNet18),
+            "34" => Ok(Depth::ResNet34),
+            "50" => Ok(Depth::ResNet50),
+            _ => Err(format!(
+                "unknown backbone {text:?}: expected resnet18, resnet34 or resnet50"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Depth::ResNet18 => "resnet18",
+            Depth::ResNet34 => "resnet34",
+            Depth::ResNet50 => "resnet50",
+        }
+    }
+}
+
+/// Normalisation in the backbone (spec row 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackboneNorm {
+    /// GroupNorm with 32 groups: the default when training from scratch, because batch
+    /// statistics of 2–4 CPU images are too noisy for BatchNorm.
+    #[serde(rename = "gn")]
+    GroupNorm,
+    /// Trainable BatchNorm (batch statistics in training, running statistics in inference).
+    #[serde(rename = "bn")]
+    BatchNorm,
+    /// BatchNorm with fixed statistics and affine parameters (for pretrained weights);
+    /// the stem and layer1 are frozen too.
+    #[serde(rename = "frozen-bn")]
+    FrozenBatchNorm,
+}
+
+impl BackboneNorm {
+    pub fn parse(text: &str) -> Result<BackboneNorm, String> {
+        match text.trim() {
+            "gn" => Ok(BackboneNorm::GroupNorm),
+            "bn" => Ok(BackboneNorm::BatchNorm),
+            "frozen-bn" => Ok(BackboneNorm::FrozenBatchNorm),
+            _ => Err(format!(
+                "unknown backbone norm {text:?}: expected gn, bn or frozen-bn"
+            )),
+        }
+    }
+}
+
+/// Which map P6 is computed from (spec row 10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum P6Input {
+    /// The paper: P6 = 3×3 stride-2 conv on C5.
+    #[serde(rename = "c5")]
+    C5,
+    /// torchvision's `retinanet_resnet50_fpn` (v1 weights): P6 from P5.
+    #[serde(rename = "p5")]
+    P5,
+}
+
+/// The network: backbone, FPN and the two subnets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub depth: Depth,
+    pub norm: BackboneNorm,
+    /// F, the channels of every pyramid level.
+    pub fpn_channels: usize,
+    pub p6_input: P6Input,
+    /// Channels of the 3×3 convs in the class and box towers (the paper: F = 256).
+    pub head_width: usize,
+    /// Number of 3×3 conv + ReLU layers in each tower (the paper: 4).
+    pub head_depth: usize,
+    /// GroupNorm(32) after each tower conv (torchvision v2); off in the paper.
+    pub head_norm: bool,
+    /// K, the number of object classes (no background class).
+    pub num_classes: usize,
+    /// π of the classification bias −ln((1−π)/π).
+    pub prior_probability: f32,
+    /// ε of frozen BatchNorm: 1e-5 (torchvision's default); torchvision's COCO-trained
+    /// RetinaNet weights expect 0.
+    pub frozen_bn_eps: f32,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            depth: Depth::ResNet50,
+            norm: BackboneNorm::GroupNorm,
+            fpn_channels: 256,
+            p6_input: P6Input::C5,
+            head_width: 256,
+            head_depth: 4,
+            head_norm: false,
+            num_classes: 80,
+            prior_probability: 0.01,
+            frozen_bn_eps: 1e-5,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.fpn_channels == 0 || self.head_width == 0 || self.num_classes == 0 {
+            return Err("model: fpn_channels, head_width and num_classes must be positive".into());
+        }
+        if self.head_norm && !self.head_width.is_multiple_of(32) {
+            return Err(format!(
+                "model: head_norm uses GroupNorm(32), so head_width ({}) must be a multiple of 32",
+                self.head_width
+            ));
+        }
+        if !(self.prior_probability > 0.0 && self.prior_probability < 1.0) {
+            return Err(format!(
+                "model: prior_probability must lie in (0, 1), got {}",
+                self.prior_probability
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Anchors (spec row 13).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnchorConfig {
+    /// Base size of the anchors of P3..P7, in input pixels.
+    pub sizes: Vec<f32>,
+    /// Stride of P3..P7 (fixed, as in the network's architecture).
+    pub strides: Vec<usize>,
+    /// Octave scales multiplying each base size.
+    pub scales: Vec<f32>,
+    /// Aspect ratios h/w.
+    pub ratios: Vec<f32>,
+}
+
+impl Default for AnchorConfig {
+    fn default() -> Self {
+        AnchorConfig {
+            sizes: vec![32.0, 64.0, 128.0, 256.0, 512.0],
+            strides: vec![8, 16, 32, 64, 128],
+            scales: vec![1.0, 2f32.powf(1.0 / 3.0), 2f32.powf(2.0 / 3.0)],
+            ratios: vec![0.5, 1.0, 2.0],
+        }
+    }
+}
+
+impl AnchorConfig {
+    /// A, the anchors per feature-map cell.
+    pub fn anchors_per_cell(&self) -> usize {
+        self.scales.len() * self.ratios.len()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sizes.len() != 5 || self.strides.len() != 5 {
+            return Err(format!(
+                "anchors: sizes and strides need one entry per level P3..P7 (5), got {} and {}",
+                self.sizes.len(),
+                self.strides.len()
+            ));
+        }
+        if self.scales.is_empty() || self.ratios.is_empty() {
+            return Err("anchors: scales and ratios must not be empty".into());
+        }
+        let positive = |v: &[f32]| v.iter().all(|x| x.is_finite() && *x > 0.0);
+        if !positive(&self.sizes) || !positive(&self.scales) || !positive(&self.ratios) {
+            return Err("anchors: sizes, scales and ratios must be positive".into());
+        }
+        if self.strides != [8, 16, 32, 64, 128] {
+            return Err(format!(
+                "anchors: strides are fixed by the network at [8, 16, 32, 64, 128], got {:?}",
+                self.strides
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Anchor matching (spec row 14).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatcherConfig {
+    /// An anchor whose best IoU is at least this is positive.
+    pub foreground_iou: f32,
+    /// An anchor whose best IoU is below this is background; in between it is ignored.
+    pub background_iou: f32,
+    /// Each ground-truth box's best anchors (ties included) become positive.
+    pub low_quality_matches: bool,
+}
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        MatcherConfig {
+            foreground_iou: 0.5,
+            background_iou: 0.4,
+            low_quality_matches: true,
+        }
+    }
+}
+
+impl MatcherConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.background_iou)
+            || !(0.0..=1.0).contains(&self.foreground_iou)
+            || self.background_iou > self.foreground_iou
+        {
+            return Err(format!(
+                "matcher: need 0 ≤ background_iou ({}) ≤ foreground_iou ({}) ≤ 1",
+                self.background_iou, self.foreground_iou
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The box regression loss (spec row 17).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BoxLoss {
+    /// |x|, summed over the 4 deltas.
+    L1,
+    /// 0.5·x²/β where |x| < β, else |x| − 0.5·β (β = 0 is L1).
+    SmoothL1 { beta: f32 },
+}
+
+/// The losses (spec rows 16–18).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    /// α weighs positives, 1 − α negatives; `None` weighs both by 1.
+    pub alpha: Option<f32>,
+    /// γ of the modulating factor (1 − p_t)^γ; 0 gives α-balanced cross-entropy.
+    pub gamma: f32,
+    pub box_loss: BoxLoss,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            alpha: Some(0.25),
+            gamma: 2.0,
+            box_loss: BoxLoss::SmoothL1 { beta: 0.11 },
+        }
+    }
+}
+
+impl LossConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(a) = self.alpha {
+            if !(0.0..=1.0).contains(&a) {
+                return Err(format!("loss: alpha must lie in [0, 1], got {a}"));
+            }
+        }
+        if !(self.gamma >= 0.0 && self.gamma.is_finite()) {
+            return Err(format!("loss: gamma must be ≥ 0, got {}", self.gamma));
+        }
+        if let BoxLoss::SmoothL1 { beta } = self.box_loss {
+            if !(beta >= 0.0 && beta.is_finite()) {
+                return Err(format!("loss: smooth-l1 beta must be ≥ 0, got {beta}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Inference (spec row 19).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// Candidates need a score strictly above this.
+    pub score_threshold: f32,
+    /// At most this many candidates per pyramid level, the highest scores.
+    pub candidates_per_level: usize,
+    /// Class-wise NMS suppresses a box whose IoU with a kept one is strictly above this.
+    pub nms_iou: f32,
+    /// The best this many detections are kept per image.
+    pub detections_per_image: usize,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        InferenceConfig {
+            score_threshold: 0.05,
+            candidates_per_level: 1000,
+            nms_iou: 0.5,
+            detections_per_image: 100,
+        }
+    }
+}
+
+impl InferenceConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.score_threshold) || !(0.0..=1.0).contains(&self.nms_iou) {
+            return Err(format!(
+                "inference: score_threshold ({}) and nms_iou ({}) must lie in [0, 1]",
+                self.score_threshold, self.nms_iou
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_spec_values() {
+        let c = RetinaNetConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.model.norm, BackboneNorm::GroupNorm);
+        assert_eq!(c.model.p6_input, P6Input::C5);
+        assert_eq!(c.anchors.anchors_per_cell(), 9);
+        assert!((c.anchors.scales[1] - 1.259_921).abs() < 1e-6);
+        assert!((c.anchors.scales[2] - 1.587_401).abs() < 1e-6);
+        assert_eq!(c.loss.box_loss, BoxLoss::SmoothL1 { beta: 0.11 });
+        assert_eq!(c.inference.detections_per_image, 100);
+    }
+
+    #[test]
+    fn serialises_and_reads_back_and_partial_files_take_defaults() {
+        let mut c = RetinaNetConfig::default();
+        c.model.norm = BackboneNorm::FrozenBatchNorm;
+        c.model.depth = Depth::ResNet18;
+        c.loss.box_loss = BoxLoss::L1;
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains("\"frozen-bn\"") && text.contains("\"resnet18\""));
+        let back: RetinaNetConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        let partial: RetinaNetConfig = serde_json::from_str(r#"{"loss": {"gamma": 0.0}}"#).unwrap();
+        assert_eq!(partial.loss.gamma, 0.0);
+        assert_eq!(partial.loss.alpha, Some(0.25));
+        assert_eq!(partial.model, ModelConfig::default());
+        let err = serde_json::from_str::<RetinaNetConfig>(r#"{"loss": {"gama": 0.0}}"#);
+        assert!(err.is_err(), "a misspelt field must be refused");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = RetinaNetConfig::default();
+        c.matcher.background_iou = 0.6;
+        assert!(c.validate().unwrap_err().contains("background_iou"));
+        let mut c = RetinaNetConfig::default();
+        c.anchors.strides[0] = 4;
+        assert!(c.validate().unwrap_err().contains("strides"));
+        assert_eq!(Depth::parse("resnet34"), Ok(Depth::ResNet34));
+        assert!(Depth::parse("resnet101").is_err());
+    }
+}
