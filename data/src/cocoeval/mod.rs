@@ -26,6 +26,7 @@
 //! annotation id 0 (pycocotools stores matches as the gt id, with 0 meaning "unmatched",
 //! so a match to annotation 0 would count as a false positive), a detection naming an
 //! image the ground truth lacks (pycocotools asserts), and non-finite detection values.
+//! A missing `iscrowd` (pycocotools: KeyError) is read as 0 by [`crate::coco_format`].
 //!
 //! **No detections.** pycocotools cannot evaluate an empty results list (`loadRes` reads
 //! `anns[0]` and raises IndexError). focal evaluates it as pycocotools would if it had
