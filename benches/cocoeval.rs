@@ -14,6 +14,11 @@
 //! on one thread and on all threads; file loading is timed separately. The 12 numbers go
 //! to target/cocoeval-bench/focal_stats.json, which the Python script compares with
 //! pycocotools' own.
+//!
+//! Measured on the 2-core development machine, shared with other jobs (load ≈ 4), run one
+//! after the other on the same files: focal 0.43–0.55 s on 1 thread, 0.46 s on 2;
+//! pycocotools 2.0.11 60–70 s (evaluate + accumulate + summarize; loading 4–5 s more,
+//! focal's 0.4 s). The 12 numbers are bit-identical.
 
 use std::path::PathBuf;
 use std::time::Instant;
