@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Check every op's backward against finite differences and print a table.
     Gradcheck(cmd::gradcheck::Args),
+    /// Time kernels (gemm, conv); `--json` prints one object per line.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(code) => code,

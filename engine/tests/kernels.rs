@@ -154,7 +154,9 @@ fn matmul_forward_and_backward_match_naive() {
 }
 
 /// (name, input shape, weight shape, options, with bias)
-fn conv_table() -> Vec<(&'static str, [usize; 4], [usize; 4], Opts, bool)> {
+type ConvCase = (&'static str, [usize; 4], [usize; 4], Opts, bool);
+
+fn conv_table() -> Vec<ConvCase> {
     let d = Opts::default();
     vec![
         ("1x1 s1 p0, batch 2", [2, 8, 9, 7], [5, 8, 1, 1], d, true),

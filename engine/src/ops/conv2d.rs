@@ -40,8 +40,11 @@
 //! order afterwards. Task boundaries depend only on the shapes, so the result is the
 //! same for any thread count.
 
+use std::cell::Cell;
+
 use rayon::prelude::*;
 
+use super::im2col::{col2im, im2col};
 use crate::gemm::sgemm;
 use crate::gradcheck::{randn, Case};
 use crate::op::Op;
@@ -234,148 +237,61 @@ impl Geom {
     }
 }
 
-/// Visits the pieces of a column buffer for a tile of output pixels `[p0, p0 + t)` and
-/// the input channels `0..channels` of one plane stack.
-///
-/// Row `r = (c·KH + ky)·KW + kx` of the buffer holds, for each pixel of the tile, the
-/// input value under tap `(ky, kx)` of channel `c`. A tile spans one or more output
-/// rows; for each (buffer row, output row) the callback gets a [`Segment`].
-fn for_each_segment(g: &Geom, channels: usize, p0: usize, t: usize, mut f: impl FnMut(Segment)) {
-    for c in 0..channels {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = (c * g.kh + ky) * g.kw + kx;
-                // Input column of output column ox: ix = ox·sw + off.
-                let off = (kx * g.dw) as isize - g.pw as isize;
-                let mut p = p0;
-                while p < p0 + t {
-                    let (oy, ox0) = (p / g.ow, p % g.ow);
-                    let ox1 = g.ow.min(ox0 + (p0 + t - p));
-                    let iy = (oy * g.sh + ky * g.dh) as isize - g.ph as isize;
-                    let iy = (iy >= 0 && (iy as usize) < g.h).then_some(iy as usize);
-                    // Output columns whose input column is inside the image: 0 ≤ ox·sw + off < W.
-                    let lo = if off >= 0 {
-                        ox0
-                    } else {
-                        ox0.max(((-off) as usize).div_ceil(g.sw)).min(ox1)
-                    };
-                    let lim = g.w as isize - off; // ox·sw < lim
-                    let hi = if lim <= 0 {
-                        lo
-                    } else {
-                        ox1.min((lim as usize).div_ceil(g.sw)).max(lo)
-                    };
-                    f(Segment {
-                        c,
-                        at: row * t + (p - p0),
-                        ox0,
-                        ox1,
-                        iy,
-                        lo,
-                        hi,
-                        off,
-                    });
-                    p += ox1 - ox0;
-                }
-            }
-        }
+thread_local! {
+    /// Per-thread scratch for column tiles and GEMM outputs, kept between calls so the
+    /// hot path allocates nothing (it grows to the largest tile seen, `K·T + O/G·T`).
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` floats of this thread's scratch buffer. The contents are
+/// arbitrary: every user overwrites what it reads. (A nested call, which does not
+/// happen today, would find the buffer taken and simply allocate its own.)
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
     }
-}
-
-/// One run of a column-buffer row that maps to one output row.
-struct Segment {
-    /// Input channel (within the stack passed in).
-    c: usize,
-    /// Buffer index of output column `ox0`.
-    at: usize,
-    /// Output columns `[ox0, ox1)`.
-    ox0: usize,
-    ox1: usize,
-    /// Input row, or `None` when the tap lands in the vertical padding.
-    iy: Option<usize>,
-    /// Output columns `[lo, hi)` read inside the image; the rest is horizontal padding.
-    lo: usize,
-    hi: usize,
-    /// `ix = ox·sw + off`.
-    off: isize,
-}
-
-/// Fills `cols` (`channels·KH·KW` rows of `t` pixels) from the planes `x`
-/// (`channels` planes of `H·W`) for the output pixels `[p0, p0 + t)`.
-pub(crate) fn im2col(g: &Geom, x: &[f32], channels: usize, p0: usize, t: usize, cols: &mut [f32]) {
-    let (hw, w, sw) = (g.hw(), g.w, g.sw);
-    for_each_segment(g, channels, p0, t, |s| {
-        let dst = &mut cols[s.at..s.at + (s.ox1 - s.ox0)];
-        let Some(iy) = s.iy else {
-            dst.fill(0.0);
-            return;
-        };
-        let src = &x[s.c * hw + iy * w..s.c * hw + (iy + 1) * w];
-        let (a, b) = (s.lo - s.ox0, s.hi - s.ox0);
-        dst[..a].fill(0.0);
-        dst[b..].fill(0.0);
-        let ix0 = (s.lo * sw) as isize + s.off;
-        if s.hi > s.lo {
-            let ix0 = ix0 as usize;
-            if sw == 1 {
-                dst[a..b].copy_from_slice(&src[ix0..ix0 + (b - a)]);
-            } else {
-                for (j, d) in dst[a..b].iter_mut().enumerate() {
-                    *d = src[ix0 + j * sw];
-                }
-            }
-        }
-    });
-}
-
-/// Adds `cols` (as laid out by [`im2col`]) back onto the planes `x`: the adjoint of
-/// im2col.
-pub(crate) fn col2im(g: &Geom, cols: &[f32], channels: usize, p0: usize, t: usize, x: &mut [f32]) {
-    let (hw, w, sw) = (g.hw(), g.w, g.sw);
-    for_each_segment(g, channels, p0, t, |s| {
-        let Some(iy) = s.iy else { return };
-        if s.hi <= s.lo {
-            return;
-        }
-        let src = &cols[s.at + (s.lo - s.ox0)..s.at + (s.hi - s.ox0)];
-        let dst = &mut x[s.c * hw + iy * w..s.c * hw + (iy + 1) * w];
-        let ix0 = ((s.lo * sw) as isize + s.off) as usize;
-        for (j, v) in src.iter().enumerate() {
-            dst[ix0 + j * sw] += *v;
-        }
-    });
+    let r = f(&mut buf[..len]);
+    SCRATCH.set(buf);
+    r
 }
 
 /// `y = conv(x, w) + b` into `out` (`N·O·P` floats).
+///
+/// One task per (sample, group, tile of output pixels). A task builds its columns,
+/// multiplies, and copies its `(O/G, tile)` block into the output rows, which it owns:
+/// the output is split into per-tile row pieces up front, so tasks never share memory.
 pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let (cg, og, k, p, hw) = (g.cg(), g.og(), g.k(), g.p(), g.hw());
     if out.is_empty() {
         return;
     }
-    out.par_chunks_mut(og * p).enumerate().for_each(|(ng, y)| {
+    let t = g.tile;
+    let tiles = p.div_ceil(t);
+    // Task (n·G + grp, tile) gets one piece of `tn` pixels of each of its O/G rows.
+    let mut tasks: Vec<(usize, usize, Vec<&mut [f32]>)> =
+        Vec::with_capacity(out.len() / (og * p) * tiles);
+    for (ng, y) in out.chunks_mut(og * p).enumerate() {
+        let first = tasks.len();
+        tasks.extend((0..tiles).map(|ti| (ng, ti, Vec::with_capacity(og))));
+        for row in y.chunks_mut(p) {
+            for (ti, piece) in row.chunks_mut(t).enumerate() {
+                tasks[first + ti].2.push(piece);
+            }
+        }
+    }
+    let pointwise = g.pointwise();
+    tasks.into_par_iter().for_each(|(ng, ti, mut rows)| {
         let (n, grp) = (ng / g.groups, ng % g.groups);
+        let (p0, tn) = (ti * t, t.min(p - ti * t));
         let xs = &x[(n * g.c + grp * cg) * hw..(n * g.c + (grp + 1) * cg) * hw];
         let wg = &w[grp * og * k..(grp + 1) * og * k];
-        if g.pointwise() {
-            // (O/G, C/G) · (C/G, H·W) -> (O/G, H·W): the planes are the columns.
-            sgemm(
-                og, k, p, 1.0, wg, k as isize, 1, xs, p as isize, 1, 0.0, y, p as isize, 1,
-            );
-        } else if g.tile >= p {
-            let mut cols = vec![0.0f32; k * p];
-            im2col(g, xs, cg, 0, p, &mut cols);
-            // (O/G, K) · (K, P) -> (O/G, P)
-            sgemm(
-                og, k, p, 1.0, wg, k as isize, 1, &cols, p as isize, 1, 0.0, y, p as isize, 1,
-            );
-        } else {
-            let t = g.tile;
-            let mut cols = vec![0.0f32; k * t];
-            let mut tile_out = vec![0.0f32; og * t];
-            for p0 in (0..p).step_by(t) {
-                let tn = t.min(p - p0);
-                im2col(g, xs, cg, p0, tn, &mut cols);
-                // (O/G, K) · (K, tile) -> (O/G, tile)
+        let col_len = if pointwise { 0 } else { k * tn };
+        with_scratch(col_len + og * tn, |buf| {
+            let (cols, y_tile) = buf.split_at_mut(col_len);
+            if pointwise {
+                // 1x1, stride 1, no padding: the planes are the columns, read in place.
+                // (O/G, C/G) · (C/G, tile) -> (O/G, tile)
                 sgemm(
                     og,
                     k,
@@ -384,37 +300,99 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out:
                     wg,
                     k as isize,
                     1,
-                    &cols,
-                    tn as isize,
+                    &xs[p0..],
+                    p as isize,
                     1,
                     0.0,
-                    &mut tile_out,
+                    y_tile,
                     tn as isize,
                     1,
                 );
-                for o in 0..og {
-                    y[o * p + p0..o * p + p0 + tn].copy_from_slice(&tile_out[o * tn..(o + 1) * tn]);
+            } else {
+                im2col(g, xs, cg, p0, tn, cols);
+                // (O/G, C/G·KH·KW) · (C/G·KH·KW, tile) -> (O/G, tile)
+                sgemm(
+                    og,
+                    k,
+                    tn,
+                    1.0,
+                    wg,
+                    k as isize,
+                    1,
+                    cols,
+                    tn as isize,
+                    1,
+                    0.0,
+                    y_tile,
+                    tn as isize,
+                    1,
+                );
+            }
+            for (o, row) in rows.iter_mut().enumerate() {
+                let b = bias.map_or(0.0, |b| b[grp * og + o]);
+                for (d, s) in row.iter_mut().zip(&y_tile[o * tn..(o + 1) * tn]) {
+                    *d = s + b;
                 }
             }
-        }
-        if let Some(b) = bias {
-            for (o, row) in y.chunks_mut(p).enumerate() {
-                let bo = b[grp * og + o];
-                row.iter_mut().for_each(|v| *v += bo);
-            }
-        }
+        });
     });
 }
 
-/// Input-channel blocks per (sample, group) in the backward pass: enough tasks for a
-/// few threads even at batch 1-2, never more blocks than channels. Depends on the
-/// shapes only.
-fn channel_blocks(g: &Geom) -> usize {
-    const MIN_TASKS: usize = 4;
-    MIN_TASKS.div_ceil(g.n * g.groups).clamp(1, g.cg())
+/// Tasks per convolution backward pass that we aim for: enough for a few threads to
+/// balance even at batch 1-2 (and when a neighbour process takes a core). A constant,
+/// so the split depends on the shapes only.
+const MIN_TASKS: usize = 8;
+
+/// How the backward pass is cut into tasks: each (sample, group) into `blocks` blocks
+/// of input channels, and — when no input gradient is computed — into `chunks` runs of
+/// tiles. (Input-gradient tasks cannot split the pixels: neighbouring tiles' windows
+/// overlap on the input, and each task must own the part of `∂x` it writes.)
+#[derive(Clone, Copy)]
+struct Split {
+    blocks: usize,
+    per_block: usize,
+    chunks: usize,
+    tiles_per_chunk: usize,
+}
+
+impl Split {
+    fn new(g: &Geom, input_grad: bool) -> Split {
+        let (cg, tiles) = (g.cg(), g.p().div_ceil(g.tile));
+        let want = MIN_TASKS.div_ceil((g.n * g.groups).max(1));
+        let (blocks, chunks) = if input_grad {
+            (want.clamp(1, cg.max(1)), 1)
+        } else {
+            (1, want.clamp(1, tiles.max(1)))
+        };
+        let per_block = cg.div_ceil(blocks).max(1);
+        let tiles_per_chunk = tiles.div_ceil(chunks).max(1);
+        Split {
+            // Recount: rounding up the block size can leave fewer, fuller blocks.
+            blocks: cg.div_ceil(per_block).max(1),
+            per_block,
+            chunks: tiles.div_ceil(tiles_per_chunk).max(1),
+            tiles_per_chunk,
+        }
+    }
+
+    /// Channels `[c0, c1)` of block `b`.
+    fn channels(&self, b: usize, cg: usize) -> (usize, usize) {
+        (b * self.per_block, ((b + 1) * self.per_block).min(cg))
+    }
+
+    fn tasks(&self, g: &Geom) -> usize {
+        g.n * g.groups * self.blocks * self.chunks
+    }
 }
 
 /// Gradients of the input and of the weight (each only if asked for).
+///
+/// Task `(n, grp, b, chunk)`, for every tile of its chunk:
+/// - weight: rebuild the block's columns and accumulate `G_tile · colsᵀ` into the task's
+///   private `(O/G, cb·KH·KW)` buffer;
+/// - input: `∂cols = W_blockᵀ · G_tile`, then col2im onto the block's planes of `∂x`.
+///
+/// The private weight buffers are summed afterwards in (sample, chunk) order.
 pub(crate) fn backward(
     g: &Geom,
     x: Option<&[f32]>,
@@ -424,135 +402,126 @@ pub(crate) fn backward(
     gw: Option<&mut [f32]>,
 ) {
     let (cg, og, k, p, hw, taps) = (g.cg(), g.og(), g.k(), g.p(), g.hw(), g.taps());
-    let blocks = channel_blocks(g);
-    let per_block = cg.div_ceil(blocks);
-    let blocks = cg.div_ceil(per_block);
-    let tasks = g.n * g.groups * blocks;
-    // Channels [c0, c1) of block b.
-    let block_range = |b: usize| (b * per_block, ((b + 1) * per_block).min(cg));
+    let split = Split::new(g, gx.is_some());
+    let tasks = split.tasks(g);
     let want_w = gw.is_some();
+    let t = g.tile;
+    let tiles = p.div_ceil(t);
 
-    // One task: (sample n, group grp, channel block b). Returns its share of ∂W,
-    // (O/G, cb·KH·KW), when the weight gradient is wanted.
-    let run = |task: usize, gx_blk: Option<&mut [f32]>| -> Option<Vec<f32>> {
-        let b = task % blocks;
-        let ng = task / blocks;
+    let run = |task: usize, mut gx_blk: Option<&mut [f32]>| -> Option<Vec<f32>> {
+        let chunk = task % split.chunks;
+        let b = task / split.chunks % split.blocks;
+        let ng = task / (split.chunks * split.blocks);
         let (n, grp) = (ng / g.groups, ng % g.groups);
-        let (c0, c1) = block_range(b);
-        let cb = c1 - c0;
-        let kb = cb * taps;
+        let (c0, c1) = split.channels(b, cg);
+        let (cb, kb) = (c1 - c0, (c1 - c0) * taps);
         let gy_ng = &gy[(n * g.o + grp * og) * p..(n * g.o + (grp + 1) * og) * p];
         let x_blk = x.map(|x| &x[(n * g.c + grp * cg + c0) * hw..(n * g.c + grp * cg + c1) * hw]);
-        // W_g restricted to the block's columns: element (o, r) at w_blk[o·K + r].
+        // W_g restricted to the block's columns: element (o, r) is w_blk[o·K + r].
         let w_blk = w.map(|w| &w[grp * og * k + c0 * taps..(grp + 1) * og * k]);
         let mut gw_part = want_w.then(|| vec![0.0f32; og * kb]);
-        if g.pointwise() {
-            if let (Some(gx), Some(w_blk)) = (gx_blk, w_blk) {
-                // (cb, O/G) · (O/G, P) -> (cb, P), written straight into ∂x.
-                sgemm(
-                    cb, og, p, 1.0, w_blk, 1, k as isize, gy_ng, p as isize, 1, 0.0, gx,
-                    p as isize, 1,
-                );
-            }
-            if let (Some(part), Some(x_blk)) = (gw_part.as_mut(), x_blk) {
-                // (O/G, P) · (P, cb) -> (O/G, cb)
-                sgemm(
-                    og,
-                    p,
-                    cb,
-                    1.0,
-                    gy_ng,
-                    p as isize,
-                    1,
-                    x_blk,
-                    1,
-                    p as isize,
-                    0.0,
-                    part,
-                    cb as isize,
-                    1,
-                );
-            }
-            return gw_part;
-        }
-        let t = g.tile;
-        let mut cols = if want_w {
-            vec![0.0f32; kb * t]
-        } else {
-            Vec::new()
-        };
-        let mut dcols = if gx_blk.is_some() {
-            vec![0.0f32; kb * t]
-        } else {
-            Vec::new()
-        };
-        let mut gx_blk = gx_blk;
         if let Some(gx) = gx_blk.as_deref_mut() {
             gx.fill(0.0);
         }
-        for p0 in (0..p).step_by(t) {
-            let tn = t.min(p - p0);
-            let gy_tile = &gy_ng[p0..];
-            if let (Some(part), Some(x_blk)) = (gw_part.as_mut(), x_blk) {
-                im2col(g, x_blk, cb, p0, tn, &mut cols);
-                // (O/G, tile) · (tile, cb·KH·KW) -> (O/G, cb·KH·KW), summed over tiles
-                let beta = if p0 == 0 { 0.0 } else { 1.0 };
-                sgemm(
-                    og,
-                    tn,
-                    kb,
-                    1.0,
-                    gy_tile,
-                    p as isize,
-                    1,
-                    &cols,
-                    1,
-                    tn as isize,
-                    beta,
-                    part,
-                    kb as isize,
-                    1,
-                );
+        let pointwise = g.pointwise();
+        let col_len = if pointwise { 0 } else { kb * t };
+        let first_tile = chunk * split.tiles_per_chunk;
+        let last_tile = (first_tile + split.tiles_per_chunk).min(tiles);
+        with_scratch(2 * col_len, |buf| {
+            let (cols, dcols) = buf.split_at_mut(col_len);
+            for ti in first_tile..last_tile {
+                let (p0, tn) = (ti * t, t.min(p - ti * t));
+                let gy_tile = &gy_ng[p0..];
+                if let (Some(part), Some(x_blk)) = (gw_part.as_mut(), x_blk) {
+                    let beta = if ti == first_tile { 0.0 } else { 1.0 };
+                    let (cols, rs) = if pointwise {
+                        (&x_blk[p0..], p)
+                    } else {
+                        im2col(g, x_blk, cb, p0, tn, &mut cols[..kb * tn]);
+                        (&cols[..kb * tn], tn)
+                    };
+                    // (O/G, tile) · (tile, cb·KH·KW) -> (O/G, cb·KH·KW), summed over tiles;
+                    // colsᵀ is the column buffer read with strides (1, tile).
+                    sgemm(
+                        og,
+                        tn,
+                        kb,
+                        1.0,
+                        gy_tile,
+                        p as isize,
+                        1,
+                        cols,
+                        1,
+                        rs as isize,
+                        beta,
+                        part,
+                        kb as isize,
+                        1,
+                    );
+                }
+                if let (Some(gx), Some(w_blk)) = (gx_blk.as_deref_mut(), w_blk) {
+                    if pointwise {
+                        // The planes are the columns: ∂x gets the product directly.
+                        // (cb, O/G) · (O/G, tile) -> (cb, tile)
+                        sgemm(
+                            cb,
+                            og,
+                            tn,
+                            1.0,
+                            w_blk,
+                            1,
+                            k as isize,
+                            gy_tile,
+                            p as isize,
+                            1,
+                            0.0,
+                            &mut gx[p0..],
+                            p as isize,
+                            1,
+                        );
+                    } else {
+                        // W_blockᵀ is the weight read with strides (1, K).
+                        // (cb·KH·KW, O/G) · (O/G, tile) -> (cb·KH·KW, tile)
+                        let dcols = &mut dcols[..kb * tn];
+                        sgemm(
+                            kb,
+                            og,
+                            tn,
+                            1.0,
+                            w_blk,
+                            1,
+                            k as isize,
+                            gy_tile,
+                            p as isize,
+                            1,
+                            0.0,
+                            dcols,
+                            tn as isize,
+                            1,
+                        );
+                        col2im(g, dcols, cb, p0, tn, gx);
+                    }
+                }
             }
-            if let (Some(gx), Some(w_blk)) = (gx_blk.as_deref_mut(), w_blk) {
-                // (cb·KH·KW, O/G) · (O/G, tile) -> (cb·KH·KW, tile)
-                sgemm(
-                    kb,
-                    og,
-                    tn,
-                    1.0,
-                    w_blk,
-                    1,
-                    k as isize,
-                    gy_tile,
-                    p as isize,
-                    1,
-                    0.0,
-                    &mut dcols,
-                    tn as isize,
-                    1,
-                );
-                col2im(g, &dcols, cb, p0, tn, gx);
-            }
-        }
+        });
         gw_part
     };
 
     let parts: Vec<Option<Vec<f32>>> = match gx {
         Some(gx) => {
-            // ∂x of task (n, grp, b) is the contiguous run of its channels' planes.
-            let mut slices: Vec<&mut [f32]> = Vec::with_capacity(tasks);
+            // Task (n, grp, b) owns the contiguous planes of its channels in ∂x (one chunk).
+            let mut pieces: Vec<&mut [f32]> = Vec::with_capacity(tasks);
             let mut rest = gx;
             for task in 0..tasks {
-                let (c0, c1) = block_range(task % blocks);
+                let (c0, c1) = split.channels(task % split.blocks, cg);
                 let (head, tail) = rest.split_at_mut((c1 - c0) * hw);
-                slices.push(head);
+                pieces.push(head);
                 rest = tail;
             }
-            slices
+            pieces
                 .into_par_iter()
                 .enumerate()
-                .map(|(task, s)| run(task, Some(s)))
+                .map(|(task, piece)| run(task, Some(piece)))
                 .collect()
         }
         None => (0..tasks)
@@ -562,27 +531,23 @@ pub(crate) fn backward(
     };
 
     if let Some(gw) = gw {
-        // ∂W_g[o, c0·taps..c1·taps] = Σ_n part(n, g, b)[o, ..], summed in sample order.
+        // ∂W_g[o, c0·taps..c1·taps] = Σ_{n, chunk} part(n, grp, b, chunk)[o, ..], in that order.
         gw.par_chunks_mut(k).enumerate().for_each(|(oi, row)| {
             let (grp, o) = (oi / og, oi % og);
-            for b in 0..blocks {
-                let (c0, c1) = block_range(b);
+            row.fill(0.0);
+            for b in 0..split.blocks {
+                let (c0, c1) = split.channels(b, cg);
                 let kb = (c1 - c0) * taps;
                 let dst = &mut row[c0 * taps..c1 * taps];
                 for n in 0..g.n {
-                    let part = parts[(n * g.groups + grp) * blocks + b]
-                        .as_ref()
-                        .expect("weight gradient part");
-                    let src = &part[o * kb..(o + 1) * kb];
-                    if n == 0 {
-                        dst.copy_from_slice(src);
-                    } else {
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    for chunk in 0..split.chunks {
+                        let task = ((n * g.groups + grp) * split.blocks + b) * split.chunks + chunk;
+                        let part = parts[task].as_ref().expect("weight gradient part");
+                        for (d, s) in dst.iter_mut().zip(&part[o * kb..(o + 1) * kb]) {
+                            *d += s;
+                        }
                     }
                 }
-            }
-            if g.n == 0 {
-                row.fill(0.0);
             }
         });
     }
@@ -669,6 +634,50 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOp
             grads
         })
     })
+}
+
+/// The kernels with an explicit tile size, for the tile-size experiment of
+/// `focal bench conv --tiles` ([`conv2d`] always uses [`TILE`]).
+#[doc(hidden)]
+pub mod tuning {
+    use super::*;
+
+    /// Forward pass without bias, with `tile` output pixels per column buffer.
+    pub fn forward(x: &Tensor, w: &Tensor, opts: Conv2dOptions, tile: usize) -> Vec<f32> {
+        let g = Geom {
+            tile: tile.max(1),
+            ..Geom::new(x.shape(), w.shape(), opts)
+        };
+        let mut out = vec![0.0f32; g.out_shape().iter().product()];
+        super::forward(&g, x.data(), w.data(), None, &mut out);
+        out
+    }
+
+    /// Weight gradient, and the input gradient when `input_grad`.
+    pub fn backward(
+        x: &Tensor,
+        w: &Tensor,
+        gy: &Tensor,
+        opts: Conv2dOptions,
+        tile: usize,
+        input_grad: bool,
+    ) -> (Option<Vec<f32>>, Vec<f32>) {
+        let g = Geom {
+            tile: tile.max(1),
+            ..Geom::new(x.shape(), w.shape(), opts)
+        };
+        let mut gx = input_grad.then(|| vec![0.0f32; x.numel()]);
+        let mut gw = vec![0.0f32; w.numel()];
+        super::backward(
+            &g,
+            Some(x.data()),
+            Some(w.data()),
+            gy.data(),
+            gx.as_deref_mut(),
+            Some(&mut gw),
+        );
+        (gx, gw)
+    }
 }
 
 pub(crate) fn gradcheck_cases() -> Vec<Case> {
@@ -890,6 +899,31 @@ mod tests {
                     close(&gw, want_gw.data()),
                     "weight grad, tile {tile}, {xs:?} {ws:?}"
                 );
+                // Without an input gradient the tasks split the tiles instead of the
+                // channels; each gradient alone must not change.
+                let mut gw_only = vec![0.0; w.numel()];
+                backward(
+                    &g,
+                    Some(x.data()),
+                    None,
+                    gy.data(),
+                    None,
+                    Some(&mut gw_only),
+                );
+                assert!(
+                    close(&gw_only, want_gw.data()),
+                    "weight grad alone, tile {tile}"
+                );
+                let mut gx_only = vec![0.0; x.numel()];
+                backward(
+                    &g,
+                    None,
+                    Some(w.data()),
+                    gy.data(),
+                    Some(&mut gx_only),
+                    None,
+                );
+                assert_eq!(gx_only, gx, "input grad alone, tile {tile}");
             }
         }
     }
