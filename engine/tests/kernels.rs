@@ -259,6 +259,21 @@ fn conv_table() -> Vec<ConvCase> {
             Opts::sp(1, 1),
             true,
         ),
+        // K = 70·9 = 630 > 576: the weight gradient is split into channel blocks.
+        (
+            "3x3, 70 channels: channel blocks",
+            [1, 70, 6, 5],
+            [3, 70, 3, 3],
+            Opts::sp(1, 1),
+            true,
+        ),
+        (
+            "1x1 s1, 700 channels: blocks",
+            [2, 700, 3, 4],
+            [5, 700, 1, 1],
+            d,
+            false,
+        ),
     ]
 }
 

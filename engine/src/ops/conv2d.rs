@@ -338,61 +338,37 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out:
     });
 }
 
-/// Tasks per convolution backward pass that we aim for: enough for a few threads to
-/// balance even at batch 1-2 (and when a neighbour process takes a core). A constant,
-/// so the split depends on the shapes only.
+/// Tasks per backward phase that we aim for: enough for a few threads to balance even
+/// at batch 1-2 (and when a neighbour process takes a core). A constant, so every split
+/// below depends on the shapes only, never on the thread count.
 const MIN_TASKS: usize = 8;
 
-/// How the backward pass is cut into tasks: each (sample, group) into `blocks` blocks
-/// of input channels, and — when no input gradient is computed — into `chunks` runs of
-/// tiles. (Input-gradient tasks cannot split the pixels: neighbouring tiles' windows
-/// overlap on the input, and each task must own the part of `∂x` it writes.)
-#[derive(Clone, Copy)]
-struct Split {
-    blocks: usize,
-    per_block: usize,
-    chunks: usize,
-    tiles_per_chunk: usize,
+/// Smallest row count of the input-gradient GEMM `W_blockᵀ · G` worth splitting down to
+/// (four 16-row panels of the AVX-512 microkernel).
+const MIN_BLOCK_ROWS: usize = 64;
+
+/// Columns of the weight gradient computed per task (channel blocks of at most this
+/// many `C/G·KH·KW` entries): the measured GEMM rate drops once an `(O/G, columns)`
+/// result no longer fits in the 2 MB L2 cache next to the packed operands.
+const WEIGHT_GRAD_COLS: usize = 576;
+
+/// `n` items cut into at most `parts` runs of equal size (the last one shorter):
+/// returns (run length, number of runs).
+fn runs(n: usize, parts: usize) -> (usize, usize) {
+    let len = n.div_ceil(parts.clamp(1, n.max(1))).max(1);
+    (len, n.div_ceil(len).max(1))
 }
 
-impl Split {
-    fn new(g: &Geom, input_grad: bool) -> Split {
-        let (cg, tiles) = (g.cg(), g.p().div_ceil(g.tile));
-        let want = MIN_TASKS.div_ceil((g.n * g.groups).max(1));
-        let (blocks, chunks) = if input_grad {
-            (want.clamp(1, cg.max(1)), 1)
-        } else {
-            (1, want.clamp(1, tiles.max(1)))
-        };
-        let per_block = cg.div_ceil(blocks).max(1);
-        let tiles_per_chunk = tiles.div_ceil(chunks).max(1);
-        Split {
-            // Recount: rounding up the block size can leave fewer, fuller blocks.
-            blocks: cg.div_ceil(per_block).max(1),
-            per_block,
-            chunks: tiles.div_ceil(tiles_per_chunk).max(1),
-            tiles_per_chunk,
-        }
-    }
-
-    /// Channels `[c0, c1)` of block `b`.
-    fn channels(&self, b: usize, cg: usize) -> (usize, usize) {
-        (b * self.per_block, ((b + 1) * self.per_block).min(cg))
-    }
-
-    fn tasks(&self, g: &Geom) -> usize {
-        g.n * g.groups * self.blocks * self.chunks
-    }
-}
-
-/// Gradients of the input and of the weight (each only if asked for).
+/// Gradients of the input and of the weight (each only if asked for), in two phases.
 ///
-/// Task `(n, grp, b, chunk)`, for every tile of its chunk:
-/// - weight: rebuild the block's columns and accumulate `G_tile · colsᵀ` into the task's
-///   private `(O/G, cb·KH·KW)` buffer;
-/// - input: `∂cols = W_blockᵀ · G_tile`, then col2im onto the block's planes of `∂x`.
+/// **Weight**, tasks (sample, group, run of tiles): for each tile, rebuild the columns
+/// and accumulate `G_tile · colsᵀ` into the task's private `(O/G, K)` buffer; the buffers
+/// are then summed in (sample, run) order.
 ///
-/// The private weight buffers are summed afterwards in (sample, chunk) order.
+/// **Input**, tasks (sample, group, block of input channels): for each tile,
+/// `∂cols = W_blockᵀ · G_tile`, then col2im onto the block's planes of `∂x`, which the
+/// task owns. (Input tasks cannot split the pixels: windows of neighbouring tiles
+/// overlap on the input.)
 pub(crate) fn backward(
     g: &Geom,
     x: Option<&[f32]>,
@@ -402,87 +378,139 @@ pub(crate) fn backward(
     gw: Option<&mut [f32]>,
 ) {
     let (cg, og, k, p, hw, taps) = (g.cg(), g.og(), g.k(), g.p(), g.hw(), g.taps());
-    let split = Split::new(g, gx.is_some());
-    let tasks = split.tasks(g);
-    let want_w = gw.is_some();
-    let t = g.tile;
+    let (t, pointwise) = (g.tile, g.pointwise());
+    if og * k * p == 0 {
+        return; // no output or no weights: the (pre-zeroed) gradients stay zero
+    }
     let tiles = p.div_ceil(t);
+    let samples_groups = (g.n * g.groups).max(1);
+    // G[n, g] as an (O/G, P) matrix.
+    let gy_of =
+        |n: usize, grp: usize| &gy[(n * g.o + grp * og) * p..(n * g.o + (grp + 1) * og) * p];
 
-    let run = |task: usize, mut gx_blk: Option<&mut [f32]>| -> Option<Vec<f32>> {
-        let chunk = task % split.chunks;
-        let b = task / split.chunks % split.blocks;
-        let ng = task / (split.chunks * split.blocks);
-        let (n, grp) = (ng / g.groups, ng % g.groups);
-        let (c0, c1) = split.channels(b, cg);
-        let (cb, kb) = (c1 - c0, (c1 - c0) * taps);
-        let gy_ng = &gy[(n * g.o + grp * og) * p..(n * g.o + (grp + 1) * og) * p];
-        let x_blk = x.map(|x| &x[(n * g.c + grp * cg + c0) * hw..(n * g.c + grp * cg + c1) * hw]);
-        // W_g restricted to the block's columns: element (o, r) is w_blk[o·K + r].
-        let w_blk = w.map(|w| &w[grp * og * k + c0 * taps..(grp + 1) * og * k]);
-        let mut gw_part = want_w.then(|| vec![0.0f32; og * kb]);
-        if let Some(gx) = gx_blk.as_deref_mut() {
-            gx.fill(0.0);
-        }
-        let pointwise = g.pointwise();
-        let col_len = if pointwise { 0 } else { kb * t };
-        let first_tile = chunk * split.tiles_per_chunk;
-        let last_tile = (first_tile + split.tiles_per_chunk).min(tiles);
-        with_scratch(2 * col_len, |buf| {
-            let (cols, dcols) = buf.split_at_mut(col_len);
-            for ti in first_tile..last_tile {
-                let (p0, tn) = (ti * t, t.min(p - ti * t));
-                let gy_tile = &gy_ng[p0..];
-                if let (Some(part), Some(x_blk)) = (gw_part.as_mut(), x_blk) {
-                    let beta = if ti == first_tile { 0.0 } else { 1.0 };
-                    let (cols, rs) = if pointwise {
-                        (&x_blk[p0..], p)
-                    } else {
-                        im2col(g, x_blk, cb, p0, tn, &mut cols[..kb * tn]);
-                        (&cols[..kb * tn], tn)
-                    };
-                    // (O/G, tile) · (tile, cb·KH·KW) -> (O/G, cb·KH·KW), summed over tiles;
-                    // colsᵀ is the column buffer read with strides (1, tile).
-                    sgemm(
-                        og,
-                        tn,
-                        kb,
-                        1.0,
-                        gy_tile,
-                        p as isize,
-                        1,
-                        cols,
-                        1,
-                        rs as isize,
-                        beta,
-                        part,
-                        kb as isize,
-                        1,
-                    );
-                }
-                if let (Some(gx), Some(w_blk)) = (gx_blk.as_deref_mut(), w_blk) {
-                    if pointwise {
-                        // The planes are the columns: ∂x gets the product directly.
-                        // (cb, O/G) · (O/G, tile) -> (cb, tile)
+    if let (Some(gw), Some(x)) = (gw, x) {
+        // Channel blocks keep each task's (O/G, cb·KH·KW) result small enough to stay in
+        // cache while it is accumulated over the tiles; runs of tiles add tasks when
+        // there are few samples and blocks.
+        let (per_block, blocks) = runs(cg, k.div_ceil(WEIGHT_GRAD_COLS));
+        let (tiles_per_run, nruns) = runs(tiles, MIN_TASKS.div_ceil(samples_groups * blocks));
+        // Task order: (sample, group, block, run).
+        let parts: Vec<Vec<f32>> = (0..g.n * g.groups * blocks * nruns)
+            .into_par_iter()
+            .map(|task| {
+                let run = task % nruns;
+                let b = task / nruns % blocks;
+                let ng = task / (nruns * blocks);
+                let (n, grp) = (ng / g.groups, ng % g.groups);
+                let (c0, c1) = (b * per_block, ((b + 1) * per_block).min(cg));
+                let (cb, kb) = (c1 - c0, (c1 - c0) * taps);
+                let x_blk = &x[(n * g.c + grp * cg + c0) * hw..(n * g.c + grp * cg + c1) * hw];
+                let gy_ng = gy_of(n, grp);
+                let mut part = vec![0.0f32; og * kb];
+                let first = run * tiles_per_run;
+                let col_len = if pointwise { 0 } else { kb * t };
+                with_scratch(col_len, |cols| {
+                    for ti in first..(first + tiles_per_run).min(tiles) {
+                        let (p0, tn) = (ti * t, t.min(p - ti * t));
+                        let (cols, rs) = if pointwise {
+                            (&x_blk[p0..], p)
+                        } else {
+                            im2col(g, x_blk, cb, p0, tn, &mut cols[..kb * tn]);
+                            (&cols[..kb * tn], tn)
+                        };
+                        let beta = if ti == first { 0.0 } else { 1.0 };
+                        // colsᵀ is the column buffer read with strides (1, tile).
+                        // (O/G, tile) · (tile, cb·KH·KW) -> (O/G, cb·KH·KW), summed over tiles
                         sgemm(
-                            cb,
                             og,
                             tn,
+                            kb,
                             1.0,
-                            w_blk,
-                            1,
-                            k as isize,
-                            gy_tile,
+                            &gy_ng[p0..],
                             p as isize,
                             1,
-                            0.0,
-                            &mut gx[p0..],
-                            p as isize,
+                            cols,
+                            1,
+                            rs as isize,
+                            beta,
+                            &mut part,
+                            kb as isize,
                             1,
                         );
-                    } else {
+                    }
+                });
+                part
+            })
+            .collect();
+        // ∂W_g[:, block b] = Σ_{n, run} part(n, g, b, run), in that order.
+        gw.par_chunks_mut(k).enumerate().for_each(|(oi, row)| {
+            let (grp, o) = (oi / og, oi % og);
+            for b in 0..blocks {
+                let (c0, c1) = (b * per_block, ((b + 1) * per_block).min(cg));
+                let kb = (c1 - c0) * taps;
+                let dst = &mut row[c0 * taps..c1 * taps];
+                for n in 0..g.n {
+                    for run in 0..nruns {
+                        let part = &parts[((n * g.groups + grp) * blocks + b) * nruns + run];
+                        let src = &part[o * kb..(o + 1) * kb];
+                        if n == 0 && run == 0 {
+                            dst.copy_from_slice(src);
+                        } else {
+                            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    if let (Some(gx), Some(w)) = (gx, w) {
+        let max_blocks = (k / MIN_BLOCK_ROWS).max(1);
+        // Enough blocks for MIN_TASKS tasks and to keep the `(cb·KH·KW, tile)` column
+        // gradient cache-sized, but none thinner than MIN_BLOCK_ROWS rows.
+        let wanted = MIN_TASKS
+            .div_ceil(samples_groups)
+            .max(k.div_ceil(WEIGHT_GRAD_COLS));
+        let (per_block, blocks) = runs(cg, wanted.min(max_blocks));
+        // Task (n, grp, b) owns the contiguous planes of its channels in ∂x.
+        let mut pieces: Vec<&mut [f32]> = Vec::with_capacity(g.n * g.groups * blocks);
+        let mut rest = gx;
+        while !rest.is_empty() {
+            for b in 0..blocks {
+                let cb = per_block.min(cg - b * per_block);
+                let (head, tail) = rest.split_at_mut(cb * hw);
+                pieces.push(head);
+                rest = tail;
+            }
+        }
+        pieces
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(task, gx_blk)| {
+                let (ng, b) = (task / blocks, task % blocks);
+                let (n, grp) = (ng / g.groups, ng % g.groups);
+                let c0 = b * per_block;
+                let cb = gx_blk.len() / hw.max(1);
+                let kb = cb * taps;
+                let gy_ng = gy_of(n, grp);
+                // W_g restricted to the block's columns: element (o, r) is w_blk[o·K + r].
+                let w_blk = &w[grp * og * k + c0 * taps..(grp + 1) * og * k];
+                if pointwise {
+                    // The planes are the columns, so ∂x receives the product directly.
+                    // (cb, O/G) · (O/G, P) -> (cb, P)
+                    sgemm(
+                        cb, og, p, 1.0, w_blk, 1, k as isize, gy_ng, p as isize, 1, 0.0, gx_blk,
+                        p as isize, 1,
+                    );
+                    return;
+                }
+                gx_blk.fill(0.0);
+                with_scratch(kb * t, |dcols| {
+                    for ti in 0..tiles {
+                        let (p0, tn) = (ti * t, t.min(p - ti * t));
+                        let dcols = &mut dcols[..kb * tn];
                         // W_blockᵀ is the weight read with strides (1, K).
                         // (cb·KH·KW, O/G) · (O/G, tile) -> (cb·KH·KW, tile)
-                        let dcols = &mut dcols[..kb * tn];
                         sgemm(
                             kb,
                             og,
@@ -491,7 +519,7 @@ pub(crate) fn backward(
                             w_blk,
                             1,
                             k as isize,
-                            gy_tile,
+                            &gy_ng[p0..],
                             p as isize,
                             1,
                             0.0,
@@ -499,57 +527,10 @@ pub(crate) fn backward(
                             tn as isize,
                             1,
                         );
-                        col2im(g, dcols, cb, p0, tn, gx);
+                        col2im(g, dcols, cb, p0, tn, gx_blk);
                     }
-                }
-            }
-        });
-        gw_part
-    };
-
-    let parts: Vec<Option<Vec<f32>>> = match gx {
-        Some(gx) => {
-            // Task (n, grp, b) owns the contiguous planes of its channels in ∂x (one chunk).
-            let mut pieces: Vec<&mut [f32]> = Vec::with_capacity(tasks);
-            let mut rest = gx;
-            for task in 0..tasks {
-                let (c0, c1) = split.channels(task % split.blocks, cg);
-                let (head, tail) = rest.split_at_mut((c1 - c0) * hw);
-                pieces.push(head);
-                rest = tail;
-            }
-            pieces
-                .into_par_iter()
-                .enumerate()
-                .map(|(task, piece)| run(task, Some(piece)))
-                .collect()
-        }
-        None => (0..tasks)
-            .into_par_iter()
-            .map(|task| run(task, None))
-            .collect(),
-    };
-
-    if let Some(gw) = gw {
-        // ∂W_g[o, c0·taps..c1·taps] = Σ_{n, chunk} part(n, grp, b, chunk)[o, ..], in that order.
-        gw.par_chunks_mut(k).enumerate().for_each(|(oi, row)| {
-            let (grp, o) = (oi / og, oi % og);
-            row.fill(0.0);
-            for b in 0..split.blocks {
-                let (c0, c1) = split.channels(b, cg);
-                let kb = (c1 - c0) * taps;
-                let dst = &mut row[c0 * taps..c1 * taps];
-                for n in 0..g.n {
-                    for chunk in 0..split.chunks {
-                        let task = ((n * g.groups + grp) * split.blocks + b) * split.chunks + chunk;
-                        let part = parts[task].as_ref().expect("weight gradient part");
-                        for (d, s) in dst.iter_mut().zip(&part[o * kb..(o + 1) * kb]) {
-                            *d += s;
-                        }
-                    }
-                }
-            }
-        });
+                });
+            });
     }
 }
 

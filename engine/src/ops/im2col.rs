@@ -118,9 +118,7 @@ pub(crate) fn im2col(g: &Geom, x: &[f32], channels: usize, p0: usize, t: usize, 
             if sw == 1 {
                 dst[a..b].copy_from_slice(&src[ix0..ix0 + (b - a)]);
             } else {
-                for (j, d) in dst[a..b].iter_mut().enumerate() {
-                    *d = src[ix0 + j * sw];
-                }
+                gather(&mut dst[a..b], &src[ix0..], sw);
             }
         }
     });
@@ -138,8 +136,52 @@ pub(crate) fn col2im(g: &Geom, cols: &[f32], channels: usize, p0: usize, t: usiz
         let src = &cols[s.at + (s.lo - s.ox0)..s.at + (s.hi - s.ox0)];
         let dst = &mut x[s.c * hw + iy * w..s.c * hw + (iy + 1) * w];
         let ix0 = ((s.lo * sw) as isize + s.off) as usize;
-        for (j, v) in src.iter().enumerate() {
-            dst[ix0 + j * sw] += *v;
-        }
+        scatter_add(&mut dst[ix0..], src, sw);
     });
+}
+
+/// `dst[j] = src[j·s]` for every `j` (`s ≥ 2`). Written over `s`-sized chunks so the
+/// loop has no index checks; the constant-stride-2 case (every strided conv in ResNet)
+/// compiles to vector shuffles.
+fn gather(dst: &mut [f32], src: &[f32], s: usize) {
+    let Some((last, body)) = dst.split_last_mut() else {
+        return;
+    };
+    let n = body.len();
+    if s == 2 {
+        for (d, pair) in body.iter_mut().zip(src[..2 * n].chunks_exact(2)) {
+            *d = pair[0];
+        }
+    } else {
+        for (d, chunk) in body.iter_mut().zip(src[..s * n].chunks_exact(s)) {
+            *d = chunk[0];
+        }
+    }
+    *last = src[s * n];
+}
+
+/// `dst[j·s] += src[j]` for every `j`: the adjoint of [`gather`] (any `s ≥ 1`).
+fn scatter_add(dst: &mut [f32], src: &[f32], s: usize) {
+    let Some((last, body)) = src.split_last() else {
+        return;
+    };
+    let n = body.len();
+    match s {
+        1 => {
+            for (d, v) in dst[..n].iter_mut().zip(body) {
+                *d += *v;
+            }
+        }
+        2 => {
+            for (pair, v) in dst[..2 * n].chunks_exact_mut(2).zip(body) {
+                pair[0] += *v;
+            }
+        }
+        _ => {
+            for (chunk, v) in dst[..s * n].chunks_exact_mut(s).zip(body) {
+                chunk[0] += *v;
+            }
+        }
+    }
+    dst[s * n] += *last;
 }

@@ -426,7 +426,9 @@ pub fn conv_rows(cases: &[ConvCase], budget: Budget) -> Vec<Row> {
                 fwd_bwd,
                 flops + bwd_flops,
             )
-            .with("ratio_to_fwd", fwd_bwd / fwd),
+            .with("cpu_ms", t[2].cpu_ms)
+            .with("ratio_to_fwd", fwd_bwd / fwd)
+            .with("cpu_ratio_to_fwd", t[2].cpu_ms / t[0].cpu_ms),
         );
     }
     rows
