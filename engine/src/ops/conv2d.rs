@@ -34,11 +34,20 @@
 //! swapped strides (see [`crate::gemm`]). The gradient of an input whose `needs` flag is
 //! off (the image fed to the stem) is not computed at all.
 //!
-//! **Threads.** Forward: one task per (sample, group). Backward: one task per (sample,
-//! group, block of input channels); each task owns the rows of `∂x` of its channels, and
-//! its share of `∂W` goes into a private buffer that is summed over samples in sample
-//! order afterwards. Task boundaries depend only on the shapes, so the result is the
-//! same for any thread count.
+//! **Threads.** rayon tasks, each running single-threaded GEMMs (on 2 cores this measured
+//! as fast or faster than matrixmultiply's own threading, and it composes with the
+//! rayon-parallel elementwise kernels without oversubscribing the cores):
+//! - forward: one task per (sample, group, tile of output pixels), each writing its own
+//!   piece of the output;
+//! - backward, weight: one task per (sample, group, block of input channels, run of
+//!   tiles), each summing into a private buffer; the buffers are added in (sample, run)
+//!   order;
+//! - backward, input: one task per (sample, group, block of input channels), each owning
+//!   the planes of `∂x` of its channels.
+//!
+//! Every split is computed from the shapes (the constants [`TILE`], `MIN_TASKS`,
+//! `WEIGHT_GRAD_COLS`), never from the thread count, so the results are bitwise the same
+//! on any number of threads (`engine/tests/determinism.rs`).
 
 use std::cell::Cell;
 
@@ -256,11 +265,75 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     r
 }
 
+/// Where a forward task writes its `(O/G, tile)` block.
+enum Dest<'a> {
+    /// The tile is the whole plane: the task owns the contiguous `(O/G, P)` output of
+    /// its (sample, group) and the GEMM writes straight into it.
+    Whole(&'a mut [f32]),
+    /// One piece of `tile` pixels of each of the O/G output rows; the GEMM writes to
+    /// scratch and the block is copied out.
+    Pieces(Vec<&'a mut [f32]>),
+}
+
+/// The columns of output pixels `[p0, p0 + tn)` of one (sample, group), multiplied by
+/// the weights into `y_tile` (`(O/G, tn)`, row-major).
+#[allow(clippy::too_many_arguments)]
+fn forward_tile(
+    g: &Geom,
+    xs: &[f32],
+    wg: &[f32],
+    p0: usize,
+    tn: usize,
+    cols: &mut [f32],
+    y_tile: &mut [f32],
+) {
+    let (cg, og, k, p) = (g.cg(), g.og(), g.k(), g.p());
+    if g.pointwise() {
+        // 1x1, stride 1, no padding: the planes are the columns, read in place.
+        // (O/G, C/G) · (C/G, tile) -> (O/G, tile)
+        sgemm(
+            og,
+            k,
+            tn,
+            1.0,
+            wg,
+            k as isize,
+            1,
+            &xs[p0..],
+            p as isize,
+            1,
+            0.0,
+            y_tile,
+            tn as isize,
+            1,
+        );
+    } else {
+        im2col(g, xs, cg, p0, tn, cols);
+        // (O/G, C/G·KH·KW) · (C/G·KH·KW, tile) -> (O/G, tile)
+        sgemm(
+            og,
+            k,
+            tn,
+            1.0,
+            wg,
+            k as isize,
+            1,
+            cols,
+            tn as isize,
+            1,
+            0.0,
+            y_tile,
+            tn as isize,
+            1,
+        );
+    }
+}
+
 /// `y = conv(x, w) + b` into `out` (`N·O·P` floats).
 ///
-/// One task per (sample, group, tile of output pixels). A task builds its columns,
-/// multiplies, and copies its `(O/G, tile)` block into the output rows, which it owns:
-/// the output is split into per-tile row pieces up front, so tasks never share memory.
+/// One task per (sample, group, tile of output pixels). A task builds its columns and
+/// multiplies; the output is cut into per-task pieces up front, so tasks never share
+/// memory.
 pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let (cg, og, k, p, hw) = (g.cg(), g.og(), g.k(), g.p(), g.hw());
     if out.is_empty() {
@@ -268,73 +341,50 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out:
     }
     let t = g.tile;
     let tiles = p.div_ceil(t);
-    // Task (n·G + grp, tile) gets one piece of `tn` pixels of each of its O/G rows.
-    let mut tasks: Vec<(usize, usize, Vec<&mut [f32]>)> =
-        Vec::with_capacity(out.len() / (og * p) * tiles);
+    let mut tasks: Vec<(usize, usize, Dest)> = Vec::with_capacity(out.len() / (og * p) * tiles);
     for (ng, y) in out.chunks_mut(og * p).enumerate() {
+        if tiles == 1 {
+            tasks.push((ng, 0, Dest::Whole(y)));
+            continue;
+        }
         let first = tasks.len();
-        tasks.extend((0..tiles).map(|ti| (ng, ti, Vec::with_capacity(og))));
+        tasks.extend((0..tiles).map(|ti| (ng, ti, Dest::Pieces(Vec::with_capacity(og)))));
         for row in y.chunks_mut(p) {
             for (ti, piece) in row.chunks_mut(t).enumerate() {
-                tasks[first + ti].2.push(piece);
+                if let Dest::Pieces(rows) = &mut tasks[first + ti].2 {
+                    rows.push(piece);
+                }
             }
         }
     }
-    let pointwise = g.pointwise();
-    tasks.into_par_iter().for_each(|(ng, ti, mut rows)| {
+    tasks.into_par_iter().for_each(|(ng, ti, dest)| {
         let (n, grp) = (ng / g.groups, ng % g.groups);
         let (p0, tn) = (ti * t, t.min(p - ti * t));
         let xs = &x[(n * g.c + grp * cg) * hw..(n * g.c + (grp + 1) * cg) * hw];
         let wg = &w[grp * og * k..(grp + 1) * og * k];
-        let col_len = if pointwise { 0 } else { k * tn };
-        with_scratch(col_len + og * tn, |buf| {
-            let (cols, y_tile) = buf.split_at_mut(col_len);
-            if pointwise {
-                // 1x1, stride 1, no padding: the planes are the columns, read in place.
-                // (O/G, C/G) · (C/G, tile) -> (O/G, tile)
-                sgemm(
-                    og,
-                    k,
-                    tn,
-                    1.0,
-                    wg,
-                    k as isize,
-                    1,
-                    &xs[p0..],
-                    p as isize,
-                    1,
-                    0.0,
-                    y_tile,
-                    tn as isize,
-                    1,
-                );
-            } else {
-                im2col(g, xs, cg, p0, tn, cols);
-                // (O/G, C/G·KH·KW) · (C/G·KH·KW, tile) -> (O/G, tile)
-                sgemm(
-                    og,
-                    k,
-                    tn,
-                    1.0,
-                    wg,
-                    k as isize,
-                    1,
-                    cols,
-                    tn as isize,
-                    1,
-                    0.0,
-                    y_tile,
-                    tn as isize,
-                    1,
-                );
-            }
-            for (o, row) in rows.iter_mut().enumerate() {
-                let b = bias.map_or(0.0, |b| b[grp * og + o]);
-                for (d, s) in row.iter_mut().zip(&y_tile[o * tn..(o + 1) * tn]) {
-                    *d = s + b;
+        let bias_of = |o: usize| bias.map_or(0.0, |b| b[grp * og + o]);
+        let col_len = if g.pointwise() { 0 } else { k * tn };
+        match dest {
+            Dest::Whole(y) => {
+                with_scratch(col_len, |cols| forward_tile(g, xs, wg, p0, tn, cols, y));
+                if bias.is_some() {
+                    for (o, row) in y.chunks_mut(tn).enumerate() {
+                        let b = bias_of(o);
+                        row.iter_mut().for_each(|v| *v += b);
+                    }
                 }
             }
-        });
+            Dest::Pieces(mut rows) => with_scratch(col_len + og * tn, |buf| {
+                let (cols, y_tile) = buf.split_at_mut(col_len);
+                forward_tile(g, xs, wg, p0, tn, cols, y_tile);
+                for (o, row) in rows.iter_mut().enumerate() {
+                    let b = bias_of(o);
+                    for (d, s) in row.iter_mut().zip(&y_tile[o * tn..(o + 1) * tn]) {
+                        *d = s + b;
+                    }
+                }
+            }),
+        }
     });
 }
 
@@ -361,14 +411,16 @@ fn runs(n: usize, parts: usize) -> (usize, usize) {
 
 /// Gradients of the input and of the weight (each only if asked for), in two phases.
 ///
-/// **Weight**, tasks (sample, group, run of tiles): for each tile, rebuild the columns
-/// and accumulate `G_tile · colsᵀ` into the task's private `(O/G, K)` buffer; the buffers
-/// are then summed in (sample, run) order.
+/// **Weight**, tasks (sample, group, block of input channels, run of tiles): for each
+/// tile, rebuild the block's columns and accumulate `G_tile · colsᵀ` into the task's
+/// private `(O/G, cb·KH·KW)` buffer; the buffers are then summed in (sample, run) order.
 ///
 /// **Input**, tasks (sample, group, block of input channels): for each tile,
 /// `∂cols = W_blockᵀ · G_tile`, then col2im onto the block's planes of `∂x`, which the
 /// task owns. (Input tasks cannot split the pixels: windows of neighbouring tiles
 /// overlap on the input.)
+///
+/// `gx` must arrive zeroed (col2im adds into it); `gw` is overwritten.
 pub(crate) fn backward(
     g: &Geom,
     x: Option<&[f32]>,
@@ -504,7 +556,7 @@ pub(crate) fn backward(
                     );
                     return;
                 }
-                gx_blk.fill(0.0);
+                // col2im adds into ∂x, which the caller hands over zeroed.
                 with_scratch(kb * t, |dcols| {
                     for ti in 0..tiles {
                         let (p0, tn) = (ti * t, t.min(p - ti * t));
