@@ -114,13 +114,35 @@ impl Conv2dOptions {
 }
 
 /// Output length along one axis (PyTorch's formula), or `None` when the dilated kernel
-/// does not fit in the padded input.
+/// does not fit in the padded input (or a size is 0).
 pub fn conv_output_len(len: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {
+    if k == 0 || s == 0 || d == 0 {
+        return None;
+    }
     let span = d * (k - 1) + 1;
     (len + 2 * p >= span).then(|| (len + 2 * p - span) / s + 1)
 }
 
-/// Output pixels per im2col tile: the column buffer is `K × TILE` floats.
+/// Output pixels per im2col tile. The column buffer is `K × TILE` floats (for ResNet's
+/// 512-channel 3x3 convs 4608 × 512 × 4 B = 9.4 MB, whatever the image size), and each
+/// tile's GEMM result is `(rows, TILE)`.
+///
+/// Chosen with `focal bench conv --tiles 128,256,512,1024,2048` (all tile sizes timed
+/// interleaved, 2 threads, batch 2 at 512 px, on the shared 2-core machine), forward /
+/// backward in ms:
+///
+/// | tile | stem 7x7 s2 | layer1 3x3 64 @128² | head 3x3 256 @64² |
+/// |------|-------------|---------------------|-------------------|
+/// | 128  | 122 / 86    | 92 / 163            | 150 / 304         |
+/// | 256  | 118 / 92    | 80 / 164            | 159 / 293         |
+/// | 512  | 122 / 78    | 106 / 152           | 157 / 282         |
+/// | 1024 | 123 / 88    | 98 / 174            | 152 / 354         |
+/// | 2048 | 130 / 96    | 116 / 184           | 180 / 442         |
+///
+/// Forward times from 128 to 1024 are within the run-to-run noise of that machine;
+/// 512 gave the fastest backward on all three, and 2048 was the slowest everywhere
+/// (backward 21–57% slower than 512): beyond ~1024 columns the packed GEMM operands and
+/// the result no longer fit in the 2 MB L2 cache together.
 pub const TILE: usize = 512;
 
 /// Every size the kernels need, checked once.
@@ -970,6 +992,8 @@ mod tests {
         // dilation 2: span 5, (6 + 0 − 5)/1 + 1 = 2
         assert_eq!(conv_output_len(6, 3, 1, 0, 2), Some(2));
         assert_eq!(conv_output_len(2, 5, 1, 1, 1), None);
+        assert_eq!(conv_output_len(5, 0, 1, 0, 1), None);
+        assert_eq!(conv_output_len(5, 3, 0, 0, 1), None);
     }
 
     #[test]
