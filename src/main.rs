@@ -36,6 +36,8 @@ enum Command {
     Synth(cmd::synth::Args),
     /// Evaluate COCO detections against ground truth (AP, AR) exactly as pycocotools does.
     Cocoeval(cmd::cocoeval::Args),
+    /// Time kernels (gemm, conv); `--json` prints one object per line.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Cocoeval(a) => cmd::cocoeval::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(code) => code,
