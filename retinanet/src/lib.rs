@@ -10,11 +10,14 @@
 //! - [`matcher`]: which anchor learns which object (IoU thresholds, low-quality matches);
 //! - [`targets`]: the per-anchor class and box targets of a batch;
 //! - [`loss`]: the focal loss and the box loss, normalised by the positive anchors;
+//! - [`loss_cdf`]: how the focal loss spreads over easy and hard entries (Figure 4);
+//! - [`ablation`]: the α/γ grid of Table 1a/1b, its records and tables;
 //! - [`nms`]: class-wise non-maximum suppression;
 //! - [`postprocess`]: from head outputs to detections in original pixels;
 //! - [`resnet`], [`fpn`], [`head`]: the network; [`model`]: the detector as a whole;
 //! - [`import`]: torchvision's weights, with the 91 → 80 COCO class remap.
 
+pub mod ablation;
 pub mod anchors;
 pub mod box_coder;
 pub mod boxes;
@@ -23,6 +26,7 @@ pub mod fpn;
 pub mod head;
 pub mod import;
 pub mod loss;
+pub mod loss_cdf;
 pub mod matcher;
 pub mod model;
 pub mod nms;
