@@ -34,6 +34,8 @@ enum Command {
     Gradcheck(cmd::gradcheck::Args),
     /// Write the synthetic shapes dataset to disk as COCO (annotations + PNG images).
     Synth(cmd::synth::Args),
+    /// Evaluate COCO detections against ground truth (AP, AR) exactly as pycocotools does.
+    Cocoeval(cmd::cocoeval::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
         Command::Synth(a) => cmd::synth::run(a),
+        Command::Cocoeval(a) => cmd::cocoeval::run(a),
     };
     match result {
         Ok(code) => code,

@@ -52,20 +52,24 @@ pub mod atomic;
 pub mod batch;
 pub mod coco;
 pub mod coco_format;
+pub mod cocoeval;
 pub mod dataset;
 pub mod error;
 pub mod image_io;
 pub mod loader;
+pub mod results;
 pub mod synth;
 pub mod transforms;
 
 pub use batch::{Batch, Target};
 pub use coco::{CocoDataset, CocoOptions};
 pub use coco_format::CocoFile;
+pub use cocoeval::{evaluate, EvalResult};
 pub use dataset::{Category, Dataset, Sample};
 pub use error::{Error, Result};
 pub use image_io::RgbImage;
 pub use loader::{Epoch, Loader, LoaderConfig};
+pub use results::Detection;
 pub use synth::{Shape, ShapesConfig, ShapesDataset, Split};
 
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
 //! One module per subcommand: its clap `Args` and its `run`.
 
+pub mod cocoeval;
 pub mod gradcheck;
 pub mod synth;
