@@ -88,7 +88,7 @@ struct Setup {
 }
 
 fn setup(o: &Options) -> Result<Setup> {
-    if o.size == 0 || o.size % 32 != 0 {
+    if o.size == 0 || !o.size.is_multiple_of(32) {
         bail!("--size must be a positive multiple of 32, got {}", o.size);
     }
     if o.batch == 0 || o.steps == 0 {
