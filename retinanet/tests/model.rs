@@ -438,3 +438,43 @@ fn gradient_check_of_a_tiny_head_and_the_loss() {
         );
     }
 }
+
+#[test]
+fn loss_and_gradients_do_not_depend_on_the_thread_count() {
+    let run = |threads: usize| {
+        focal_engine::threads::with_threads(threads, || {
+            let mut m = RetinaNet::new(
+                &config(Depth::ResNet18, BackboneNorm::GroupNorm),
+                &mut Rng::new(8),
+            )
+            .unwrap();
+            let x = Tensor::from_vec(
+                &[2, 3, 96, 64],
+                Rng::new(9).normal_vec(2 * 3 * 96 * 64, 0.0, 1.0),
+            );
+            let gt = vec![
+                GroundTruth {
+                    boxes: vec![[4., 8., 40., 70.]],
+                    labels: vec![1],
+                },
+                GroundTruth {
+                    boxes: vec![[20., 30., 60., 90.]],
+                    labels: vec![5],
+                },
+            ];
+            let l = m.training_loss(&x, &gt).unwrap();
+            let total = l.total().item();
+            let g = backward(&l.total());
+            let grads: Vec<Vec<f32>> = named_params(&mut m)
+                .iter()
+                .map(|(_, p)| g.get(p.id).unwrap().to_vec())
+                .collect();
+            let dets = m.detect(&x, &[ImageSize::unscaled(96, 64); 2]);
+            (total, grads, dets)
+        })
+    };
+    let (a, b) = (run(1), run(3));
+    assert_eq!(a.0.to_bits(), b.0.to_bits());
+    assert!(a.1 == b.1, "gradients differ between 1 and 3 threads");
+    assert_eq!(a.2, b.2);
+}
