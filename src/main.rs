@@ -34,10 +34,10 @@ enum Command {
     Gradcheck(cmd::gradcheck::Args),
     /// Write the synthetic shapes dataset to disk as COCO (annotations + PNG images).
     Synth(cmd::synth::Args),
+    /// Benchmarks: kernels (gemm, conv) and the detector (train-step, infer).
+    Bench(cmd::bench::Args),
     /// Evaluate COCO detections against ground truth (AP, AR) exactly as pycocotools does.
     Cocoeval(cmd::cocoeval::Args),
-    /// Time kernels (gemm, conv); `--json` prints one object per line.
-    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {

@@ -1,4 +1,5 @@
-//! `focal bench <kind>`: timed benchmarks, printed as a table or (with `--json`) as one
+//! `focal bench <kind>`: timed benchmarks (kernels: gemm, conv; the detector:
+//! train-step, infer), printed as a table or (with `--json`) as one
 //! JSON object per line with at least `name`, `ms` and `gflops`.
 //!
 //! Each kind is one variant of [`Kind`] with its own arguments; adding a benchmark means
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Subcommand;
 
+pub mod detector;
 pub mod kernels;
 
 use kernels::{Budget, Row};
@@ -62,6 +64,11 @@ enum Kind {
         #[arg(long, value_delimiter = ',', value_name = "T,T,..")]
         tiles: Option<Vec<usize>>,
     },
+    /// One full SGD step of RetinaNet (forward, loss, backward, update) on random images:
+    /// median time, time per phase and peak resident memory.
+    TrainStep(detector::Options),
+    /// RetinaNet detection (no-grad forward and post-processing) on random images.
+    Infer(detector::Options),
 }
 
 fn print(rows: &[Row], common: &Common) {
@@ -101,6 +108,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             };
             print(&rows, &common);
         }
+        Kind::TrainStep(o) => return detector::run("train-step", o),
+        Kind::Infer(o) => return detector::run("infer", o),
     }
     Ok(ExitCode::SUCCESS)
 }
