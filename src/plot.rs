@@ -210,6 +210,22 @@ impl Chart {
     }
 }
 
+/// Several charts rendered next to each other, left to right, in one image (as tall as
+/// the tallest; shorter ones are topped with white). For panels such as the positives
+/// and negatives of `focal loss-cdf`.
+pub fn side_by_side(charts: &[Chart]) -> RgbImage {
+    let panels: Vec<RgbImage> = charts.iter().map(Chart::render).collect();
+    let width = panels.iter().map(|p| p.width()).sum::<u32>().max(1);
+    let height = panels.iter().map(|p| p.height()).max().unwrap_or(1);
+    let mut img = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    let mut x0 = 0;
+    for p in &panels {
+        image::imageops::replace(&mut img, p, x0 as i64, 0);
+        x0 += p.width();
+    }
+    img
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +253,31 @@ mod tests {
         let img = c.render();
         let n = img.pixels().filter(|p| p.0 == PALETTE[1]).count();
         assert!(n > 100, "the series line is drawn ({n} pixels)");
+    }
+
+    #[test]
+    fn side_by_side_puts_each_chart_in_its_own_panel() {
+        let mut a = Chart::new("a", "x", "y");
+        a.width = 300;
+        a.height = 200;
+        a.series
+            .push(Series::new("s", vec![(0.0, 0.0), (1.0, 1.0)], 1));
+        let mut b = Chart::new("b", "x", "y");
+        b.width = 400;
+        b.height = 250;
+        b.series
+            .push(Series::new("s", vec![(0.0, 0.0), (1.0, 1.0)], 2));
+        let img = side_by_side(&[a, b]);
+        assert_eq!((img.width(), img.height()), (700, 250));
+        // Colour 1 only in the left 300 columns, colour 2 only in the right 400.
+        for (x, _, p) in img.enumerate_pixels() {
+            if p.0 == PALETTE[1] {
+                assert!(x < 300, "series of the left chart at x = {x}");
+            }
+            if p.0 == PALETTE[2] {
+                assert!(x >= 300, "series of the right chart at x = {x}");
+            }
+        }
+        assert!(img.pixels().any(|p| p.0 == PALETTE[1]) && img.pixels().any(|p| p.0 == PALETTE[2]));
     }
 }
