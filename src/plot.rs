@@ -31,6 +31,9 @@ pub struct Chart {
     pub log_y: bool,
     /// Fixed y range instead of the data's.
     pub y_range: Option<(f64, f64)>,
+    /// Legend in the top-left corner instead of the top right (for curves that end in
+    /// the top right, such as cumulative distributions).
+    pub legend_left: bool,
     pub width: u32,
     pub height: u32,
 }
@@ -44,6 +47,7 @@ impl Chart {
             series: Vec::new(),
             log_y: false,
             y_range: None,
+            legend_left: false,
             width: 800,
             height: 500,
         }
@@ -192,11 +196,15 @@ impl Chart {
                 prev = Some(p);
             }
         }
-        // legend, top right
+        // legend, top right (or top left)
         let mut ly = top + 8;
         for s in &self.series {
             let lw = draw::text_width(&s.name, 1);
-            let lx = left + pw - lw - 30;
+            let lx = if self.legend_left {
+                left + 10
+            } else {
+                left + pw - lw - 30
+            };
             draw::fill_rect(&mut img, lx, ly + 2, 16, 4, s.color);
             draw::text(&mut img, lx + 22, ly, &s.name, 1, black);
             ly += 14;
