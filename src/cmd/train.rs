@@ -146,13 +146,28 @@ pub struct Args {
     pub prior: Option<f32>,
     /// Anchor base sizes on P3..P7, five comma-separated pixels
     /// [synthetic default: 16,32,64,128,256; COCO: 32,64,128,256,512].
-    #[arg(long, value_name = "LIST", value_parser = parse_list_f32, help_heading = "Model")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Model"
+    )]
     pub anchor_sizes: Option<Vec<f32>>,
     /// Anchor octave scales [default: 1,1.2599,1.5874 = 2^0, 2^(1/3), 2^(2/3)].
-    #[arg(long, value_name = "LIST", value_parser = parse_list_f32, help_heading = "Model")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Model"
+    )]
     pub anchor_scales: Option<Vec<f32>>,
     /// Anchor aspect ratios h/w [default: 0.5,1,2].
-    #[arg(long, value_name = "LIST", value_parser = parse_list_f32, help_heading = "Model")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Model"
+    )]
     pub anchor_ratios: Option<Vec<f32>>,
 
     // ---- loss and matching ----
@@ -228,7 +243,12 @@ pub struct Args {
     pub schedule: Option<DecayKind>,
     /// Multi-step: iterations at which the rate is multiplied by --lr-gamma
     /// [default: 2/3 and 8/9 of the run].
-    #[arg(long, value_name = "LIST", value_parser = parse_list_u64, help_heading = "Optimisation")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        help_heading = "Optimisation"
+    )]
     pub steps: Option<Vec<u64>>,
     /// Multi-step factor [default: 0.1].
     #[arg(long, value_name = "G", help_heading = "Optimisation")]
@@ -270,26 +290,6 @@ fn parse_box_loss(s: &str) -> Result<String, String> {
         "l1" | "smooth-l1" => Ok(s.trim().to_string()),
         _ => Err(format!("expected smooth-l1 or l1, got {s:?}")),
     }
-}
-
-fn parse_list_f32(s: &str) -> Result<Vec<f32>, String> {
-    s.split(',')
-        .map(|v| {
-            v.trim()
-                .parse::<f32>()
-                .map_err(|_| format!("{v:?} is not a number (expected a comma-separated list)"))
-        })
-        .collect()
-}
-
-fn parse_list_u64(s: &str) -> Result<Vec<u64>, String> {
-    s.split(',')
-        .map(|v| {
-            v.trim().parse::<u64>().map_err(|_| {
-                format!("{v:?} is not a whole number (expected a comma-separated list)")
-            })
-        })
-        .collect()
 }
 
 impl Args {
