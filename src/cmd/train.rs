@@ -727,7 +727,7 @@ impl Observer for Progress {
                 b.set_position(r.step);
             }
             None => {
-                if r.step % self.line_every == 0 || r.step == 1 || r.step == self.total {
+                if r.step.is_multiple_of(self.line_every) || r.step == 1 || r.step == self.total {
                     eprintln!("step {}/{} · {msg}", r.step, self.total);
                 }
             }

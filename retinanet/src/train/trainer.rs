@@ -624,7 +624,7 @@ impl Trainer {
                 observer.on_step(&record, self);
                 last_eval = None;
 
-                let every = |n: u64, step: u64| n > 0 && step % n == 0;
+                let every = |n: u64, step: u64| n > 0 && step.is_multiple_of(n);
                 let at_end = self.step == self.total_steps;
                 if every(self.config.eval_every, self.step) && !at_end {
                     last_eval = Some(self.evaluate_and_record(observer)?);
@@ -748,7 +748,7 @@ impl Trainer {
         let record = EvalRecord::new(self.step, self.epoch, &eval.result, eval.seconds);
         self.history.push(MetricRow::Eval(record.clone()));
         let ap = eval.result.stats[0];
-        if self.best.map_or(true, |(best, _)| ap > best) {
+        if self.best.is_none_or(|(best, _)| ap > best) {
             self.best = Some((ap, self.step));
             let path = self.run_dir.join("best.ckpt");
             self.checkpoint(false).save(&path)?;
