@@ -43,6 +43,8 @@ enum Command {
     Gradcheck(cmd::gradcheck::Args),
     /// Write the synthetic shapes dataset to disk as COCO (annotations + PNG images).
     Synth(cmd::synth::Args),
+    /// Benchmarks: kernels (gemm, conv) and the detector (train-step, infer).
+    Bench(cmd::bench::Args),
     /// Evaluate COCO detections against ground truth (AP, AR) exactly as pycocotools does.
     Cocoeval(cmd::cocoeval::Args),
 }
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Cocoeval(a) => cmd::cocoeval::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(code) => code,

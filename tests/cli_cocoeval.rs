@@ -33,15 +33,22 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Runs `focal cocoeval` on the given files and checks it fails cleanly; returns stderr.
-fn fails(gt: &Path, dt: &Path) -> String {
-    let out = focal(&[
+/// `focal cocoeval --gt GT --dt DT [extra...]`.
+fn cocoeval(gt: &Path, dt: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
         "cocoeval",
         "--gt",
         gt.to_str().unwrap(),
         "--dt",
         dt.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    focal(&args)
+}
+
+/// Runs `focal cocoeval` on the given files and checks it fails cleanly; returns stderr.
+fn fails(gt: &Path, dt: &Path) -> String {
+    let out = cocoeval(gt, dt, &[]);
     let stderr = text(&out.stderr);
     assert!(
         !out.status.success(),
@@ -61,14 +68,7 @@ fn prints_pycocotools_summary_and_json() {
         serde_json::from_str(&std::fs::read_to_string(fixture("synth1_expected.json")).unwrap())
             .unwrap();
 
-    let out = focal(&[
-        "cocoeval",
-        "--gt",
-        gt.to_str().unwrap(),
-        "--dt",
-        dt.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = cocoeval(&gt, &dt, &["--json"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
 
@@ -106,13 +106,7 @@ fn prints_pycocotools_summary_and_json() {
     assert!(per_category["class8"].is_null());
 
     // Without --json the last line is the per-category table, not JSON.
-    let out = focal(&[
-        "cocoeval",
-        "--gt",
-        gt.to_str().unwrap(),
-        "--dt",
-        dt.to_str().unwrap(),
-    ]);
+    let out = cocoeval(&gt, &dt, &[]);
     assert!(out.status.success());
     let last = text(&out.stdout).lines().last().unwrap().to_string();
     assert!(
@@ -127,14 +121,7 @@ fn empty_results_say_no_detections_and_report_zeros() {
     let dt = dir.join("empty.json");
     std::fs::write(&dt, "[]").unwrap();
     let gt = fixture("synth1_gt.json");
-    let out = focal(&[
-        "cocoeval",
-        "--gt",
-        gt.to_str().unwrap(),
-        "--dt",
-        dt.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = cocoeval(&gt, &dt, &["--json"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert!(stdout.starts_with("no detections in "), "{stdout}");
@@ -209,6 +196,22 @@ fn malformed_files_are_named_with_the_entry() {
         assert!(e.contains(&format!("{}: ", dt.display())), "{name}: {e}");
         assert!(e.contains(&want), "{name}: {e}\nwant: {want}");
     }
+    // A ground truth without `area` fields (pycocotools: KeyError) names both files and
+    // the annotation.
+    let no_area = dir.join("no_area_gt.json");
+    std::fs::write(
+        &no_area,
+        r#"{"images": [{"id": 1, "file_name": "a.jpg", "width": 9, "height": 9}],
+            "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2]}],
+            "categories": [{"id": 1, "name": "a"}]}"#,
+    )
+    .unwrap();
+    let empty = dir.join("empty.json");
+    std::fs::write(&empty, "[]").unwrap();
+    let e = fails(&no_area, &empty);
+    assert!(e.contains(&no_area.display().to_string()), "{e}");
+    assert!(e.contains("annotation id 7 (entry 0) has no `area`"), "{e}");
+
     // A malformed ground-truth file is named too.
     let bad_gt = dir.join("bad_gt.json");
     std::fs::write(&bad_gt, "{\"images\": [").unwrap();

@@ -17,7 +17,6 @@
 //! such. An empty list is a valid (if unpromising) results file.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -110,30 +109,7 @@ pub fn write_results(path: &Path, dets: &[Detection]) -> Result<()> {
         text.push_str(&serde_json::to_string(d).expect("a detection always serialises"));
     }
     text.push_str("\n]\n");
-    write_atomically(path, text.as_bytes())
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so a
-/// reader never sees a half-written file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::in_file(path, "not a file path"))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::in_file(path, format!("cannot write the results file: {e}"))
-    })
+    crate::atomic::write_atomic(path, text.as_bytes())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -126,9 +126,9 @@ pub fn sgemm(
     }
 }
 
-/// Rows of `C` per parallel block in [`sgemm_rows_par`]: a multiple of every
-/// microkernel height (8 for AVX, 16 for AVX-512... matrixmultiply packs A in panels of
-/// MR rows), large enough that each block amortises packing B.
+/// Rows of `C` per parallel block in [`sgemm_rows_par`]: a multiple of matrixmultiply's
+/// row panels (MR = 8 with AVX/FMA, 16 with AVX-512, and its MC = 64 row blocks), and
+/// large enough that each block amortises packing all of B once.
 pub const ROW_BLOCK: usize = 128;
 
 /// [`sgemm`] for a row-major `C` (`rsc = n`, `csc = 1`, `c.len() = m·n`), split into

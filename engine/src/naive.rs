@@ -337,9 +337,12 @@ pub fn max_pool2d_backward(
     Tensor::from_vec(x.shape(), gx.iter().map(|&v| v as f32).collect())
 }
 
-/// Nearest source index: `floor(dst · in / out)`.
+/// Nearest source index: `floor(dst · in / out)` as PyTorch computes it, with the
+/// scale `in / out` rounded to f32 (it differs from exact arithmetic for some sizes;
+/// see `ops/upsample.rs`).
 fn nearest(dst: usize, input: usize, output: usize) -> usize {
-    dst * input / output
+    let scale = input as f32 / output as f32;
+    ((dst as f32 * scale).floor() as usize).min(input - 1)
 }
 
 /// Nearest-neighbour resize of an NCHW tensor to `(h, w)`.

@@ -80,6 +80,14 @@ fn conv2d_is_deterministic() {
         |x| conv2d(&x[0], &x[1], None, Conv2dOptions::default()),
     );
     same_for_1_2_3_threads(
+        "conv 3x3 with 80 channels (weight-gradient channel blocks)",
+        vec![
+            randn(&mut r, &[2, 80, 12, 12]),
+            randn(&mut r, &[8, 80, 3, 3]),
+        ],
+        |x| conv2d(&x[0], &x[1], None, Conv2dOptions::sp(1, 1)),
+    );
+    same_for_1_2_3_threads(
         "conv groups 2 stride 2",
         vec![randn(&mut r, &[2, 8, 30, 30]), randn(&mut r, &[8, 4, 3, 3])],
         |x| conv2d(&x[0], &x[1], None, Conv2dOptions::sp(2, 1).with_groups(2)),

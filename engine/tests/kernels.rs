@@ -154,7 +154,9 @@ fn matmul_forward_and_backward_match_naive() {
 }
 
 /// (name, input shape, weight shape, options, with bias)
-fn conv_table() -> Vec<(&'static str, [usize; 4], [usize; 4], Opts, bool)> {
+type ConvCase = (&'static str, [usize; 4], [usize; 4], Opts, bool);
+
+fn conv_table() -> Vec<ConvCase> {
     let d = Opts::default();
     vec![
         ("1x1 s1 p0, batch 2", [2, 8, 9, 7], [5, 8, 1, 1], d, true),
@@ -256,6 +258,21 @@ fn conv_table() -> Vec<(&'static str, [usize; 4], [usize; 4], Opts, bool)> {
             [3, 4, 3, 3],
             Opts::sp(1, 1),
             true,
+        ),
+        // K = 70·9 = 630 > 576: the weight gradient is split into channel blocks.
+        (
+            "3x3, 70 channels: channel blocks",
+            [1, 70, 6, 5],
+            [3, 70, 3, 3],
+            Opts::sp(1, 1),
+            true,
+        ),
+        (
+            "1x1 s1, 700 channels: blocks",
+            [2, 700, 3, 4],
+            [5, 700, 1, 1],
+            d,
+            false,
         ),
     ]
 }
@@ -380,6 +397,7 @@ fn upsampling_matches_naive() {
         ([2, 3, 4, 5], 8, 10),
         ([1, 2, 3, 5], 5, 9),
         ([1, 1, 13, 7], 25, 13),
+        ([1, 2, 3, 26], 5, 44), // PyTorch's f32 rounding differs from exact here
         ([2, 1, 4, 4], 6, 7),
         ([1, 2, 5, 5], 5, 5),
         ([1, 1, 6, 4], 3, 2),
@@ -403,5 +421,121 @@ fn upsampling_matches_naive() {
     assert_eq!(
         upsample_nearest(&x, 3).data(),
         naive::upsample_nearest_to(&x, 9, 12).data()
+    );
+}
+
+/// conv2d (groups 2, stride 2, padding 1, bias) and max_pool2d (3x3, s2, p1) forward
+/// and backward against values printed by PyTorch 2.15 (`/work/pyref/bin/python`) with:
+///
+/// ```text
+/// import torch, torch.nn.functional as F
+/// torch.set_printoptions(precision=6)
+/// x = torch.sin(torch.arange(1*4*5*5, dtype=torch.float64) * 0.7).view(1, 4, 5, 5).float().requires_grad_()
+/// w = torch.cos(torch.arange(6*2*3*3, dtype=torch.float64) * 0.3).view(6, 2, 3, 3).float().requires_grad_()
+/// b = torch.tensor([0.1, -0.2, 0.3, -0.4, 0.5, -0.6], requires_grad=True)
+/// y = F.conv2d(x, w, b, stride=2, padding=1, dilation=1, groups=2)
+/// r = torch.sin(torch.arange(y.numel(), dtype=torch.float64) * 1.3).view(y.shape).float()
+/// (y * r).sum().backward()
+/// fmt = lambda t: ", ".join(f"{v:.6f}" for v in t.detach().reshape(-1).tolist())
+/// print("y", list(y.shape), fmt(y)); print("dx", fmt(x.grad)); print("dw", fmt(w.grad)); print("db", fmt(b.grad))
+/// p = torch.sin(torch.arange(1*1*5*6, dtype=torch.float64) * 2.1).view(1, 1, 5, 6).float().requires_grad_()
+/// q = F.max_pool2d(p, 3, 2, 1)
+/// rq = torch.cos(torch.arange(q.numel(), dtype=torch.float64)).view(q.shape).float()
+/// (q * rq).sum().backward()
+/// print("pool", list(q.shape), fmt(q)); print("dpool", fmt(p.grad))
+/// ```
+#[test]
+#[allow(clippy::excessive_precision)] // literals pasted exactly as PyTorch printed them
+fn conv2d_and_max_pool_match_pytorch_literals() {
+    let ramp = |n: usize, f: fn(f64) -> f64, s: f64| -> Vec<f32> {
+        (0..n).map(|i| f(i as f64 * s) as f32).collect()
+    };
+    let x = Tensor::from_vec(&[1, 4, 5, 5], ramp(100, f64::sin, 0.7));
+    let w = Tensor::from_vec(&[6, 2, 3, 3], ramp(108, f64::cos, 0.3));
+    let b = Tensor::from_vec(&[6], vec![0.1, -0.2, 0.3, -0.4, 0.5, -0.6]);
+    let (ix, iw, ib) = (ParamId::fresh(), ParamId::fresh(), ParamId::fresh());
+    let opts = Opts::sp(2, 1).with_groups(2);
+    let y = conv2d(&x.track(ix), &w.track(iw), Some(&b.track(ib)), opts);
+    assert_eq!(y.shape(), &[1, 6, 3, 3]);
+    let r = Tensor::from_vec(y.shape(), ramp(54, f64::sin, 1.3));
+    let grads = backward_with(&y, r);
+    let torch_y = [
+        2.151826, 1.815891, -0.335666, -0.328123, -1.166394, -0.363031, -1.397380, -0.368389,
+        0.742751, 0.986398, 1.463777, 0.486910, -0.382988, -0.377809, -0.094638, -0.853486,
+        -1.626604, -1.307290, -0.245829, 0.696084, 1.607619, 0.495840, 1.340685, 0.896776,
+        0.967854, -1.042522, -1.748329, 1.176914, -0.278996, -2.048875, -1.241836, -1.826262,
+        -0.606716, -1.216368, 0.825356, 1.340694, 2.464287, 1.609517, -0.189403, -0.111656,
+        -0.231912, 0.476359, -0.699603, -0.045541, 0.850646, 0.316524, 0.687402, 0.173757,
+        -0.534592, -0.102817, -0.423294, -1.306391, -2.517858, -1.895589,
+    ];
+    let torch_dx = [
+        -1.556874, -0.826190, 0.394530, 1.807232, 1.767947, -1.677495, -2.768509, -2.389939,
+        -1.502382, 0.398883, 0.551318, -0.847952, -1.472993, -2.246708, -1.339365, 2.603340,
+        2.553512, 0.993898, -0.598614, -2.071607, 0.756436, 2.057302, 1.744057, 1.454683, 0.176631,
+        1.282662, 0.362115, -0.892614, -2.127029, -1.760208, 2.424048, 2.603225, 1.452375,
+        -0.195135, -1.647031, -0.049094, 1.324494, 1.733944, 2.208672, 0.976749, -2.333533,
+        -1.253436, 0.398597, 2.037036, 2.546781, -1.211385, -2.285102, -1.624837, -1.079664,
+        0.342101, -1.208042, -0.261262, 0.564527, 1.665513, 1.510063, -1.887093, -3.290462,
+        -2.633958, -1.792550, 0.477932, 0.243353, -1.049031, -1.379869, -1.713537, -0.981580,
+        2.889650, 3.039871, 1.068024, -0.705128, -2.318260, 0.854726, 1.784313, 1.438857, 0.822311,
+        -0.084941, 0.942075, -0.315097, -1.171702, -2.212743, -1.568933, 2.442008, 2.865424,
+        1.629581, 0.208221, -1.570186, 0.332327, 1.747982, 1.746727, 1.803882, 0.602168, -2.469627,
+        -1.681619, 0.248942, 1.854364, 2.602811, -1.424568, -2.222737, -1.364309, -0.406250,
+        0.694666,
+    ];
+    let torch_dw = [
+        0.293912, -0.517122, 0.190113, 0.847535, 1.657176, 0.592811, -0.292941, 0.357176, 0.035479,
+        0.223149, 0.027501, -0.127684, -0.528277, 0.722704, 0.698253, -0.028246, -0.397263,
+        0.276348, 0.278504, -0.314701, -0.069093, 0.838370, 1.220843, -0.160927, -0.099682,
+        -0.054354, 0.262139, -0.003667, 0.435824, -0.286165, 0.321821, 1.483637, 1.017656,
+        0.206220, -0.546304, 0.259758, 0.066805, 0.109524, -0.279602, 0.238317, -0.075949,
+        -0.801243, 0.163833, -0.427575, 0.304042, -0.227898, 0.536975, -0.242954, 0.945097,
+        1.198892, 0.619807, 0.295340, -0.310305, 0.060088, 0.064043, -0.342595, 0.280534, 0.925689,
+        1.349564, 0.782528, -0.234501, 0.562812, -0.211500, 0.319613, -0.410020, 0.151629,
+        -0.495995, 0.523137, 0.558322, -0.279221, 0.102608, 0.089109, 0.249773, -0.569870,
+        0.190371, 1.022478, 1.145827, -0.059740, -0.269511, 0.437562, 0.003737, 0.259278,
+        -0.049442, -0.122481, 0.225239, 1.612198, 0.871908, -0.051289, -0.305292, 0.297365,
+        0.259461, -0.395496, -0.033966, 0.398617, 0.134502, -0.859902, -0.114567, 0.003915,
+        0.216340, 0.016202, 0.345983, -0.310265, 0.787724, 1.564969, 0.570967, 0.212792, -0.498021,
+        0.296036,
+    ];
+    let torch_db = [
+        0.612774, 0.644451, 0.221914, -0.357030, -0.684336, -0.529317,
+    ];
+    // Literals carry 6 decimals; the f32 sums differ from PyTorch's by a few ulp.
+    let near = |what: &str, got: &[f32], want: &[f32]| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() < 2e-5, "{what}[{i}]: {g} vs PyTorch {w}");
+        }
+    };
+    near("y", y.data(), &torch_y);
+    near("dx", grads.get(ix).unwrap().data(), &torch_dx);
+    near("dw", grads.get(iw).unwrap().data(), &torch_dw);
+    near("db", grads.get(ib).unwrap().data(), &torch_db);
+
+    let p = Tensor::from_vec(&[1, 1, 5, 6], ramp(30, f64::sin, 2.1));
+    let ip = ParamId::fresh();
+    let q = max_pool2d(&p.track(ip), (3, 3), (2, 2), (1, 1));
+    assert_eq!(q.shape(), &[1, 1, 3, 3]);
+    let rq = Tensor::from_vec(q.shape(), ramp(9, f64::cos, 1.0));
+    let grads = backward_with(&q, rq);
+    near(
+        "pool",
+        q.data(),
+        &[
+            0.863209, 0.863209, 0.854599, 0.845747, 0.845747, 0.836656, 0.807973, 0.807973,
+            0.797952,
+        ],
+    );
+    near(
+        "pool grad",
+        grads.get(ip).unwrap().data(),
+        &[
+            0.000000, 1.540302, 0.000000, 0.000000, -0.416147, 0.000000, 0.000000, -1.643636,
+            0.000000, 0.000000, 0.283662, 0.000000, 0.000000, 0.000000, 0.000000, 0.000000,
+            0.000000, 0.000000, 0.000000, 1.714072, 0.000000, 0.000000, -0.145500, 0.000000,
+            0.000000, 0.000000, 0.000000, 0.000000, 0.000000, 0.000000,
+        ],
     );
 }

@@ -15,6 +15,28 @@
 //! - [`resnet`], [`fpn`], [`head`]: the network; [`model`]: the detector as a whole;
 //! - [`import`]: torchvision's weights, with the 91 → 80 COCO class remap;
 //! - [`train`]: a whole training run (configuration, loop, checkpoints, evaluation).
+//!
+//! ```
+//! use focal_engine::{backward, Rng, Tensor};
+//! use focal_nn::{Optimizer, Sgd};
+//! use focal_retinanet::{Depth, GroundTruth, ImageSize, RetinaNet, RetinaNetConfig};
+//!
+//! let mut config = RetinaNetConfig::default(); // ResNet-50, GroupNorm, P6 from C5, K = 80
+//! config.model.depth = Depth::ResNet18;
+//! let mut model = RetinaNet::new(&config, &mut Rng::new(0)).unwrap();
+//!
+//! // A training step on a batch padded to 64×64 (normalised pixels, NCHW).
+//! let images = Tensor::zeros(&[1, 3, 64, 64]);
+//! let gt = vec![GroundTruth { boxes: vec![[8.0, 8.0, 40.0, 48.0]], labels: vec![3] }];
+//! let losses = model.training_loss(&images, &gt).unwrap();
+//! let grads = backward(&losses.total());
+//! Sgd::new(0.9, 1e-4).step(&mut model, &grads, 0.01);
+//!
+//! // Detection: boxes in the original image's pixels (here 128×128 resized to 64×64).
+//! let size = ImageSize { resized_height: 64, resized_width: 64, original_height: 128, original_width: 128 };
+//! let detections = model.detect(&images, &[size]);
+//! assert_eq!(detections.len(), 1);
+//! ```
 
 pub mod anchors;
 pub mod box_coder;

@@ -52,8 +52,8 @@ pub enum Outcome {
 pub struct CellEval {
     /// Scores of the kept detections, best first (at most `max_det`, ties in file order).
     pub scores: Vec<f64>,
-    /// `outcomes[(a·T + t)·D + d]` for area range `a`, IoU threshold `t`, detection `d`
-    /// (in `scores` order), where D = `scores.len()`.
+    /// `outcomes[(d·A + a)·T + t]` for detection `d` (in `scores` order), area range `a`
+    /// and IoU threshold `t`: each detection's A·T outcomes are contiguous.
     pub outcomes: Vec<Outcome>,
     /// Number of regular (not ignored) ground truths in each area range.
     pub num_regular_gt: [usize; NUM_AREAS],
@@ -61,8 +61,28 @@ pub struct CellEval {
 
 impl CellEval {
     pub fn outcome(&self, area: usize, t: usize, d: usize) -> Outcome {
-        self.outcomes[(area * NUM_IOU_THRESHOLDS + t) * self.scores.len() + d]
+        self.outcomes_of(d)[area * NUM_IOU_THRESHOLDS + t]
     }
+
+    /// The A·T outcomes of detection `d`, indexed by `a·T + t`.
+    pub fn outcomes_of(&self, d: usize) -> &[Outcome] {
+        &self.outcomes[d * OUTCOMES_PER_DET..][..OUTCOMES_PER_DET]
+    }
+}
+
+/// Outcomes stored per detection: one per (area range, IoU threshold).
+pub const OUTCOMES_PER_DET: usize = NUM_AREAS * NUM_IOU_THRESHOLDS;
+
+/// Working memory of [`evaluate_cell`], reused from cell to cell so that the matcher
+/// does not allocate per cell; its contents never affect the result.
+#[derive(Default)]
+pub struct Scratch {
+    order: Vec<usize>,
+    ious: Vec<f64>,
+    gt_order: Vec<usize>,
+    ignored: Vec<bool>,
+    taken: Vec<bool>,
+    unmatched: Vec<Outcome>,
 }
 
 /// Evaluates one cell. `dets` are in results-file order; they are stably sorted by
@@ -72,10 +92,21 @@ pub fn evaluate_cell(
     dets: &[DetBox],
     max_det: usize,
     iou_thresholds: &[f64; NUM_IOU_THRESHOLDS],
+    scratch: &mut Scratch,
 ) -> CellEval {
+    let Scratch {
+        order,
+        ious,
+        gt_order,
+        ignored,
+        taken,
+        unmatched,
+    } = scratch;
+
     // Best score first; `sort_by` is stable, so equal scores keep file order (NumPy's
     // mergesort on -score does the same).
-    let mut order: Vec<usize> = (0..dets.len()).collect();
+    order.clear();
+    order.extend(0..dets.len());
     order.sort_by(|&a, &b| {
         dets[b]
             .score
@@ -83,22 +114,24 @@ pub fn evaluate_cell(
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     order.truncate(max_det);
-    let kept: Vec<DetBox> = order.iter().map(|&i| dets[i]).collect();
-    let nd = kept.len();
+    let kept = order.iter().map(|&i| &dets[i]);
+    let nd = order.len();
     let ng = gts.len();
 
     // IoU of every kept detection with every ground truth, in file order; the area ranges
     // only reorder the columns.
-    let ious: Vec<f64> = kept
-        .iter()
-        .flat_map(|d| gts.iter().map(move |g| iou(&d.bbox, &g.bbox, g.crowd)))
-        .collect();
+    ious.clear();
+    ious.extend(
+        kept.clone()
+            .flat_map(|d| gts.iter().map(move |g| iou(&d.bbox, &g.bbox, g.crowd))),
+    );
 
     let mut outcomes = vec![Outcome::FalsePositive; NUM_AREAS * NUM_IOU_THRESHOLDS * nd];
     let mut num_regular_gt = [0; NUM_AREAS];
-    let mut gt_order: Vec<usize> = Vec::with_capacity(ng);
-    let mut ignored = vec![false; ng]; // by position in gt_order
-    let mut taken = vec![false; ng]; // by position in gt_order
+    ignored.clear(); // by position in gt_order
+    ignored.resize(ng, false);
+    taken.clear(); // by position in gt_order
+    taken.resize(ng, false);
 
     for (a, &(lo, hi)) in AREA_RANGES.iter().enumerate() {
         let is_ignored = |g: &GtBox| g.crowd || g.area < lo || g.area > hi;
@@ -111,10 +144,22 @@ pub fn evaluate_cell(
             ignored[p] = is_ignored(&gts[g]);
         }
 
+        // What each detection counts as if it stays unmatched: ignored when its own box
+        // area (w·h) is outside the range, else a false positive.
+        unmatched.clear();
+        unmatched.extend(kept.clone().map(|det| {
+            let area = det.bbox[2] * det.bbox[3];
+            if area < lo || area > hi {
+                Outcome::Ignored
+            } else {
+                Outcome::FalsePositive
+            }
+        }));
+
         for (t, &threshold) in iou_thresholds.iter().enumerate() {
             taken.iter_mut().for_each(|x| *x = false);
-            let row = &mut outcomes[(a * NUM_IOU_THRESHOLDS + t) * nd..][..nd];
-            for (d, det) in kept.iter().enumerate() {
+            let slot = a * NUM_IOU_THRESHOLDS + t;
+            for d in 0..nd {
                 let mut best = threshold.min(1.0 - 1e-10);
                 let mut matched: Option<usize> = None;
                 for (p, &g) in gt_order.iter().enumerate() {
@@ -133,7 +178,7 @@ pub fn evaluate_cell(
                     best = v; // rule 3: ties replace the match
                     matched = Some(p);
                 }
-                row[d] = match matched {
+                outcomes[d * OUTCOMES_PER_DET + slot] = match matched {
                     Some(m) => {
                         taken[m] = true;
                         if ignored[m] {
@@ -142,20 +187,13 @@ pub fn evaluate_cell(
                             Outcome::TruePositive
                         }
                     }
-                    None => {
-                        let area = det.bbox[2] * det.bbox[3];
-                        if area < lo || area > hi {
-                            Outcome::Ignored
-                        } else {
-                            Outcome::FalsePositive
-                        }
-                    }
+                    None => unmatched[d],
                 };
             }
         }
     }
     CellEval {
-        scores: kept.iter().map(|d| d.score).collect(),
+        scores: kept.map(|d| d.score).collect(),
         outcomes,
         num_regular_gt,
     }
@@ -189,7 +227,7 @@ mod tests {
             gt([0.0, 0.0, 10.0, 10.0], false),
         ];
         let d = [det([5.0, 0.0, 10.0, 10.0], 0.9)];
-        let e = evaluate_cell(&gts, &d, 100, &iou_thresholds());
+        let e = evaluate_cell(&gts, &d, 100, &iou_thresholds(), &mut Scratch::default());
         assert_eq!(e.num_regular_gt, [1, 1, 0, 0]);
         assert_eq!(e.outcome(0, 0, 0), Ignored);
         // A detection exactly on the regular box matches it (IoU 1) and stops before the
@@ -199,7 +237,7 @@ mod tests {
             det([0.0, 0.0, 10.0, 10.0], 0.9),
             det([0.0, 0.0, 10.0, 10.0], 0.8),
         ];
-        let e = evaluate_cell(&gts, &d, 100, &iou_thresholds());
+        let e = evaluate_cell(&gts, &d, 100, &iou_thresholds(), &mut Scratch::default());
         for t in 0..10 {
             assert_eq!(e.outcome(0, t, 0), TruePositive);
             assert_eq!(e.outcome(0, t, 1), Ignored);
@@ -216,7 +254,7 @@ mod tests {
                 )
             })
             .collect();
-        let e = evaluate_cell(&[], &d, 3, &iou_thresholds());
+        let e = evaluate_cell(&[], &d, 3, &iou_thresholds(), &mut Scratch::default());
         assert_eq!(e.scores, vec![0.9, 0.5, 0.5]);
         assert!(e
             .outcomes

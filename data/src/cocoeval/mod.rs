@@ -26,6 +26,7 @@
 //! annotation id 0 (pycocotools stores matches as the gt id, with 0 meaning "unmatched",
 //! so a match to annotation 0 would count as a false positive), a detection naming an
 //! image the ground truth lacks (pycocotools asserts), and non-finite detection values.
+//! A missing `iscrowd` (pycocotools: KeyError) is read as 0 by [`crate::coco_format`].
 //!
 //! **No detections.** pycocotools cannot evaluate an empty results list (`loadRes` reads
 //! `anns[0]` and raises IndexError). focal evaluates it as pycocotools would if it had
@@ -43,6 +44,7 @@ pub mod params;
 pub mod summary;
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -50,17 +52,17 @@ use crate::coco_format::CocoFile;
 use crate::error::{Error, Result};
 use crate::results::Detection;
 
-use image::{evaluate_cell, CellEval, DetBox, GtBox};
+use image::{evaluate_cell, CellEval, DetBox, GtBox, Scratch};
 use params::{iou_thresholds, MAX_DETS};
 
 pub use summary::{CategoryAp, EvalResult, STAT_NAMES};
 
-/// The ground truths and detections of one (category, image) cell, in file order;
-/// `index` = category index · number of images + image index.
+/// One (category, image) cell: its ground truths and detections are these ranges of the
+/// cell-sorted lists; `index` = category index · number of images + image index.
 struct Cell {
     index: usize,
-    gts: Vec<GtBox>,
-    dets: Vec<DetBox>,
+    gts: Range<usize>,
+    dets: Range<usize>,
 }
 
 /// Evaluates `dets` against the ground truth `gt`, exactly as pycocotools' COCOeval for
@@ -82,9 +84,11 @@ pub fn evaluate(gt: &CocoFile, dets: &[Detection]) -> Result<EvalResult> {
         Some(cat_index.get(&category_id)? * n_img + img_index.get(&image_id)?)
     };
 
-    // Ground truths by cell, in file order. Annotations of unknown images or categories
-    // take no part (pycocotools selects annotations by image and category id).
-    let mut gt_cells: Vec<(usize, GtBox)> = Vec::with_capacity(gt.annotations.len());
+    // Ground truths: (cell, position in file) keys and their boxes. Annotations of
+    // unknown images or categories take no part (pycocotools selects annotations by
+    // image and category id).
+    let mut gt_keys: Vec<(usize, usize)> = Vec::with_capacity(gt.annotations.len());
+    let mut gt_boxes: Vec<GtBox> = Vec::with_capacity(gt.annotations.len());
     for (pos, a) in gt.annotations.iter().enumerate() {
         let Some(cell) = cell_of(a.image_id, a.category_id) else {
             continue;
@@ -104,19 +108,18 @@ pub fn evaluate(gt: &CocoFile, dets: &[Detection]) -> Result<EvalResult> {
                 a.id
             ))
         })?;
-        gt_cells.push((
-            cell,
-            GtBox {
-                bbox: a.bbox,
-                area,
-                crowd: a.iscrowd != 0,
-            },
-        ));
+        gt_keys.push((cell, gt_boxes.len()));
+        gt_boxes.push(GtBox {
+            bbox: a.bbox,
+            area,
+            crowd: a.iscrowd != 0,
+        });
     }
-    let num_ground_truth = gt_cells.len();
+    let num_ground_truth = gt_boxes.len();
 
-    // Detections by cell, in file order.
-    let mut det_cells: Vec<(usize, DetBox)> = Vec::with_capacity(dets.len());
+    // Detections likewise.
+    let mut det_keys: Vec<(usize, usize)> = Vec::with_capacity(dets.len());
+    let mut det_boxes: Vec<DetBox> = Vec::with_capacity(dets.len());
     for (pos, d) in dets.iter().enumerate() {
         if !d.score.is_finite() || d.bbox.iter().any(|v| !v.is_finite()) {
             return Err(Error::new(format!(
@@ -132,44 +135,52 @@ pub fn evaluate(gt: &CocoFile, dets: &[Detection]) -> Result<EvalResult> {
         }
         // A category the ground truth lacks is dropped, as in pycocotools.
         if let Some(cell) = cell_of(d.image_id, d.category_id) {
-            det_cells.push((
-                cell,
-                DetBox {
-                    bbox: d.bbox,
-                    score: d.score,
-                },
-            ));
+            det_keys.push((cell, det_boxes.len()));
+            det_boxes.push(DetBox {
+                bbox: d.bbox,
+                score: d.score,
+            });
         }
     }
-    // Stable sorts: within a cell, file order is kept.
-    gt_cells.sort_by_key(|&(cell, _)| cell);
-    det_cells.sort_by_key(|&(cell, _)| cell);
+    // Group by cell; the position breaks ties, so file order is kept within a cell.
+    gt_keys.sort_unstable();
+    det_keys.sort_unstable();
+    let gt_boxes: Vec<GtBox> = gt_keys.iter().map(|&(_, i)| gt_boxes[i]).collect();
+    let det_boxes: Vec<DetBox> = det_keys.iter().map(|&(_, i)| det_boxes[i]).collect();
 
     // Walk both sorted lists together: one work item per cell that holds anything, in
     // ascending (category, image) order.
     let mut work: Vec<Cell> = Vec::new();
     let (mut gi, mut di) = (0, 0);
-    while gi < gt_cells.len() || di < det_cells.len() {
-        let next_g = gt_cells.get(gi).map_or(usize::MAX, |x| x.0);
-        let next_d = det_cells.get(di).map_or(usize::MAX, |x| x.0);
+    while gi < gt_keys.len() || di < det_keys.len() {
+        let next_g = gt_keys.get(gi).map_or(usize::MAX, |x| x.0);
+        let next_d = det_keys.get(di).map_or(usize::MAX, |x| x.0);
         let cell = next_g.min(next_d);
-        let g_end = gi + gt_cells[gi..].iter().take_while(|x| x.0 == cell).count();
-        let d_end = di + det_cells[di..].iter().take_while(|x| x.0 == cell).count();
+        let g_end = gi + gt_keys[gi..].iter().take_while(|x| x.0 == cell).count();
+        let d_end = di + det_keys[di..].iter().take_while(|x| x.0 == cell).count();
         work.push(Cell {
             index: cell,
-            gts: gt_cells[gi..g_end].iter().map(|x| x.1).collect(),
-            dets: det_cells[di..d_end].iter().map(|x| x.1).collect(),
+            gts: gi..g_end,
+            dets: di..d_end,
         });
         gi = g_end;
         di = d_end;
     }
 
-    // Step 2, in parallel over cells.
+    // Step 2, in parallel over cells (each worker reuses its own scratch memory).
     let thresholds = iou_thresholds();
     let max_det = MAX_DETS[MAX_DETS.len() - 1];
     let evals: Vec<CellEval> = work
         .par_iter()
-        .map(|c| evaluate_cell(&c.gts, &c.dets, max_det, &thresholds))
+        .map_init(Scratch::default, |scratch, c| {
+            evaluate_cell(
+                &gt_boxes[c.gts.clone()],
+                &det_boxes[c.dets.clone()],
+                max_det,
+                &thresholds,
+                scratch,
+            )
+        })
         .collect();
 
     // Step 3: each category's cells are a contiguous run of `evals`.

@@ -356,4 +356,47 @@ mod tests {
             assert_eq!(numpy_sum(&vec![0.1; n]), want, "n = {n}");
         }
     }
+
+    #[test]
+    fn stats_by_name_and_json_keys() {
+        let r = EvalResult {
+            stats: std::array::from_fn(|i| i as f64 / 100.0),
+            per_category: vec![
+                CategoryAp {
+                    id: 3,
+                    name: "cat".into(),
+                    ap: Some(0.5),
+                },
+                CategoryAp {
+                    id: 7,
+                    name: "dog".into(),
+                    ap: None,
+                },
+                CategoryAp {
+                    id: 9,
+                    name: "dog".into(),
+                    ap: Some(0.25),
+                },
+            ],
+            num_images: 1,
+            num_ground_truth: 1,
+            num_detections: 1,
+        };
+        assert_eq!(r.stat("AP"), Some(0.0));
+        assert_eq!(r.stat("AR100"), Some(0.08));
+        assert_eq!(r.stat("ARl"), Some(0.11));
+        assert_eq!(r.stat("mAP"), None);
+        assert_eq!(r.named_stats()[4], ("APm", 0.04));
+        assert_eq!(
+            r.to_json(),
+            "{\"AP\":0.0,\"AP50\":0.01,\"AP75\":0.02,\"APs\":0.03,\"APm\":0.04,\"APl\":0.05,\
+             \"AR1\":0.06,\"AR10\":0.07,\"AR100\":0.08,\"ARs\":0.09,\"ARm\":0.1,\"ARl\":0.11,\
+             \"per_category\":{\"cat\":0.5,\"dog (id 7)\":null,\"dog (id 9)\":0.25}}"
+        );
+        let table = r.per_category_table();
+        assert!(
+            table.contains("     7  dog            -  (no ground truth)"),
+            "{table}"
+        );
+    }
 }

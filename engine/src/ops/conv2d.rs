@@ -34,14 +34,26 @@
 //! swapped strides (see [`crate::gemm`]). The gradient of an input whose `needs` flag is
 //! off (the image fed to the stem) is not computed at all.
 //!
-//! **Threads.** Forward: one task per (sample, group). Backward: one task per (sample,
-//! group, block of input channels); each task owns the rows of `∂x` of its channels, and
-//! its share of `∂W` goes into a private buffer that is summed over samples in sample
-//! order afterwards. Task boundaries depend only on the shapes, so the result is the
-//! same for any thread count.
+//! **Threads.** rayon tasks, each running single-threaded GEMMs (on 2 cores this measured
+//! as fast or faster than matrixmultiply's own threading, and it composes with the
+//! rayon-parallel elementwise kernels without oversubscribing the cores):
+//! - forward: one task per (sample, group, tile of output pixels), each writing its own
+//!   piece of the output;
+//! - backward, weight: one task per (sample, group, block of input channels, run of
+//!   tiles), each summing into a private buffer; the buffers are added in (sample, run)
+//!   order;
+//! - backward, input: one task per (sample, group, block of input channels), each owning
+//!   the planes of `∂x` of its channels.
+//!
+//! Every split is computed from the shapes (the constants [`TILE`], `MIN_TASKS`,
+//! `WEIGHT_GRAD_COLS`), never from the thread count, so the results are bitwise the same
+//! on any number of threads (`engine/tests/determinism.rs`).
+
+use std::cell::Cell;
 
 use rayon::prelude::*;
 
+use super::im2col::{col2im, im2col};
 use crate::gemm::sgemm;
 use crate::gradcheck::{randn, Case};
 use crate::op::Op;
@@ -102,13 +114,35 @@ impl Conv2dOptions {
 }
 
 /// Output length along one axis (PyTorch's formula), or `None` when the dilated kernel
-/// does not fit in the padded input.
+/// does not fit in the padded input (or a size is 0).
 pub fn conv_output_len(len: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {
+    if k == 0 || s == 0 || d == 0 {
+        return None;
+    }
     let span = d * (k - 1) + 1;
     (len + 2 * p >= span).then(|| (len + 2 * p - span) / s + 1)
 }
 
-/// Output pixels per im2col tile: the column buffer is `K × TILE` floats.
+/// Output pixels per im2col tile. The column buffer is `K × TILE` floats (for ResNet's
+/// 512-channel 3x3 convs 4608 × 512 × 4 B = 9.4 MB, whatever the image size), and each
+/// tile's GEMM result is `(rows, TILE)`.
+///
+/// Chosen with `focal bench conv --tiles 128,256,512,1024,2048` (all tile sizes timed
+/// interleaved, 2 threads, batch 2 at 512 px, on the shared 2-core machine), forward /
+/// backward in ms:
+///
+/// | tile | stem 7x7 s2 | layer1 3x3 64 @128² | head 3x3 256 @64² |
+/// |------|-------------|---------------------|-------------------|
+/// | 128  | 122 / 86    | 92 / 163            | 150 / 304         |
+/// | 256  | 118 / 92    | 80 / 164            | 159 / 293         |
+/// | 512  | 122 / 78    | 106 / 152           | 157 / 282         |
+/// | 1024 | 123 / 88    | 98 / 174            | 152 / 354         |
+/// | 2048 | 130 / 96    | 116 / 184           | 180 / 442         |
+///
+/// Forward times from 128 to 1024 are within the run-to-run noise of that machine;
+/// 512 gave the fastest backward on all three, and 2048 was the slowest everywhere
+/// (backward 21–57% slower than 512): beyond ~1024 columns the packed GEMM operands and
+/// the result no longer fit in the 2 MB L2 cache together.
 pub const TILE: usize = 512;
 
 /// Every size the kernels need, checked once.
@@ -234,187 +268,181 @@ impl Geom {
     }
 }
 
-/// Visits the pieces of a column buffer for a tile of output pixels `[p0, p0 + t)` and
-/// the input channels `0..channels` of one plane stack.
-///
-/// Row `r = (c·KH + ky)·KW + kx` of the buffer holds, for each pixel of the tile, the
-/// input value under tap `(ky, kx)` of channel `c`. A tile spans one or more output
-/// rows; for each (buffer row, output row) the callback gets a [`Segment`].
-fn for_each_segment(g: &Geom, channels: usize, p0: usize, t: usize, mut f: impl FnMut(Segment)) {
-    for c in 0..channels {
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = (c * g.kh + ky) * g.kw + kx;
-                // Input column of output column ox: ix = ox·sw + off.
-                let off = (kx * g.dw) as isize - g.pw as isize;
-                let mut p = p0;
-                while p < p0 + t {
-                    let (oy, ox0) = (p / g.ow, p % g.ow);
-                    let ox1 = g.ow.min(ox0 + (p0 + t - p));
-                    let iy = (oy * g.sh + ky * g.dh) as isize - g.ph as isize;
-                    let iy = (iy >= 0 && (iy as usize) < g.h).then_some(iy as usize);
-                    // Output columns whose input column is inside the image: 0 ≤ ox·sw + off < W.
-                    let lo = if off >= 0 {
-                        ox0
-                    } else {
-                        ox0.max(((-off) as usize).div_ceil(g.sw)).min(ox1)
-                    };
-                    let lim = g.w as isize - off; // ox·sw < lim
-                    let hi = if lim <= 0 {
-                        lo
-                    } else {
-                        ox1.min((lim as usize).div_ceil(g.sw)).max(lo)
-                    };
-                    f(Segment {
-                        c,
-                        at: row * t + (p - p0),
-                        ox0,
-                        ox1,
-                        iy,
-                        lo,
-                        hi,
-                        off,
-                    });
-                    p += ox1 - ox0;
-                }
-            }
-        }
+thread_local! {
+    /// Per-thread scratch for column tiles and GEMM outputs, kept between calls so the
+    /// hot path allocates nothing (it grows to the largest tile seen, `K·T + O/G·T`).
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` floats of this thread's scratch buffer. The contents are
+/// arbitrary: every user overwrites what it reads. (A nested call, which does not
+/// happen today, would find the buffer taken and simply allocate its own.)
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.set(buf);
+    r
+}
+
+/// Where a forward task writes its `(O/G, tile)` block.
+enum Dest<'a> {
+    /// The tile is the whole plane: the task owns the contiguous `(O/G, P)` output of
+    /// its (sample, group) and the GEMM writes straight into it.
+    Whole(&'a mut [f32]),
+    /// One piece of `tile` pixels of each of the O/G output rows; the GEMM writes to
+    /// scratch and the block is copied out.
+    Pieces(Vec<&'a mut [f32]>),
+}
+
+/// The columns of output pixels `[p0, p0 + tn)` of one (sample, group), multiplied by
+/// the weights into `y_tile` (`(O/G, tn)`, row-major).
+#[allow(clippy::too_many_arguments)]
+fn forward_tile(
+    g: &Geom,
+    xs: &[f32],
+    wg: &[f32],
+    p0: usize,
+    tn: usize,
+    cols: &mut [f32],
+    y_tile: &mut [f32],
+) {
+    let (cg, og, k, p) = (g.cg(), g.og(), g.k(), g.p());
+    if g.pointwise() {
+        // 1x1, stride 1, no padding: the planes are the columns, read in place.
+        // (O/G, C/G) · (C/G, tile) -> (O/G, tile)
+        sgemm(
+            og,
+            k,
+            tn,
+            1.0,
+            wg,
+            k as isize,
+            1,
+            &xs[p0..],
+            p as isize,
+            1,
+            0.0,
+            y_tile,
+            tn as isize,
+            1,
+        );
+    } else {
+        im2col(g, xs, cg, p0, tn, cols);
+        // (O/G, C/G·KH·KW) · (C/G·KH·KW, tile) -> (O/G, tile)
+        sgemm(
+            og,
+            k,
+            tn,
+            1.0,
+            wg,
+            k as isize,
+            1,
+            cols,
+            tn as isize,
+            1,
+            0.0,
+            y_tile,
+            tn as isize,
+            1,
+        );
     }
 }
 
-/// One run of a column-buffer row that maps to one output row.
-struct Segment {
-    /// Input channel (within the stack passed in).
-    c: usize,
-    /// Buffer index of output column `ox0`.
-    at: usize,
-    /// Output columns `[ox0, ox1)`.
-    ox0: usize,
-    ox1: usize,
-    /// Input row, or `None` when the tap lands in the vertical padding.
-    iy: Option<usize>,
-    /// Output columns `[lo, hi)` read inside the image; the rest is horizontal padding.
-    lo: usize,
-    hi: usize,
-    /// `ix = ox·sw + off`.
-    off: isize,
-}
-
-/// Fills `cols` (`channels·KH·KW` rows of `t` pixels) from the planes `x`
-/// (`channels` planes of `H·W`) for the output pixels `[p0, p0 + t)`.
-pub(crate) fn im2col(g: &Geom, x: &[f32], channels: usize, p0: usize, t: usize, cols: &mut [f32]) {
-    let (hw, w, sw) = (g.hw(), g.w, g.sw);
-    for_each_segment(g, channels, p0, t, |s| {
-        let dst = &mut cols[s.at..s.at + (s.ox1 - s.ox0)];
-        let Some(iy) = s.iy else {
-            dst.fill(0.0);
-            return;
-        };
-        let src = &x[s.c * hw + iy * w..s.c * hw + (iy + 1) * w];
-        let (a, b) = (s.lo - s.ox0, s.hi - s.ox0);
-        dst[..a].fill(0.0);
-        dst[b..].fill(0.0);
-        let ix0 = (s.lo * sw) as isize + s.off;
-        if s.hi > s.lo {
-            let ix0 = ix0 as usize;
-            if sw == 1 {
-                dst[a..b].copy_from_slice(&src[ix0..ix0 + (b - a)]);
-            } else {
-                for (j, d) in dst[a..b].iter_mut().enumerate() {
-                    *d = src[ix0 + j * sw];
-                }
-            }
-        }
-    });
-}
-
-/// Adds `cols` (as laid out by [`im2col`]) back onto the planes `x`: the adjoint of
-/// im2col.
-pub(crate) fn col2im(g: &Geom, cols: &[f32], channels: usize, p0: usize, t: usize, x: &mut [f32]) {
-    let (hw, w, sw) = (g.hw(), g.w, g.sw);
-    for_each_segment(g, channels, p0, t, |s| {
-        let Some(iy) = s.iy else { return };
-        if s.hi <= s.lo {
-            return;
-        }
-        let src = &cols[s.at + (s.lo - s.ox0)..s.at + (s.hi - s.ox0)];
-        let dst = &mut x[s.c * hw + iy * w..s.c * hw + (iy + 1) * w];
-        let ix0 = ((s.lo * sw) as isize + s.off) as usize;
-        for (j, v) in src.iter().enumerate() {
-            dst[ix0 + j * sw] += *v;
-        }
-    });
-}
-
 /// `y = conv(x, w) + b` into `out` (`N·O·P` floats).
+///
+/// One task per (sample, group, tile of output pixels). A task builds its columns and
+/// multiplies; the output is cut into per-task pieces up front, so tasks never share
+/// memory.
 pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let (cg, og, k, p, hw) = (g.cg(), g.og(), g.k(), g.p(), g.hw());
     if out.is_empty() {
         return;
     }
-    out.par_chunks_mut(og * p).enumerate().for_each(|(ng, y)| {
-        let (n, grp) = (ng / g.groups, ng % g.groups);
-        let xs = &x[(n * g.c + grp * cg) * hw..(n * g.c + (grp + 1) * cg) * hw];
-        let wg = &w[grp * og * k..(grp + 1) * og * k];
-        if g.pointwise() {
-            // (O/G, C/G) · (C/G, H·W) -> (O/G, H·W): the planes are the columns.
-            sgemm(
-                og, k, p, 1.0, wg, k as isize, 1, xs, p as isize, 1, 0.0, y, p as isize, 1,
-            );
-        } else if g.tile >= p {
-            let mut cols = vec![0.0f32; k * p];
-            im2col(g, xs, cg, 0, p, &mut cols);
-            // (O/G, K) · (K, P) -> (O/G, P)
-            sgemm(
-                og, k, p, 1.0, wg, k as isize, 1, &cols, p as isize, 1, 0.0, y, p as isize, 1,
-            );
-        } else {
-            let t = g.tile;
-            let mut cols = vec![0.0f32; k * t];
-            let mut tile_out = vec![0.0f32; og * t];
-            for p0 in (0..p).step_by(t) {
-                let tn = t.min(p - p0);
-                im2col(g, xs, cg, p0, tn, &mut cols);
-                // (O/G, K) · (K, tile) -> (O/G, tile)
-                sgemm(
-                    og,
-                    k,
-                    tn,
-                    1.0,
-                    wg,
-                    k as isize,
-                    1,
-                    &cols,
-                    tn as isize,
-                    1,
-                    0.0,
-                    &mut tile_out,
-                    tn as isize,
-                    1,
-                );
-                for o in 0..og {
-                    y[o * p + p0..o * p + p0 + tn].copy_from_slice(&tile_out[o * tn..(o + 1) * tn]);
+    let t = g.tile;
+    let tiles = p.div_ceil(t);
+    let mut tasks: Vec<(usize, usize, Dest)> = Vec::with_capacity(out.len() / (og * p) * tiles);
+    for (ng, y) in out.chunks_mut(og * p).enumerate() {
+        if tiles == 1 {
+            tasks.push((ng, 0, Dest::Whole(y)));
+            continue;
+        }
+        let first = tasks.len();
+        tasks.extend((0..tiles).map(|ti| (ng, ti, Dest::Pieces(Vec::with_capacity(og)))));
+        for row in y.chunks_mut(p) {
+            for (ti, piece) in row.chunks_mut(t).enumerate() {
+                if let Dest::Pieces(rows) = &mut tasks[first + ti].2 {
+                    rows.push(piece);
                 }
             }
         }
-        if let Some(b) = bias {
-            for (o, row) in y.chunks_mut(p).enumerate() {
-                let bo = b[grp * og + o];
-                row.iter_mut().for_each(|v| *v += bo);
+    }
+    tasks.into_par_iter().for_each(|(ng, ti, dest)| {
+        let (n, grp) = (ng / g.groups, ng % g.groups);
+        let (p0, tn) = (ti * t, t.min(p - ti * t));
+        let xs = &x[(n * g.c + grp * cg) * hw..(n * g.c + (grp + 1) * cg) * hw];
+        let wg = &w[grp * og * k..(grp + 1) * og * k];
+        let bias_of = |o: usize| bias.map_or(0.0, |b| b[grp * og + o]);
+        let col_len = if g.pointwise() { 0 } else { k * tn };
+        match dest {
+            Dest::Whole(y) => {
+                with_scratch(col_len, |cols| forward_tile(g, xs, wg, p0, tn, cols, y));
+                if bias.is_some() {
+                    for (o, row) in y.chunks_mut(tn).enumerate() {
+                        let b = bias_of(o);
+                        row.iter_mut().for_each(|v| *v += b);
+                    }
+                }
             }
+            Dest::Pieces(mut rows) => with_scratch(col_len + og * tn, |buf| {
+                let (cols, y_tile) = buf.split_at_mut(col_len);
+                forward_tile(g, xs, wg, p0, tn, cols, y_tile);
+                for (o, row) in rows.iter_mut().enumerate() {
+                    let b = bias_of(o);
+                    for (d, s) in row.iter_mut().zip(&y_tile[o * tn..(o + 1) * tn]) {
+                        *d = s + b;
+                    }
+                }
+            }),
         }
     });
 }
 
-/// Input-channel blocks per (sample, group) in the backward pass: enough tasks for a
-/// few threads even at batch 1-2, never more blocks than channels. Depends on the
-/// shapes only.
-fn channel_blocks(g: &Geom) -> usize {
-    const MIN_TASKS: usize = 4;
-    MIN_TASKS.div_ceil(g.n * g.groups).clamp(1, g.cg())
+/// Tasks per backward phase that we aim for: enough for a few threads to balance even
+/// at batch 1-2 (and when a neighbour process takes a core). A constant, so every split
+/// below depends on the shapes only, never on the thread count.
+const MIN_TASKS: usize = 8;
+
+/// Smallest row count of the input-gradient GEMM `W_blockᵀ · G` worth splitting down to
+/// (four 16-row panels of the AVX-512 microkernel).
+const MIN_BLOCK_ROWS: usize = 64;
+
+/// Columns of the weight gradient computed per task (channel blocks of at most this
+/// many `C/G·KH·KW` entries): the measured GEMM rate drops once an `(O/G, columns)`
+/// result no longer fits in the 2 MB L2 cache next to the packed operands.
+const WEIGHT_GRAD_COLS: usize = 576;
+
+/// `n` items cut into at most `parts` runs of equal size (the last one shorter):
+/// returns (run length, number of runs).
+fn runs(n: usize, parts: usize) -> (usize, usize) {
+    let len = n.div_ceil(parts.clamp(1, n.max(1))).max(1);
+    (len, n.div_ceil(len).max(1))
 }
 
-/// Gradients of the input and of the weight (each only if asked for).
+/// Gradients of the input and of the weight (each only if asked for), in two phases.
+///
+/// **Weight**, tasks (sample, group, block of input channels, run of tiles): for each
+/// tile, rebuild the block's columns and accumulate `G_tile · colsᵀ` into the task's
+/// private `(O/G, cb·KH·KW)` buffer; the buffers are then summed in (sample, run) order.
+///
+/// **Input**, tasks (sample, group, block of input channels): for each tile,
+/// `∂cols = W_blockᵀ · G_tile`, then col2im onto the block's planes of `∂x`, which the
+/// task owns. (Input tasks cannot split the pixels: windows of neighbouring tiles
+/// overlap on the input.)
+///
+/// `gx` must arrive zeroed (col2im adds into it); `gw` is overwritten.
 pub(crate) fn backward(
     g: &Geom,
     x: Option<&[f32]>,
@@ -424,167 +452,159 @@ pub(crate) fn backward(
     gw: Option<&mut [f32]>,
 ) {
     let (cg, og, k, p, hw, taps) = (g.cg(), g.og(), g.k(), g.p(), g.hw(), g.taps());
-    let blocks = channel_blocks(g);
-    let per_block = cg.div_ceil(blocks);
-    let blocks = cg.div_ceil(per_block);
-    let tasks = g.n * g.groups * blocks;
-    // Channels [c0, c1) of block b.
-    let block_range = |b: usize| (b * per_block, ((b + 1) * per_block).min(cg));
-    let want_w = gw.is_some();
+    let (t, pointwise) = (g.tile, g.pointwise());
+    if og * k * p == 0 {
+        return; // no output or no weights: the (pre-zeroed) gradients stay zero
+    }
+    let tiles = p.div_ceil(t);
+    let samples_groups = (g.n * g.groups).max(1);
+    // G[n, g] as an (O/G, P) matrix.
+    let gy_of =
+        |n: usize, grp: usize| &gy[(n * g.o + grp * og) * p..(n * g.o + (grp + 1) * og) * p];
 
-    // One task: (sample n, group grp, channel block b). Returns its share of ∂W,
-    // (O/G, cb·KH·KW), when the weight gradient is wanted.
-    let run = |task: usize, gx_blk: Option<&mut [f32]>| -> Option<Vec<f32>> {
-        let b = task % blocks;
-        let ng = task / blocks;
-        let (n, grp) = (ng / g.groups, ng % g.groups);
-        let (c0, c1) = block_range(b);
-        let cb = c1 - c0;
-        let kb = cb * taps;
-        let gy_ng = &gy[(n * g.o + grp * og) * p..(n * g.o + (grp + 1) * og) * p];
-        let x_blk = x.map(|x| &x[(n * g.c + grp * cg + c0) * hw..(n * g.c + grp * cg + c1) * hw]);
-        // W_g restricted to the block's columns: element (o, r) at w_blk[o·K + r].
-        let w_blk = w.map(|w| &w[grp * og * k + c0 * taps..(grp + 1) * og * k]);
-        let mut gw_part = want_w.then(|| vec![0.0f32; og * kb]);
-        if g.pointwise() {
-            if let (Some(gx), Some(w_blk)) = (gx_blk, w_blk) {
-                // (cb, O/G) · (O/G, P) -> (cb, P), written straight into ∂x.
-                sgemm(
-                    cb, og, p, 1.0, w_blk, 1, k as isize, gy_ng, p as isize, 1, 0.0, gx,
-                    p as isize, 1,
-                );
-            }
-            if let (Some(part), Some(x_blk)) = (gw_part.as_mut(), x_blk) {
-                // (O/G, P) · (P, cb) -> (O/G, cb)
-                sgemm(
-                    og,
-                    p,
-                    cb,
-                    1.0,
-                    gy_ng,
-                    p as isize,
-                    1,
-                    x_blk,
-                    1,
-                    p as isize,
-                    0.0,
-                    part,
-                    cb as isize,
-                    1,
-                );
-            }
-            return gw_part;
-        }
-        let t = g.tile;
-        let mut cols = if want_w {
-            vec![0.0f32; kb * t]
-        } else {
-            Vec::new()
-        };
-        let mut dcols = if gx_blk.is_some() {
-            vec![0.0f32; kb * t]
-        } else {
-            Vec::new()
-        };
-        let mut gx_blk = gx_blk;
-        if let Some(gx) = gx_blk.as_deref_mut() {
-            gx.fill(0.0);
-        }
-        for p0 in (0..p).step_by(t) {
-            let tn = t.min(p - p0);
-            let gy_tile = &gy_ng[p0..];
-            if let (Some(part), Some(x_blk)) = (gw_part.as_mut(), x_blk) {
-                im2col(g, x_blk, cb, p0, tn, &mut cols);
-                // (O/G, tile) · (tile, cb·KH·KW) -> (O/G, cb·KH·KW), summed over tiles
-                let beta = if p0 == 0 { 0.0 } else { 1.0 };
-                sgemm(
-                    og,
-                    tn,
-                    kb,
-                    1.0,
-                    gy_tile,
-                    p as isize,
-                    1,
-                    &cols,
-                    1,
-                    tn as isize,
-                    beta,
-                    part,
-                    kb as isize,
-                    1,
-                );
-            }
-            if let (Some(gx), Some(w_blk)) = (gx_blk.as_deref_mut(), w_blk) {
-                // (cb·KH·KW, O/G) · (O/G, tile) -> (cb·KH·KW, tile)
-                sgemm(
-                    kb,
-                    og,
-                    tn,
-                    1.0,
-                    w_blk,
-                    1,
-                    k as isize,
-                    gy_tile,
-                    p as isize,
-                    1,
-                    0.0,
-                    &mut dcols,
-                    tn as isize,
-                    1,
-                );
-                col2im(g, &dcols, cb, p0, tn, gx);
-            }
-        }
-        gw_part
-    };
-
-    let parts: Vec<Option<Vec<f32>>> = match gx {
-        Some(gx) => {
-            // ∂x of task (n, grp, b) is the contiguous run of its channels' planes.
-            let mut slices: Vec<&mut [f32]> = Vec::with_capacity(tasks);
-            let mut rest = gx;
-            for task in 0..tasks {
-                let (c0, c1) = block_range(task % blocks);
-                let (head, tail) = rest.split_at_mut((c1 - c0) * hw);
-                slices.push(head);
-                rest = tail;
-            }
-            slices
-                .into_par_iter()
-                .enumerate()
-                .map(|(task, s)| run(task, Some(s)))
-                .collect()
-        }
-        None => (0..tasks)
+    if let (Some(gw), Some(x)) = (gw, x) {
+        // Channel blocks keep each task's (O/G, cb·KH·KW) result small enough to stay in
+        // cache while it is accumulated over the tiles; runs of tiles add tasks when
+        // there are few samples and blocks.
+        let (per_block, blocks) = runs(cg, k.div_ceil(WEIGHT_GRAD_COLS));
+        let (tiles_per_run, nruns) = runs(tiles, MIN_TASKS.div_ceil(samples_groups * blocks));
+        // Task order: (sample, group, block, run).
+        let parts: Vec<Vec<f32>> = (0..g.n * g.groups * blocks * nruns)
             .into_par_iter()
-            .map(|task| run(task, None))
-            .collect(),
-    };
-
-    if let Some(gw) = gw {
-        // ∂W_g[o, c0·taps..c1·taps] = Σ_n part(n, g, b)[o, ..], summed in sample order.
+            .map(|task| {
+                let run = task % nruns;
+                let b = task / nruns % blocks;
+                let ng = task / (nruns * blocks);
+                let (n, grp) = (ng / g.groups, ng % g.groups);
+                let (c0, c1) = (b * per_block, ((b + 1) * per_block).min(cg));
+                let (cb, kb) = (c1 - c0, (c1 - c0) * taps);
+                let x_blk = &x[(n * g.c + grp * cg + c0) * hw..(n * g.c + grp * cg + c1) * hw];
+                let gy_ng = gy_of(n, grp);
+                let mut part = vec![0.0f32; og * kb];
+                let first = run * tiles_per_run;
+                let col_len = if pointwise { 0 } else { kb * t };
+                with_scratch(col_len, |cols| {
+                    for ti in first..(first + tiles_per_run).min(tiles) {
+                        let (p0, tn) = (ti * t, t.min(p - ti * t));
+                        let (cols, rs) = if pointwise {
+                            (&x_blk[p0..], p)
+                        } else {
+                            im2col(g, x_blk, cb, p0, tn, &mut cols[..kb * tn]);
+                            (&cols[..kb * tn], tn)
+                        };
+                        let beta = if ti == first { 0.0 } else { 1.0 };
+                        // colsᵀ is the column buffer read with strides (1, tile).
+                        // (O/G, tile) · (tile, cb·KH·KW) -> (O/G, cb·KH·KW), summed over tiles
+                        sgemm(
+                            og,
+                            tn,
+                            kb,
+                            1.0,
+                            &gy_ng[p0..],
+                            p as isize,
+                            1,
+                            cols,
+                            1,
+                            rs as isize,
+                            beta,
+                            &mut part,
+                            kb as isize,
+                            1,
+                        );
+                    }
+                });
+                part
+            })
+            .collect();
+        // ∂W_g[:, block b] = Σ_{n, run} part(n, g, b, run), in that order.
         gw.par_chunks_mut(k).enumerate().for_each(|(oi, row)| {
             let (grp, o) = (oi / og, oi % og);
             for b in 0..blocks {
-                let (c0, c1) = block_range(b);
+                let (c0, c1) = (b * per_block, ((b + 1) * per_block).min(cg));
                 let kb = (c1 - c0) * taps;
                 let dst = &mut row[c0 * taps..c1 * taps];
                 for n in 0..g.n {
-                    let part = parts[(n * g.groups + grp) * blocks + b]
-                        .as_ref()
-                        .expect("weight gradient part");
-                    let src = &part[o * kb..(o + 1) * kb];
-                    if n == 0 {
-                        dst.copy_from_slice(src);
-                    } else {
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    for run in 0..nruns {
+                        let part = &parts[((n * g.groups + grp) * blocks + b) * nruns + run];
+                        let src = &part[o * kb..(o + 1) * kb];
+                        if n == 0 && run == 0 {
+                            dst.copy_from_slice(src);
+                        } else {
+                            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                        }
                     }
                 }
             }
-            if g.n == 0 {
-                row.fill(0.0);
-            }
         });
+    }
+
+    if let (Some(gx), Some(w)) = (gx, w) {
+        let max_blocks = (k / MIN_BLOCK_ROWS).max(1);
+        // Enough blocks for MIN_TASKS tasks and to keep the `(cb·KH·KW, tile)` column
+        // gradient cache-sized, but none thinner than MIN_BLOCK_ROWS rows.
+        let wanted = MIN_TASKS
+            .div_ceil(samples_groups)
+            .max(k.div_ceil(WEIGHT_GRAD_COLS));
+        let (per_block, blocks) = runs(cg, wanted.min(max_blocks));
+        // Task (n, grp, b) owns the contiguous planes of its channels in ∂x.
+        let mut pieces: Vec<&mut [f32]> = Vec::with_capacity(g.n * g.groups * blocks);
+        let mut rest = gx;
+        while !rest.is_empty() {
+            for b in 0..blocks {
+                let cb = per_block.min(cg - b * per_block);
+                let (head, tail) = rest.split_at_mut(cb * hw);
+                pieces.push(head);
+                rest = tail;
+            }
+        }
+        pieces
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(task, gx_blk)| {
+                let (ng, b) = (task / blocks, task % blocks);
+                let (n, grp) = (ng / g.groups, ng % g.groups);
+                let c0 = b * per_block;
+                let cb = gx_blk.len() / hw.max(1);
+                let kb = cb * taps;
+                let gy_ng = gy_of(n, grp);
+                // W_g restricted to the block's columns: element (o, r) is w_blk[o·K + r].
+                let w_blk = &w[grp * og * k + c0 * taps..(grp + 1) * og * k];
+                if pointwise {
+                    // The planes are the columns, so ∂x receives the product directly.
+                    // (cb, O/G) · (O/G, P) -> (cb, P)
+                    sgemm(
+                        cb, og, p, 1.0, w_blk, 1, k as isize, gy_ng, p as isize, 1, 0.0, gx_blk,
+                        p as isize, 1,
+                    );
+                    return;
+                }
+                // col2im adds into ∂x, which the caller hands over zeroed.
+                with_scratch(kb * t, |dcols| {
+                    for ti in 0..tiles {
+                        let (p0, tn) = (ti * t, t.min(p - ti * t));
+                        let dcols = &mut dcols[..kb * tn];
+                        // W_blockᵀ is the weight read with strides (1, K).
+                        // (cb·KH·KW, O/G) · (O/G, tile) -> (cb·KH·KW, tile)
+                        sgemm(
+                            kb,
+                            og,
+                            tn,
+                            1.0,
+                            w_blk,
+                            1,
+                            k as isize,
+                            &gy_ng[p0..],
+                            p as isize,
+                            1,
+                            0.0,
+                            dcols,
+                            tn as isize,
+                            1,
+                        );
+                        col2im(g, dcols, cb, p0, tn, gx_blk);
+                    }
+                });
+            });
     }
 }
 
@@ -669,6 +689,50 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOp
             grads
         })
     })
+}
+
+/// The kernels with an explicit tile size, for the tile-size experiment of
+/// `focal bench conv --tiles` ([`conv2d`] always uses [`TILE`]).
+#[doc(hidden)]
+pub mod tuning {
+    use super::*;
+
+    /// Forward pass without bias, with `tile` output pixels per column buffer.
+    pub fn forward(x: &Tensor, w: &Tensor, opts: Conv2dOptions, tile: usize) -> Vec<f32> {
+        let g = Geom {
+            tile: tile.max(1),
+            ..Geom::new(x.shape(), w.shape(), opts)
+        };
+        let mut out = vec![0.0f32; g.out_shape().iter().product()];
+        super::forward(&g, x.data(), w.data(), None, &mut out);
+        out
+    }
+
+    /// Weight gradient, and the input gradient when `input_grad`.
+    pub fn backward(
+        x: &Tensor,
+        w: &Tensor,
+        gy: &Tensor,
+        opts: Conv2dOptions,
+        tile: usize,
+        input_grad: bool,
+    ) -> (Option<Vec<f32>>, Vec<f32>) {
+        let g = Geom {
+            tile: tile.max(1),
+            ..Geom::new(x.shape(), w.shape(), opts)
+        };
+        let mut gx = input_grad.then(|| vec![0.0f32; x.numel()]);
+        let mut gw = vec![0.0f32; w.numel()];
+        super::backward(
+            &g,
+            Some(x.data()),
+            Some(w.data()),
+            gy.data(),
+            gx.as_deref_mut(),
+            Some(&mut gw),
+        );
+        (gx, gw)
+    }
 }
 
 pub(crate) fn gradcheck_cases() -> Vec<Case> {
@@ -890,6 +954,31 @@ mod tests {
                     close(&gw, want_gw.data()),
                     "weight grad, tile {tile}, {xs:?} {ws:?}"
                 );
+                // Without an input gradient the tasks split the tiles instead of the
+                // channels; each gradient alone must not change.
+                let mut gw_only = vec![0.0; w.numel()];
+                backward(
+                    &g,
+                    Some(x.data()),
+                    None,
+                    gy.data(),
+                    None,
+                    Some(&mut gw_only),
+                );
+                assert!(
+                    close(&gw_only, want_gw.data()),
+                    "weight grad alone, tile {tile}"
+                );
+                let mut gx_only = vec![0.0; x.numel()];
+                backward(
+                    &g,
+                    None,
+                    Some(w.data()),
+                    gy.data(),
+                    Some(&mut gx_only),
+                    None,
+                );
+                assert_eq!(gx_only, gx, "input grad alone, tile {tile}");
             }
         }
     }
@@ -903,6 +992,8 @@ mod tests {
         // dilation 2: span 5, (6 + 0 − 5)/1 + 1 = 2
         assert_eq!(conv_output_len(6, 3, 1, 0, 2), Some(2));
         assert_eq!(conv_output_len(2, 5, 1, 1, 1), None);
+        assert_eq!(conv_output_len(5, 0, 1, 0, 1), None);
+        assert_eq!(conv_output_len(5, 3, 0, 0, 1), None);
     }
 
     #[test]

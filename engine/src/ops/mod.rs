@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod conv2d;
+pub(crate) mod im2col;
 pub mod index;
 pub mod loss;
 pub mod matmul;

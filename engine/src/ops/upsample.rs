@@ -1,8 +1,11 @@
 //! Nearest-neighbour upsampling of NCHW images, as used by the FPN top-down path.
 //!
-//! Output pixel `(oy, ox)` copies input pixel `(⌊oy·H/OH⌋, ⌊ox·W/OW⌋)` — PyTorch's
-//! `mode='nearest'`, computed here in exact integer arithmetic. For an integer factor
-//! `f` that is `(⌊oy/f⌋, ⌊ox/f⌋)`: every input pixel becomes an `f × f` block.
+//! Output pixel `(oy, ox)` copies input pixel `(⌊oy·H/OH⌋, ⌊ox·W/OW⌋)`, PyTorch's
+//! `mode='nearest'`. PyTorch evaluates that product in f32 — `scale = H/OH` rounded to
+//! f32, then `⌊oy·scale⌋` (at most `H − 1`) — and so does this file, because the f32
+//! result differs from the exact quotient for some sizes (for 26 → 44, output 22 reads
+//! input 12, not 22·26/44 = 13), and we want the same pixels as PyTorch. For an integer
+//! factor `f` both give `⌊oy/f⌋`: every input pixel becomes an `f × f` block.
 //!
 //! Backward is the adjoint: each input pixel receives the sum of the gradients of the
 //! output pixels copied from it, added in output order (one task per plane).
@@ -16,9 +19,13 @@ use crate::shape::ShapeFmt;
 use crate::tape::record;
 use crate::tensor::Tensor;
 
-/// Source index of every destination index along one axis: `⌊dst·input/output⌋`.
-fn sources(input: usize, output: usize) -> Vec<usize> {
-    (0..output).map(|d| d * input / output).collect()
+/// Source index of every destination index along one axis: `⌊dst·input/output⌋`
+/// evaluated as PyTorch does, in f32 (see the module doc).
+pub(crate) fn sources(input: usize, output: usize) -> Vec<usize> {
+    let scale = input as f32 / output as f32;
+    (0..output)
+        .map(|d| ((d as f32 * scale).floor() as usize).min(input.saturating_sub(1)))
+        .collect()
 }
 
 /// Nearest-neighbour upsampling by an integer `factor` in both directions:
@@ -135,6 +142,27 @@ mod tests {
                 3.0, 3.0, 4.0, 4.0,
             ]
         );
+    }
+
+    /// Indices printed by PyTorch 2.15 for a 26 → 44 resize, which differ from the
+    /// exact `⌊d·26/44⌋` at d = 22 (12, not 13):
+    ///
+    /// ```text
+    /// /work/pyref/bin/python -c "import torch, torch.nn.functional as F;
+    ///   x = torch.arange(26.).view(1, 1, 1, 26);
+    ///   print(F.interpolate(x, size=(1, 44), mode='nearest').view(-1).long().tolist())"
+    /// ```
+    ///
+    /// The same f32 formula reproduced PyTorch's indices for all 40 800 pairs
+    /// 1 ≤ in ≤ 200, 1 ≤ out ≤ 2·in + 3 (the exact integer formula missed 796 of them).
+    #[test]
+    fn indices_follow_pytorch_f32_rounding() {
+        let torch_26_to_44 = [
+            0, 0, 1, 1, 2, 2, 3, 4, 4, 5, 5, 6, 7, 7, 8, 8, 9, 10, 10, 11, 11, 12, 12, 13, 14, 14,
+            15, 15, 16, 17, 17, 18, 18, 19, 20, 20, 21, 21, 22, 23, 23, 24, 24, 25,
+        ];
+        assert_eq!(sources(26, 44), torch_26_to_44);
+        assert_ne!(22 * 26 / 44, torch_26_to_44[22]);
     }
 
     #[test]

@@ -1,0 +1,115 @@
+//! `focal bench <kind>`: timed benchmarks (kernels: gemm, conv; the detector:
+//! train-step, infer), printed as a table or (with `--json`) as one
+//! JSON object per line with at least `name`, `ms` and `gflops`.
+//!
+//! Each kind is one variant of [`Kind`] with its own arguments; adding a benchmark means
+//! adding a variant and a match arm in [`run`].
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+
+pub mod detector;
+pub mod kernels;
+
+use kernels::{Budget, Row};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    kind: Kind,
+}
+
+/// Options every benchmark kind accepts.
+#[derive(clap::Args)]
+pub struct Common {
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to spend repeating each case (the median run is reported).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    min_time: f64,
+}
+
+impl Common {
+    fn budget(&self) -> Budget {
+        Budget {
+            min_secs: self.min_time,
+            ..Budget::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Kind {
+    /// Square sgemm at 256, 512, 1024, 2048: one call vs. rayon over row blocks.
+    Gemm {
+        #[command(flatten)]
+        common: Common,
+        /// Matrix sizes to run (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [256, 512, 1024, 2048])]
+        sizes: Vec<usize>,
+    },
+    /// conv2d forward and forward+backward on the ResNet-18 layers at 512 px, batch 2,
+    /// and the RetinaNet head conv, with the GEMM rate at the same sizes.
+    Conv {
+        #[command(flatten)]
+        common: Common,
+        /// Only the cases whose name contains this text (for example "head", "layer3").
+        #[arg(long, value_name = "TEXT")]
+        filter: Option<String>,
+        /// Instead, time forward and backward at each of these tile sizes (output pixels
+        /// per im2col buffer), interleaved: the experiment behind the TILE constant.
+        #[arg(long, value_delimiter = ',', value_name = "T,T,..")]
+        tiles: Option<Vec<usize>>,
+    },
+    /// One full SGD step of RetinaNet (forward, loss, backward, update) on random images:
+    /// median time, time per phase and peak resident memory.
+    TrainStep(detector::Options),
+    /// RetinaNet detection (no-grad forward and post-processing) on random images.
+    Infer(detector::Options),
+}
+
+fn print(rows: &[Row], common: &Common) {
+    if !common.json {
+        println!("# {}", kernels::threading_note());
+    }
+    for r in rows {
+        if common.json {
+            println!("{}", r.json());
+        } else {
+            println!("{}", r.text());
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.kind {
+        Kind::Gemm { common, sizes } => {
+            let rows = kernels::gemm_rows(&sizes, common.budget());
+            print(&rows, &common);
+        }
+        Kind::Conv {
+            common,
+            filter,
+            tiles,
+        } => {
+            let cases: Vec<_> = kernels::conv_cases()
+                .into_iter()
+                .filter(|c| filter.as_ref().is_none_or(|f| c.name.contains(f.as_str())))
+                .collect();
+            if cases.is_empty() {
+                bail!("no conv case matches {filter:?}");
+            }
+            let rows = match tiles {
+                Some(tiles) => kernels::tile_rows(&cases, &tiles, common.budget()),
+                None => kernels::conv_rows(&cases, common.budget()),
+            };
+            print(&rows, &common);
+        }
+        Kind::TrainStep(o) => return detector::run("train-step", o),
+        Kind::Infer(o) => return detector::run("infer", o),
+    }
+    Ok(ExitCode::SUCCESS)
+}

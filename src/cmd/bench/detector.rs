@@ -1,0 +1,257 @@
+//! `focal bench train-step|infer`: timings of the whole detector, for comparison with torchvision
+//! (`retinanet/scripts/torchvision_bench.py` measures the same thing in PyTorch).
+//!
+//! - `focal bench train-step`: one full SGD step (forward, loss with a few ground-truth
+//!   boxes per image, backward, update) on random images;
+//! - `focal bench infer`: detection (no-grad forward in evaluation mode and
+//!   post-processing) on the same batch.
+//!
+//! Each prints the median over `--steps` timed steps after `--warmup` untimed ones, a
+//! breakdown by phase, and the peak resident memory of the process (VmHWM of
+//! /proc/self/status). With `--json` the last line is one JSON object with at least `ms`
+//! and `peak_rss_mb`.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args as ClapArgs;
+use focal_engine::{backward, clear_tape, no_grad, Rng, Tensor};
+use focal_nn::{Optimizer, Sgd};
+use focal_retinanet::loss::retinanet_loss;
+use focal_retinanet::postprocess::postprocess;
+use focal_retinanet::targets::assign_targets;
+use focal_retinanet::{BackboneNorm, Depth, GroundTruth, ImageSize, RetinaNet, RetinaNetConfig};
+
+#[derive(ClapArgs, Clone)]
+pub struct Options {
+    /// Backbone: resnet18, resnet34 or resnet50.
+    #[arg(long, default_value = "resnet18")]
+    backbone: String,
+    /// Backbone normalisation: gn, bn or frozen-bn.
+    #[arg(long, default_value = "gn")]
+    norm: String,
+    /// Side of the square input images, in pixels (a multiple of 32).
+    #[arg(long, default_value_t = 512)]
+    size: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    /// Number of classes K.
+    #[arg(long, default_value_t = 80)]
+    classes: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Seed of the model and the random batch.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Peak resident set size of this process in MiB (VmHWM), if the system reports it.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Setup {
+    model: RetinaNet,
+    images: Tensor,
+    ground_truth: Vec<GroundTruth>,
+}
+
+fn setup(o: &Options) -> Result<Setup> {
+    if o.size == 0 || !o.size.is_multiple_of(32) {
+        bail!("--size must be a positive multiple of 32, got {}", o.size);
+    }
+    if o.batch == 0 || o.steps == 0 {
+        bail!("--batch and --steps must be at least 1");
+    }
+    let mut config = RetinaNetConfig::default();
+    config.model.depth = Depth::parse(&o.backbone).map_err(|e| anyhow!(e))?;
+    config.model.norm = BackboneNorm::parse(&o.norm).map_err(|e| anyhow!(e))?;
+    config.model.num_classes = o.classes;
+    let mut rng = Rng::new(o.seed);
+    let model = RetinaNet::new(&config, &mut rng).map_err(|e| anyhow!(e))?;
+    let n = o.batch * 3 * o.size * o.size;
+    let images = Tensor::from_vec(&[o.batch, 3, o.size, o.size], rng.normal_vec(n, 0.0, 1.0));
+    // Four boxes per image, 16 px to 35% of the side, inside the image.
+    let s = o.size as f32;
+    let ground_truth = (0..o.batch)
+        .map(|_| {
+            let mut g = GroundTruth::default();
+            for _ in 0..4 {
+                let (x, y) = (
+                    rng.uniform_range(0.0, 0.6 * s),
+                    rng.uniform_range(0.0, 0.6 * s),
+                );
+                let (w, h) = (
+                    rng.uniform_range(16.0, 0.35 * s),
+                    rng.uniform_range(16.0, 0.35 * s),
+                );
+                g.boxes.push([x, y, x + w, y + h]);
+                g.labels.push(rng.below(o.classes));
+            }
+            g
+        })
+        .collect();
+    Ok(Setup {
+        model,
+        images,
+        ground_truth,
+    })
+}
+
+/// Times of the phases of one step, in ms.
+#[derive(Default, Clone)]
+struct Phases {
+    names: Vec<&'static str>,
+    ms: Vec<f64>,
+}
+
+impl Phases {
+    fn lap(&mut self, name: &'static str, t: &mut Instant) {
+        self.names.push(name);
+        self.ms.push(t.elapsed().as_secs_f64() * 1e3);
+        *t = Instant::now();
+    }
+}
+
+fn train_step(s: &mut Setup, opt: &mut Sgd) -> Phases {
+    let mut p = Phases::default();
+    let mut t = Instant::now();
+    let (h, w) = (s.images.dim(2), s.images.dim(3));
+    let anchors = s.model.anchors(h, w);
+    let cfg = s.model.config.clone();
+    let targets = assign_targets(
+        &cfg.matcher,
+        &anchors,
+        &s.ground_truth,
+        cfg.model.num_classes,
+    )
+    .expect("the benchmark's boxes are valid");
+    p.lap("anchors+targets", &mut t);
+    let c = s.model.body.forward(&s.images);
+    p.lap("forward backbone", &mut t);
+    let levels = s.model.fpn.forward(&c);
+    drop(c);
+    p.lap("forward fpn", &mut t);
+    let (cls, deltas) = s.model.head.forward(&levels);
+    drop(levels);
+    p.lap("forward head", &mut t);
+    let losses = retinanet_loss(&cfg.loss, &cls, &deltas, &targets);
+    drop((cls, deltas));
+    let total = losses.total();
+    p.lap("loss", &mut t);
+    let grads = backward(&total);
+    drop((total, losses));
+    p.lap("backward", &mut t);
+    opt.step(&mut s.model, &grads, 0.01);
+    drop(grads);
+    clear_tape();
+    p.lap("sgd update", &mut t);
+    p
+}
+
+fn infer_step(s: &mut Setup, sizes: &[ImageSize]) -> Phases {
+    let mut p = Phases::default();
+    let mut t = Instant::now();
+    let out = no_grad(|| {
+        let c = s.model.body.forward(&s.images);
+        p.lap("backbone", &mut t);
+        let levels = s.model.fpn.forward(&c);
+        drop(c);
+        p.lap("fpn", &mut t);
+        let out = s.model.head.forward(&levels);
+        p.lap("head", &mut t);
+        out
+    });
+    let anchors = s.model.anchors(s.images.dim(2), s.images.dim(3));
+    let dets = postprocess(&s.model.config.inference, &anchors, &out.0, &out.1, sizes);
+    std::hint::black_box(dets);
+    p.lap("postprocess", &mut t);
+    p
+}
+
+/// Runs `mode` ("train-step" or "infer") with options `o`.
+pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
+    let mut s = setup(&o)?;
+    let threads = focal_engine::threads::num_threads();
+    eprintln!(
+        "focal bench {mode}: {} ({}), {}x{}, batch {}, {} classes, {threads} threads, \
+         {} warm-up + {} timed steps",
+        o.backbone, o.norm, o.size, o.size, o.batch, o.classes, o.warmup, o.steps
+    );
+    let mut opt = Sgd::new(0.9, 1e-4);
+    let sizes = vec![ImageSize::unscaled(o.size, o.size); o.batch];
+    if mode == "infer" {
+        s.model.set_train(false);
+    }
+    let mut totals = Vec::new();
+    let mut phases: Vec<Phases> = Vec::new();
+    for i in 0..o.warmup + o.steps {
+        let t = Instant::now();
+        let p = if mode == "train-step" {
+            train_step(&mut s, &mut opt)
+        } else {
+            infer_step(&mut s, &sizes)
+        };
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if i >= o.warmup {
+            totals.push(ms);
+            phases.push(p);
+            eprintln!("  step {}: {ms:.0} ms", i - o.warmup + 1);
+        }
+    }
+    let ms = median(&mut totals.clone());
+    let peak = peak_rss_mb();
+    println!("phase medians:");
+    for (j, name) in phases[0].names.iter().enumerate() {
+        let mut v: Vec<f64> = phases.iter().map(|p| p.ms[j]).collect();
+        println!("  {name:<18} {:>9.1} ms", median(&mut v));
+    }
+    let peak_text = peak.map_or("unknown".to_string(), |m| format!("{m:.0} MiB"));
+    println!(
+        "{mode}: median {ms:.0} ms over {} steps, peak RSS {peak_text}",
+        o.steps
+    );
+    if o.json {
+        let phase_json: Vec<String> = phases[0]
+            .names
+            .iter()
+            .enumerate()
+            .map(|(j, name)| {
+                let mut v: Vec<f64> = phases.iter().map(|p| p.ms[j]).collect();
+                format!("\"{name}\": {:.1}", median(&mut v))
+            })
+            .collect();
+        println!(
+            "{{\"bench\": \"{mode}\", \"backbone\": \"{}\", \"norm\": \"{}\", \"size\": {}, \
+             \"batch\": {}, \"classes\": {}, \"threads\": {threads}, \"steps\": {}, \
+             \"ms\": {ms:.1}, \"min_ms\": {:.1}, \"peak_rss_mb\": {}, \"phases_ms\": {{{}}}}}",
+            o.backbone,
+            o.norm,
+            o.size,
+            o.batch,
+            o.classes,
+            o.steps,
+            totals.iter().copied().fold(f64::INFINITY, f64::min),
+            peak.map_or("null".to_string(), |m| format!("{m:.1}")),
+            phase_json.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,63 @@
+//! `focal bench train-step` and `focal bench infer`: the output format (speed is never
+//! asserted, only measured) and the refusal of bad options.
+
+use std::process::{Command, Output};
+
+fn focal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_focal"))
+        .args(args)
+        .output()
+        .expect("focal runs")
+}
+
+fn last_json_line(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().expect("some output");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?} is not JSON: {e}"))
+}
+
+#[test]
+fn train_step_and_infer_print_one_json_object_last() {
+    for mode in ["train-step", "infer"] {
+        let out = focal(&[
+            "--threads",
+            "2",
+            "bench",
+            mode,
+            "--backbone",
+            "resnet18",
+            "--size",
+            "64",
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--classes",
+            "3",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = last_json_line(&out);
+        assert_eq!(j["bench"], mode);
+        assert!(j["ms"].as_f64().unwrap() > 0.0);
+        assert!(j["peak_rss_mb"].as_f64().unwrap() > 0.0);
+        assert_eq!(j["batch"], 2);
+        assert!(j["phases_ms"].as_object().unwrap().len() >= 4);
+    }
+}
+
+#[test]
+fn bad_options_are_refused_with_a_message() {
+    let out = focal(&["bench", "infer", "--size", "100"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("multiple of 32"));
+    let out = focal(&["bench", "train-step", "--backbone", "resnet101"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resnet101"));
+}
