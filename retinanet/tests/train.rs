@@ -207,3 +207,19 @@ fn refuses_to_overwrite_a_run_and_to_resume_from_a_model_only_checkpoint() {
     assert!(err.contains("no optimiser state"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn more_objects_in_training_images_leave_the_validation_split_unchanged() {
+    let mut c = tiny(1);
+    c.data.shapes.as_mut().unwrap().train_max_objects = Some(12);
+    let (train, val) = open_datasets(&c).unwrap();
+    assert!(
+        train.describe().contains("0-12 objects"),
+        "{}",
+        train.describe()
+    );
+    assert!(val.describe().contains("0-6 objects"), "{}", val.describe());
+    let text = c.to_toml();
+    assert!(text.contains("train_max_objects = 12"), "{text}");
+    assert_eq!(TrainConfig::from_toml(&text).unwrap(), c);
+}

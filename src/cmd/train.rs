@@ -107,6 +107,10 @@ pub struct Args {
     /// Seed of the synthetic images [default: 0].
     #[arg(long, value_name = "N", help_heading = "Data")]
     pub shapes_seed: Option<u64>,
+    /// At most this many objects per synthetic training image (the validation images
+    /// keep 0-6) [default: 6].
+    #[arg(long, value_name = "N", help_heading = "Data")]
+    pub shapes_train_objects: Option<usize>,
     /// Resize so the short side is this... [synthetic default: 128; COCO: 800].
     #[arg(long, value_name = "PX", help_heading = "Data")]
     pub min_size: Option<usize>,
@@ -361,6 +365,7 @@ impl Args {
             self.shapes_val.is_some(),
             self.shapes_size.is_some(),
             self.shapes_seed.is_some(),
+            self.shapes_train_objects.is_some(),
         ];
         if shapes_flags.iter().any(|&b| b) {
             let Some(s) = c.data.shapes.as_mut() else {
@@ -370,6 +375,10 @@ impl Args {
             set!("--shapes-val", self.shapes_val, s.val_images);
             set!("--shapes-size", self.shapes_size, s.size);
             set!("--shapes-seed", self.shapes_seed, s.seed);
+            if let Some(n) = self.shapes_train_objects {
+                s.train_max_objects = Some(n);
+                given.push("--shapes-train-objects");
+            }
         }
         set!("--min-size", self.min_size, c.data.min_size);
         set!("--max-size", self.max_size, c.data.max_size);

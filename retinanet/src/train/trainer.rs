@@ -242,16 +242,17 @@ pub fn open_datasets(config: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn 
     let d = &config.data;
     match (&d.shapes, &d.coco) {
         (Some(s), _) => {
-            let make = |split, images| -> Result<Arc<dyn Dataset>> {
+            let make = |split, images, max_objects| -> Result<Arc<dyn Dataset>> {
                 Ok(Arc::new(ShapesDataset::new(ShapesConfig {
                     size: s.size,
-                    max_objects: s.max_objects,
+                    max_objects,
                     ..ShapesConfig::new(split, images, s.seed)
                 })?))
             };
+            let train_max = s.train_max_objects.unwrap_or(s.max_objects);
             Ok((
-                make(Split::Train, s.train_images)?,
-                make(Split::Val, s.val_images)?,
+                make(Split::Train, s.train_images, train_max)?,
+                make(Split::Val, s.val_images, s.max_objects)?,
             ))
         }
         (None, Some(c)) => {
