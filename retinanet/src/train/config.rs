@@ -53,6 +53,12 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Images per optimiser step.
     pub batch_size: usize,
+    /// The batch is cut into this many parts whose forward and backward passes run
+    /// concurrently, their gradients added up ([`super::data_parallel`]): faster on small
+    /// images, where single kernels are too small to keep every core busy. Results depend
+    /// on this number (to rounding), never on `threads`.
+    #[serde(default = "one")]
+    pub shards: usize,
     /// Length of the run in optimiser steps (exactly one of `iters` and `epochs`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub iters: Option<u64>,
@@ -73,6 +79,11 @@ pub struct TrainConfig {
     pub matcher: MatcherConfig,
     pub loss: LossConfig,
     pub inference: InferenceConfig,
+}
+
+/// The default of fields added after the first release, so older files still read.
+fn one() -> usize {
+    1
 }
 
 /// Where the images come from and how they are prepared.
@@ -259,6 +270,7 @@ impl TrainConfig {
         TrainConfig {
             seed: 0,
             batch_size: 8,
+            shards: 2,
             iters: Some(1200),
             epochs: None,
             eval_every: 0,
@@ -320,6 +332,7 @@ impl TrainConfig {
         TrainConfig {
             seed: 0,
             batch_size,
+            shards: 1,
             iters: None,
             epochs: Some(12),
             eval_every: 0,
@@ -442,6 +455,10 @@ impl TrainConfig {
         self.retinanet().validate()?;
         if self.batch_size == 0 {
             return Err("batch_size must be at least 1".into());
+        }
+        if self.shards == 0 {
+            // More shards than images is fine: a batch is cut into at most one per image.
+            return Err("shards must be at least 1".into());
         }
         match (self.iters, self.epochs) {
             (Some(0), _) | (_, Some(0)) => return Err("iters and epochs must be positive".into()),

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod config;
+pub mod data_parallel;
 pub mod evaluate;
 pub mod init;
 pub mod trainer;

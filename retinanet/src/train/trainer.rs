@@ -37,6 +37,8 @@ use focal_data::{
     CocoDataset, Dataset, EvalResult, Loader, LoaderConfig, ShapesConfig, ShapesDataset, Split,
 };
 use focal_engine::{backward, Rng};
+
+use super::data_parallel::sharded_pass;
 use focal_nn::{
     clip_grad_norm, AdamW, Checkpoint, CheckpointError, ImportReport, Optimizer, Schedule, Sgd,
     TrainState,
@@ -677,16 +679,37 @@ impl Trainer {
             })
             .collect();
         let lr = self.schedule.lr_at(self.step);
-        let losses = self.model.training_loss(&batch.images, &ground_truth)?;
-        let total = losses.total();
-        let (cls, boxl, loss) = (
-            losses.classification.item(),
-            losses.box_regression.item(),
-            total.item(),
-        );
+        // Forward, loss and backward: in one pass, or cut into shards run concurrently.
+        let shards = self.config.shards.min(batch.len());
+        let (cls, boxl, loss, num_positive, grads) = if shards <= 1 {
+            let losses = self.model.training_loss(&batch.images, &ground_truth)?;
+            let total = losses.total();
+            let (cls, boxl, loss) = (
+                losses.classification.item(),
+                losses.box_regression.item(),
+                total.item(),
+            );
+            let grads = if loss.is_finite() {
+                Some(backward(&total))
+            } else {
+                focal_engine::clear_tape();
+                None
+            };
+            (cls, boxl, loss, losses.num_positive, grads)
+        } else {
+            let pass = sharded_pass(&mut self.model, &batch.images, &ground_truth, shards)?;
+            let loss = pass.loss();
+            let grads = loss.is_finite().then_some(pass.grads);
+            (
+                pass.classification,
+                pass.box_regression,
+                loss,
+                pass.num_positive,
+                grads,
+            )
+        };
         let step_number = self.step + 1;
-        if !loss.is_finite() {
-            focal_engine::clear_tape();
+        let Some(mut grads) = grads else {
             let last = self.run_dir.join("last.ckpt");
             let kept = if last.exists() {
                 format!("the last good checkpoint {} is intact", last.display())
@@ -700,8 +723,7 @@ impl Trainer {
                  (--lr), a longer warm-up or gradient clipping (--clip-grad-norm).",
                 self.epoch + 1
             )));
-        }
-        let mut grads = backward(&total);
+        };
         let clip = self.config.optimizer.clip_grad_norm;
         let grad_norm = if clip > 0.0 {
             clip_grad_norm(&mut self.model, &mut grads, clip)
@@ -720,7 +742,7 @@ impl Trainer {
             cls_loss: cls,
             box_loss: boxl,
             lr,
-            num_pos: losses.num_positive,
+            num_pos: num_positive,
             grad_norm,
             images_per_s: batch.len() as f64 / seconds.max(1e-9),
         })
