@@ -56,7 +56,8 @@ impl Chart {
 
 /// About `n` round tick values covering [lo, hi] (steps of 1, 2 or 5 × 10^k).
 pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    // (NaN fails is_finite, so `hi <= lo` only has to handle ordered values.)
+    if !lo.is_finite() || !hi.is_finite() || hi <= lo {
         return vec![lo];
     }
     let raw = (hi - lo) / n.max(1) as f64;

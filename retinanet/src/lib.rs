@@ -15,7 +15,8 @@
 //! - [`nms`]: class-wise non-maximum suppression;
 //! - [`postprocess`]: from head outputs to detections in original pixels;
 //! - [`resnet`], [`fpn`], [`head`]: the network; [`model`]: the detector as a whole;
-//! - [`import`]: torchvision's weights, with the 91 → 80 COCO class remap.
+//! - [`import`]: torchvision's weights, with the 91 → 80 COCO class remap;
+//! - [`train`]: a whole training run (configuration, loop, checkpoints, evaluation).
 //!
 //! ```
 //! use focal_engine::{backward, Rng, Tensor};
@@ -55,6 +56,7 @@ pub mod nms;
 pub mod postprocess;
 pub mod resnet;
 pub mod targets;
+pub mod train;
 
 pub use anchors::Anchors;
 pub use config::{

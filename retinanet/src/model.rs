@@ -34,6 +34,7 @@ pub struct HeadOutputs {
     pub level_sizes: Vec<(usize, usize)>,
 }
 
+#[derive(Clone)]
 pub struct RetinaNet {
     pub config: RetinaNetConfig,
     /// `backbone.body`.

@@ -2,5 +2,8 @@
 
 pub mod bench;
 pub mod cocoeval;
+pub mod detect;
+pub mod eval;
 pub mod gradcheck;
 pub mod synth;
+pub mod train;
