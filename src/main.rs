@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod draw;
 mod files;
+mod interrupt;
 mod plot;
 
 #[derive(Parser)]
@@ -47,6 +48,12 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Evaluate COCO detections against ground truth (AP, AR) exactly as pycocotools does.
     Cocoeval(cmd::cocoeval::Args),
+    /// The focal loss paper's Table 1a/1b at small scale: train the same small synthetic
+    /// configuration for a grid of γ and α (and α-balanced cross-entropy) and tabulate AP.
+    Ablate(cmd::ablate::Args),
+    /// The focal loss paper's Figure 4: how a trained model's loss spreads over easy and
+    /// hard positives and negatives, for γ in {0, 0.5, 1, 2}.
+    LossCdf(cmd::loss_cdf::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +74,8 @@ fn main() -> ExitCode {
         Command::Synth(a) => cmd::synth::run(a),
         Command::Cocoeval(a) => cmd::cocoeval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Ablate(a) => cmd::ablate::run(a, cli.threads),
+        Command::LossCdf(a) => cmd::loss_cdf::run(a),
     };
     match result {
         Ok(code) => code,

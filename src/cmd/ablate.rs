@@ -36,10 +36,20 @@ pub struct Args {
     pub iters: Option<u64>,
     /// γ of the focal-loss cells, comma-separated, each > 0 (γ = 0, α-balanced CE, has its
     /// own list: --ce-alphas).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0.5,1,2,5")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "0.5,1,2,5"
+    )]
     pub gammas: Vec<f32>,
     /// α of the focal-loss cells (every γ is trained with every α), each in [0, 1].
-    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0.25,0.5,0.75")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "0.25,0.5,0.75"
+    )]
     pub alphas: Vec<f32>,
     /// α of the α-balanced cross-entropy cells (γ = 0), each in [0, 1]; "none" for no
     /// such cells.
@@ -86,10 +96,9 @@ that cell from its checkpoint. The worker threads are set with the global --thre
 fn parse_ce_alpha(s: &str) -> Result<Option<f32>, String> {
     match s.trim() {
         "none" => Ok(None),
-        t => t
-            .parse::<f32>()
-            .map(Some)
-            .map_err(|_| format!("{t:?} is not a number (expected a comma-separated list or none)")),
+        t => t.parse::<f32>().map(Some).map_err(|_| {
+            format!("{t:?} is not a number (expected a comma-separated list or none)")
+        }),
     }
 }
 
@@ -239,15 +248,19 @@ impl Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let grid = multi.add(ProgressBar::new(cells));
         grid.set_style(
-            ProgressStyle::with_template("cells {bar:28.green/white} {pos}/{len} · {msg} · ETA {eta}")
-                .expect("a valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "cells {bar:28.green/white} {pos}/{len} · {msg} · ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
         );
         let cell = multi.add(ProgressBar::new(0));
         cell.set_style(
-            ProgressStyle::with_template("steps {bar:28.cyan/blue} {pos}/{len} · {msg} · ETA {eta}")
-                .expect("a valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "steps {bar:28.cyan/blue} {pos}/{len} · {msg} · ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
         );
         Bars {
             multi: Some(multi),

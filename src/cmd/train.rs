@@ -7,7 +7,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,10 +20,8 @@ use focal_retinanet::train::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::interrupt::EXIT_INTERRUPTED;
 use crate::plot::{Chart, Series};
-
-/// Exit status after Ctrl-C (128 + SIGINT), as shells report it.
-pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
@@ -610,7 +608,8 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
         focal_engine::threads::num_threads()
     );
 
-    let interrupted = install_ctrl_c()?;
+    let interrupted =
+        crate::interrupt::install("finishing the current step, then writing last.ckpt")?;
     let mut progress = Progress::new(args.no_progress, interrupted);
     let outcome = trainer.run(&mut progress);
     progress.finish();
@@ -644,24 +643,6 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
             }
         }
     }
-}
-
-/// Ctrl-C sets the flag (the loop stops after the current step); a second Ctrl-C exits
-/// at once with status 130.
-fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let presses = AtomicUsize::new(0);
-    let f = Arc::clone(&flag);
-    ctrlc::set_handler(move || {
-        if presses.fetch_add(1, Ordering::SeqCst) > 0 {
-            eprintln!("\nsecond Ctrl-C: exiting now");
-            std::process::exit(EXIT_INTERRUPTED as i32);
-        }
-        eprintln!("\nCtrl-C: finishing the current step, then writing last.ckpt (Ctrl-C again to quit now)");
-        f.store(true, Ordering::SeqCst);
-    })
-    .context("cannot install the Ctrl-C handler")?;
-    Ok(flag)
 }
 
 /// The progress bar (or plain lines when stderr is not a terminal or --no-progress).

@@ -7,7 +7,9 @@
 //! - [`record`]: a finished cell's JSON record, with the hash of its configuration;
 //! - [`runner`]: runs the cells that are not done, skipping the recorded ones, with the
 //!   training of a cell injected ([`CellTrainer`]);
-//! - [`table`]: the Markdown Tables 1a/1b and the CSV.
+//! - [`table`]: the Markdown Tables 1a/1b and the CSV;
+//! - [`training`]: the real training of a cell with the trainer, and the base
+//!   configuration every cell starts from.
 //!
 //! `focal ablate` is the command; `docs/focal-loss.md` discusses the result.
 
@@ -15,6 +17,7 @@ pub mod record;
 pub mod runner;
 pub mod setting;
 pub mod table;
+pub mod training;
 
 pub use record::{config_hash, CellRecord, Stats, STAT_NAMES};
 pub use runner::{

@@ -101,7 +101,10 @@ impl CellTrainer for TrainerCells<'_> {
         } else {
             if dir.exists() {
                 std::fs::remove_dir_all(dir).map_err(|e| {
-                    format!("cannot clear the unfinished cell folder {}: {e}", dir.display())
+                    format!(
+                        "cannot clear the unfinished cell folder {}: {e}",
+                        dir.display()
+                    )
                 })?;
             }
             Trainer::new(config, dir).map_err(|e| e.to_string())?
