@@ -77,11 +77,12 @@ pub struct Args {
 
 const AFTER_HELP: &str = "\
 The base configuration is that of `focal train` on the synthetic shapes (ResNet-18 with \
-GroupNorm, FPN and heads 64 wide and 2 deep, anchors 16-256, 128-px images, AdamW at 1e-3 \
-with 100 warm-up steps and a cosine decay, batches of 8), with a shorter budget: 600 steps \
-per cell instead of 1200, so that the 17 cells of the default grid take about an hour on \
-2 idle cores (about 3.5 minutes per cell with its evaluation on the 200 validation images). \
-Every cell starts from the same weights and sees the same batches; only γ and α differ.
+GroupNorm, FPN and heads 64 wide and 2 deep with GroupNorm, anchors 16-256, 64-px images, \
+AdamW at 4e-3 with 100 warm-up steps and a cosine decay, batches of 8), with a shorter \
+budget: 600 steps per cell instead of 1000, so that the 17 cells of the default grid take \
+about 50 minutes on 2 idle cores (about 3 minutes per cell with its evaluation on the 200 \
+validation images). Every cell starts from the same weights and sees the same batches; \
+only γ and α differ.
 
 The cells run in order: the α-balanced CE cells (Table 1a), then every γ with every α \
 (Table 1b). When a cell finishes, OUT/CELL.json records its 12 COCO numbers and the hash \
@@ -159,7 +160,7 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
         focal_engine::threads::num_threads()
     );
     if base.iters == Some(ABLATION_ITERS) && args.config.is_none() {
-        eprintln!("(the default budget: about 3.5 minutes per cell on 2 idle cores)");
+        eprintln!("(the default budget: about 3 minutes per cell on 2 idle cores)");
     }
 
     let interrupted =
