@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// See the comment on the dependency in Cargo.toml: large buffers are reused instead of
+/// being returned to the kernel and faulted in again at every step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cmd;
 mod draw;
 mod files;

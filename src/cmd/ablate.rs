@@ -31,7 +31,7 @@ pub struct Args {
     /// continues where the last run stopped.
     #[arg(long, value_name = "DIR", default_value = "runs/ablate")]
     pub out: PathBuf,
-    /// Training steps (of 8 images) of every cell [default: 600].
+    /// Training steps (of 8 images) of every cell [default: 500].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub iters: Option<u64>,
     /// γ of the focal-loss cells, comma-separated, each > 0 (γ = 0, α-balanced CE, has its
@@ -79,8 +79,8 @@ const AFTER_HELP: &str = "\
 The base configuration is that of `focal train` on the synthetic shapes (ResNet-18 with \
 GroupNorm, FPN and heads 64 wide and 2 deep with GroupNorm, anchors 16-256, 64-px images, \
 AdamW at 4e-3 with 100 warm-up steps and a cosine decay, batches of 8), with a shorter \
-budget: 600 steps per cell instead of 1000, so that the 17 cells of the default grid take \
-about 50 minutes on 2 idle cores (about 3 minutes per cell with its evaluation on the 200 \
+budget: 500 steps per cell instead of 900, so that the 17 cells of the default grid take \
+about 45 minutes on 2 idle cores (under 3 minutes per cell with its evaluation on the 200 \
 validation images). Every cell starts from the same weights and sees the same batches; \
 only γ and α differ.
 
