@@ -32,7 +32,9 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// The flags of a tiny run: 8 training and 4 validation images of 64 px, ResNet-18 with a
-/// 32-wide FPN and one-layer heads, batches of 4.
+/// 32-wide FPN and one-layer heads without GroupNorm, batches of 4. (With GroupNorm in the
+/// heads, six steps leave every score near the prior π = 0.01, under the 0.05 threshold:
+/// the eval and detect tests would have no detection to compare.)
 const TINY: &[&str] = &[
     "--shapes-train",
     "8",
@@ -54,6 +56,8 @@ const TINY: &[&str] = &[
     "32",
     "--head-depth",
     "1",
+    "--head-norm",
+    "false",
     "--warmup-iters",
     "2",
     "--lr",
@@ -325,8 +329,14 @@ fn detect_draws_boxes_and_writes_results() {
     let drawn = image::open(out_dir.join("000001.png")).unwrap().to_rgb8();
     let original = image::open(&img).unwrap().to_rgb8();
     assert_eq!(drawn.dimensions(), original.dimensions());
-    assert_ne!(
-        drawn, original,
+    // Compared pixel by pixel (assert_ne! would print both images in full).
+    let changed = drawn
+        .pixels()
+        .zip(original.pixels())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        changed > 0,
         "nothing was drawn (score 0 keeps every detection)"
     );
     assert!(out_dir.join("000002.png").is_file());

@@ -27,7 +27,7 @@ use focal_engine::{backward, clear_tape, Gradients, Tensor};
 
 use crate::loss::retinanet_loss_normalised_by;
 use crate::model::RetinaNet;
-use crate::targets::{assign_targets, BatchTargets, GroundTruth};
+use crate::targets::{BatchTargets, GroundTruth};
 
 /// The result of one sharded forward/backward pass over a batch.
 pub struct ShardedPass {
@@ -65,20 +65,8 @@ pub fn sharded_pass(
     shards: usize,
 ) -> Result<ShardedPass, String> {
     let n = images.dim(0);
-    if ground_truth.len() != n {
-        return Err(format!(
-            "{n} images but ground truth for {}",
-            ground_truth.len()
-        ));
-    }
     // The targets of the whole batch first: their positive count normalises every shard.
-    let anchors = model.anchors(images.dim(2), images.dim(3));
-    let targets = assign_targets(
-        &model.config.matcher,
-        &anchors,
-        ground_truth,
-        model.config.model.num_classes,
-    )?;
+    let targets = model.targets(images, ground_truth)?;
     let batch_positives = targets.num_positive();
     let ranges = shard_ranges(n, shards);
 
