@@ -392,7 +392,7 @@ impl Observer for CellProgress {
                 c.set_message(msg);
             }
             None => {
-                if r.step % self.line_every == 0 {
+                if r.step.is_multiple_of(self.line_every) {
                     eprintln!("  step {}/{} · {msg}", r.step, self.total);
                 }
             }
