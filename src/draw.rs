@@ -2,7 +2,7 @@
 //! (the public-domain `font8x8` glyphs). Used for the detection overlays of `focal detect`
 //! and for the charts of a training run; no font files, no system libraries.
 
-use font8x8::{UnicodeFonts, BASIC_FONTS};
+use font8x8::{UnicodeFonts, BASIC_FONTS, GREEK_FONTS};
 use image::{Rgb, RgbImage};
 
 pub type Color = [u8; 3];
@@ -80,15 +80,22 @@ pub fn text_width(text: &str, scale: u32) -> i64 {
     text.chars().count() as i64 * 8 * scale as i64
 }
 
+/// The 8×8 glyph of `ch`: basic Latin or Greek (γ, α in chart legends); anything else
+/// is drawn as '?'.
+fn glyph(ch: char) -> [u8; 8] {
+    BASIC_FONTS
+        .get(ch)
+        .or_else(|| GREEK_FONTS.get(ch))
+        .or_else(|| BASIC_FONTS.get('?'))
+        .unwrap_or([0; 8])
+}
+
 /// Draws `text` with its top-left corner at (x, y); each glyph is 8×8 pixels × `scale`.
-/// Characters outside basic Latin are drawn as '?'.
+/// Characters outside basic Latin and Greek are drawn as '?'.
 pub fn text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, c: Color) {
     let s = scale as i64;
     for (i, ch) in text.chars().enumerate() {
-        let glyph = BASIC_FONTS
-            .get(ch)
-            .or_else(|| BASIC_FONTS.get('?'))
-            .unwrap_or([0; 8]);
+        let glyph = glyph(ch);
         let gx = x + i as i64 * 8 * s;
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
@@ -106,7 +113,7 @@ pub fn text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, c: Color
 pub fn text_vertical(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, c: Color) {
     let s = scale as i64;
     for (i, ch) in text.chars().enumerate() {
-        let glyph = BASIC_FONTS.get(ch).unwrap_or([0; 8]);
+        let glyph = glyph(ch);
         let gy = y - i as i64 * 8 * s;
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
@@ -137,5 +144,24 @@ mod tests {
         rect(&mut img, 2.0, 2.0, 7.0, 5.0, 1, [9, 9, 9]);
         assert_eq!(img.get_pixel(7, 4).0, [9, 9, 9]);
         assert_eq!(img.get_pixel(5, 4).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn greek_letters_have_their_own_glyphs() {
+        let draw = |s: &str| {
+            let mut img = RgbImage::new(8, 8);
+            text(&mut img, 0, 0, s, 1, [255, 255, 255]);
+            img
+        };
+        let (gamma, alpha, unknown) = (draw("γ"), draw("α"), draw("?"));
+        assert!(
+            gamma.pixels().any(|p| p.0 == [255, 255, 255]),
+            "γ lights pixels"
+        );
+        assert_ne!(gamma, unknown, "γ is not drawn as '?'");
+        assert_ne!(alpha, unknown, "α is not drawn as '?'");
+        assert_ne!(gamma, alpha);
+        // A character in neither set falls back to '?'.
+        assert_eq!(draw("€"), unknown);
     }
 }

@@ -5,9 +5,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// See the comment on the dependency in Cargo.toml: large buffers are reused instead of
+/// being returned to the kernel and faulted in again at every step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cmd;
 mod draw;
 mod files;
+mod interrupt;
 mod plot;
 
 #[derive(Parser)]
@@ -30,6 +36,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a RetinaNet (on the built-in synthetic shapes by default, or a COCO dataset)
+    /// and write a run folder: configuration, metrics, checkpoints, plots.
+    Train(Box<cmd::train::Args>),
+    /// Evaluate a trained checkpoint on a COCO dataset: the 12 COCO numbers and a results
+    /// file.
+    Eval(cmd::eval::Args),
+    /// Run a trained checkpoint on images: PNG copies with the detections drawn, and a
+    /// COCO results file.
+    Detect(cmd::detect::Args),
     /// Check every op's backward against finite differences and print a table.
     Gradcheck(cmd::gradcheck::Args),
     /// Write the synthetic shapes dataset to disk as COCO (annotations + PNG images).
@@ -38,6 +53,12 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Evaluate COCO detections against ground truth (AP, AR) exactly as pycocotools does.
     Cocoeval(cmd::cocoeval::Args),
+    /// The focal loss paper's Table 1a/1b at small scale: train the same small synthetic
+    /// configuration for a grid of γ and α (and α-balanced cross-entropy) and tabulate AP.
+    Ablate(cmd::ablate::Args),
+    /// The focal loss paper's Figure 4: how a trained model's loss spreads over easy and
+    /// hard positives and negatives, for γ in {0, 0.5, 1, 2}.
+    LossCdf(cmd::loss_cdf::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,10 +72,15 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
+        Command::Train(a) => cmd::train::run(*a, cli.threads),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Detect(a) => cmd::detect::run(a),
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Cocoeval(a) => cmd::cocoeval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Ablate(a) => cmd::ablate::run(a, cli.threads),
+        Command::LossCdf(a) => cmd::loss_cdf::run(a),
     };
     match result {
         Ok(code) => code,

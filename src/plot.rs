@@ -31,6 +31,9 @@ pub struct Chart {
     pub log_y: bool,
     /// Fixed y range instead of the data's.
     pub y_range: Option<(f64, f64)>,
+    /// Legend in the top-left corner instead of the top right (for curves that end in
+    /// the top right, such as cumulative distributions).
+    pub legend_left: bool,
     pub width: u32,
     pub height: u32,
 }
@@ -44,6 +47,7 @@ impl Chart {
             series: Vec::new(),
             log_y: false,
             y_range: None,
+            legend_left: false,
             width: 800,
             height: 500,
         }
@@ -52,7 +56,8 @@ impl Chart {
 
 /// About `n` round tick values covering [lo, hi] (steps of 1, 2 or 5 × 10^k).
 pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    // (NaN fails is_finite, so `hi <= lo` only has to handle ordered values.)
+    if !lo.is_finite() || !hi.is_finite() || hi <= lo {
         return vec![lo];
     }
     let raw = (hi - lo) / n.max(1) as f64;
@@ -192,11 +197,15 @@ impl Chart {
                 prev = Some(p);
             }
         }
-        // legend, top right
+        // legend, top right (or top left)
         let mut ly = top + 8;
         for s in &self.series {
             let lw = draw::text_width(&s.name, 1);
-            let lx = left + pw - lw - 30;
+            let lx = if self.legend_left {
+                left + 10
+            } else {
+                left + pw - lw - 30
+            };
             draw::fill_rect(&mut img, lx, ly + 2, 16, 4, s.color);
             draw::text(&mut img, lx + 22, ly, &s.name, 1, black);
             ly += 14;
@@ -208,6 +217,22 @@ impl Chart {
     pub fn save_png(&self, path: &std::path::Path) -> anyhow::Result<()> {
         crate::files::write_png(path, &self.render())
     }
+}
+
+/// Several charts rendered next to each other, left to right, in one image (as tall as
+/// the tallest; shorter ones are topped with white). For panels such as the positives
+/// and negatives of `focal loss-cdf`.
+pub fn side_by_side(charts: &[Chart]) -> RgbImage {
+    let panels: Vec<RgbImage> = charts.iter().map(Chart::render).collect();
+    let width = panels.iter().map(|p| p.width()).sum::<u32>().max(1);
+    let height = panels.iter().map(|p| p.height()).max().unwrap_or(1);
+    let mut img = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    let mut x0 = 0;
+    for p in &panels {
+        image::imageops::replace(&mut img, p, x0 as i64, 0);
+        x0 += p.width();
+    }
+    img
 }
 
 #[cfg(test)]
@@ -237,5 +262,31 @@ mod tests {
         let img = c.render();
         let n = img.pixels().filter(|p| p.0 == PALETTE[1]).count();
         assert!(n > 100, "the series line is drawn ({n} pixels)");
+    }
+
+    #[test]
+    fn side_by_side_puts_each_chart_in_its_own_panel() {
+        let mut a = Chart::new("a", "x", "y");
+        a.width = 300;
+        a.height = 200;
+        a.series
+            .push(Series::new("s", vec![(0.0, 0.0), (1.0, 1.0)], 1));
+        let mut b = Chart::new("b", "x", "y");
+        b.width = 400;
+        b.height = 250;
+        b.series
+            .push(Series::new("s", vec![(0.0, 0.0), (1.0, 1.0)], 2));
+        let img = side_by_side(&[a, b]);
+        assert_eq!((img.width(), img.height()), (700, 250));
+        // Colour 1 only in the left 300 columns, colour 2 only in the right 400.
+        for (x, _, p) in img.enumerate_pixels() {
+            if p.0 == PALETTE[1] {
+                assert!(x < 300, "series of the left chart at x = {x}");
+            }
+            if p.0 == PALETTE[2] {
+                assert!(x >= 300, "series of the right chart at x = {x}");
+            }
+        }
+        assert!(img.pixels().any(|p| p.0 == PALETTE[1]) && img.pixels().any(|p| p.0 == PALETTE[2]));
     }
 }

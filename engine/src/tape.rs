@@ -220,6 +220,15 @@ impl Gradients {
         self.map.is_empty()
     }
 
+    /// Adds the gradients of `other` (another backward pass over the same parameters, e.g.
+    /// another shard of the batch) to these: for each parameter, `self + other`. Merging
+    /// shards one after the other in a fixed order therefore gives the same bits every time.
+    pub fn merge(&mut self, other: Gradients) {
+        for (id, grad) in other.map {
+            self.accumulate(id, grad);
+        }
+    }
+
     fn accumulate(&mut self, id: ParamId, grad: Tensor) {
         match self.map.get_mut(&id) {
             Some(acc) => acc.add_assign(&grad),

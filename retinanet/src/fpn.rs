@@ -41,6 +41,7 @@ impl Module for Wrapped<'_> {
     }
 }
 
+#[derive(Clone)]
 pub struct Fpn {
     /// The lateral 1×1 convs of C3, C4, C5.
     pub inner: Vec<Conv2d>,

@@ -36,6 +36,7 @@ fn conv(cin: usize, cout: usize, bias: bool, rng: &mut Rng) -> Conv2d {
 
 /// One tower layer: conv, optional GroupNorm(32), ReLU (torchvision's
 /// `Conv2dNormActivation`, hence the names `.0` and `.1`).
+#[derive(Clone)]
 pub struct TowerLayer {
     pub conv: Conv2d,
     pub norm: Option<GroupNorm>,
@@ -61,6 +62,7 @@ impl Module for TowerLayer {
 }
 
 /// A tower and its output conv; `outputs_per_anchor` is K (class) or 4 (box).
+#[derive(Clone)]
 pub struct Subnet {
     pub tower: Vec<TowerLayer>,
     pub output: Conv2d,
@@ -137,6 +139,7 @@ impl Module for Subnet {
 }
 
 /// The two subnets.
+#[derive(Clone)]
 pub struct Head {
     pub classification: Subnet,
     pub regression: Subnet,

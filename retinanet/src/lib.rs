@@ -10,10 +10,13 @@
 //! - [`matcher`]: which anchor learns which object (IoU thresholds, low-quality matches);
 //! - [`targets`]: the per-anchor class and box targets of a batch;
 //! - [`loss`]: the focal loss and the box loss, normalised by the positive anchors;
+//! - [`loss_cdf`]: how the focal loss spreads over easy and hard entries (Figure 4);
+//! - [`ablation`]: the α/γ grid of Table 1a/1b, its records and tables;
 //! - [`nms`]: class-wise non-maximum suppression;
 //! - [`postprocess`]: from head outputs to detections in original pixels;
 //! - [`resnet`], [`fpn`], [`head`]: the network; [`model`]: the detector as a whole;
-//! - [`import`]: torchvision's weights, with the 91 → 80 COCO class remap.
+//! - [`import`]: torchvision's weights, with the 91 → 80 COCO class remap;
+//! - [`train`]: a whole training run (configuration, loop, checkpoints, evaluation).
 //!
 //! ```
 //! use focal_engine::{backward, Rng, Tensor};
@@ -37,6 +40,7 @@
 //! assert_eq!(detections.len(), 1);
 //! ```
 
+pub mod ablation;
 pub mod anchors;
 pub mod box_coder;
 pub mod boxes;
@@ -45,12 +49,14 @@ pub mod fpn;
 pub mod head;
 pub mod import;
 pub mod loss;
+pub mod loss_cdf;
 pub mod matcher;
 pub mod model;
 pub mod nms;
 pub mod postprocess;
 pub mod resnet;
 pub mod targets;
+pub mod train;
 
 pub use anchors::Anchors;
 pub use config::{

@@ -57,6 +57,26 @@ pub fn retinanet_loss(
     box_deltas: &Tensor,
     targets: &BatchTargets,
 ) -> Losses {
+    retinanet_loss_normalised_by(
+        config,
+        cls_logits,
+        box_deltas,
+        targets,
+        targets.num_positive(),
+    )
+}
+
+/// [`retinanet_loss`] divided by `batch_positives` instead of this batch's own count of
+/// positive anchors: the loss of one shard of a larger batch (see
+/// [`crate::train::data_parallel`]), whose shards' losses then add up to the loss of the
+/// whole batch.
+pub fn retinanet_loss_normalised_by(
+    config: &LossConfig,
+    cls_logits: &Tensor,
+    box_deltas: &Tensor,
+    targets: &BatchTargets,
+    batch_positives: usize,
+) -> Losses {
     let n = targets.images.len();
     let (a, k) = (targets.num_anchors, targets.num_classes);
     assert_eq!(
@@ -70,7 +90,7 @@ pub fn retinanet_loss(
         "retinanet_loss: box deltas must be (N, A_total, 4) = ({n}, {a}, 4)"
     );
     let num_positive = targets.num_positive();
-    let normaliser = 1.0 / num_positive.max(1) as f32;
+    let normaliser = 1.0 / batch_positives.max(1) as f32;
 
     // Classification: the rows of the anchors that are not ignored.
     let valid = targets.valid_rows();

@@ -21,7 +21,7 @@ use crate::head::Head;
 use crate::loss::{retinanet_loss, Losses};
 use crate::postprocess::{postprocess, Detections, ImageSize};
 use crate::resnet::ResNet;
-use crate::targets::{assign_targets, GroundTruth};
+use crate::targets::{assign_targets, BatchTargets, GroundTruth};
 
 /// The raw outputs of one forward pass.
 #[derive(Clone, Debug)]
@@ -34,6 +34,7 @@ pub struct HeadOutputs {
     pub level_sizes: Vec<(usize, usize)>,
 }
 
+#[derive(Clone)]
 pub struct RetinaNet {
     pub config: RetinaNetConfig,
     /// `backbone.body`.
@@ -133,13 +134,13 @@ impl RetinaNet {
         }
     }
 
-    /// Forward pass and loss of a training batch. `ground_truth` holds one entry per
-    /// image, boxes in the coordinates of `images`. Call `backward(&losses.total())`.
-    pub fn training_loss(
-        &mut self,
+    /// The class and box targets of every anchor of a batch `(N, 3, H, W)`: the anchors
+    /// of an H × W input matched to each image's ground truth (`crate::targets`).
+    pub fn targets(
+        &self,
         images: &Tensor,
         ground_truth: &[GroundTruth],
-    ) -> Result<Losses, String> {
+    ) -> Result<BatchTargets, String> {
         if ground_truth.len() != images.dim(0) {
             return Err(format!(
                 "{} images but ground truth for {}",
@@ -148,14 +149,23 @@ impl RetinaNet {
             ));
         }
         let anchors = self.anchors(images.dim(2), images.dim(3));
-        let targets = assign_targets(
+        assign_targets(
             &self.config.matcher,
             &anchors,
             ground_truth,
             self.config.model.num_classes,
-        )?;
+        )
+    }
+
+    /// Forward pass and loss of a training batch. `ground_truth` holds one entry per
+    /// image, boxes in the coordinates of `images`. Call `backward(&losses.total())`.
+    pub fn training_loss(
+        &mut self,
+        images: &Tensor,
+        ground_truth: &[GroundTruth],
+    ) -> Result<Losses, String> {
+        let targets = self.targets(images, ground_truth)?;
         let out = self.forward(images);
-        debug_assert_eq!(out.level_sizes, anchors.level_sizes);
         Ok(retinanet_loss(
             &self.config.loss,
             &out.cls_logits,

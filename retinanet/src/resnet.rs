@@ -36,6 +36,7 @@ use focal_nn::{BatchNorm2d, Conv2d, GroupNorm, MaxPool2d, Module, Visitor};
 use crate::config::{BackboneNorm, Depth};
 
 /// A normalisation layer of the backbone (see [`BackboneNorm`]).
+#[derive(Clone)]
 pub enum Norm {
     Group(GroupNorm),
     Batch(BatchNorm2d),
@@ -77,6 +78,7 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, rng: &mut Rng) -> Conv
 }
 
 /// The shortcut of a block that changes stride or width: 1×1 conv (stride s) + norm.
+#[derive(Clone)]
 pub struct Downsample {
     pub conv: Conv2d,
     pub norm: Norm,
@@ -90,6 +92,7 @@ impl Module for Downsample {
 }
 
 /// One residual block, basic (two 3×3 convs) or bottleneck (1×1, 3×3, 1×1).
+#[derive(Clone)]
 pub struct Block {
     pub conv1: Conv2d,
     pub bn1: Norm,
@@ -181,6 +184,7 @@ impl Module for Block {
 }
 
 /// The ResNet trunk up to layer4 (no pooling or classifier).
+#[derive(Clone)]
 pub struct ResNet {
     pub conv1: Conv2d,
     pub bn1: Norm,

@@ -478,3 +478,88 @@ fn loss_and_gradients_do_not_depend_on_the_thread_count() {
     assert!(a.1 == b.1, "gradients differ between 1 and 3 threads");
     assert_eq!(a.2, b.2);
 }
+
+/// A batch cut into shards (run concurrently, gradients added up) gives the loss and the
+/// gradients of the whole batch, to rounding, and the same bits on any thread count.
+#[test]
+fn a_sharded_pass_equals_the_whole_batch_and_ignores_the_thread_count() {
+    use focal_retinanet::train::data_parallel::sharded_pass;
+    let model = || {
+        RetinaNet::new(
+            &config(Depth::ResNet18, BackboneNorm::GroupNorm),
+            &mut Rng::new(8),
+        )
+        .unwrap()
+    };
+    let x = Tensor::from_vec(
+        &[3, 3, 64, 64],
+        Rng::new(9).normal_vec(3 * 3 * 64 * 64, 0.0, 1.0),
+    );
+    // Three images, the middle one without objects: shards of sizes 1 and 2.
+    let gt = vec![
+        GroundTruth {
+            boxes: vec![[4., 8., 40., 60.], [30., 2., 62., 20.]],
+            labels: vec![1, 3],
+        },
+        GroundTruth::default(),
+        GroundTruth {
+            boxes: vec![[20., 30., 60., 62.]],
+            labels: vec![5],
+        },
+    ];
+
+    let mut whole = model();
+    let l = whole.training_loss(&x, &gt).unwrap();
+    let (cls, boxl) = (l.classification.item(), l.box_regression.item());
+    let g = backward(&l.total());
+    let reference: Vec<Vec<f32>> = named_params(&mut whole)
+        .iter()
+        .map(|(_, p)| g.get(p.id).unwrap().to_vec())
+        .collect();
+
+    let sharded = |threads: usize| {
+        focal_engine::threads::with_threads(threads, || {
+            let mut m = model();
+            let pass = sharded_pass(&mut m, &x, &gt, 2).unwrap();
+            let grads: Vec<Vec<f32>> = named_params(&mut m)
+                .iter()
+                .map(|(_, p)| pass.grads.get(p.id).unwrap().to_vec())
+                .collect();
+            (
+                pass.classification,
+                pass.box_regression,
+                pass.num_positive,
+                grads,
+            )
+        })
+    };
+    let (a, b) = (sharded(1), sharded(3));
+    assert_eq!(a.0.to_bits(), b.0.to_bits());
+    assert_eq!(a.1.to_bits(), b.1.to_bits());
+    assert!(
+        a.3 == b.3,
+        "sharded gradients differ between 1 and 3 threads"
+    );
+
+    assert_eq!(a.2, l.num_positive);
+    assert!(
+        (a.0 - cls).abs() <= 1e-5 * cls.abs(),
+        "cls {} vs {cls}",
+        a.0
+    );
+    assert!(
+        (a.1 - boxl).abs() <= 1e-5 * boxl.abs(),
+        "box {} vs {boxl}",
+        a.1
+    );
+    let params = named_params(&mut whole);
+    for ((name, _), (r, s)) in params.iter().zip(reference.iter().zip(&a.3)) {
+        let scale = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (j, (u, v)) in r.iter().zip(s).enumerate() {
+            assert!(
+                (u - v).abs() <= 1e-4 * scale + 1e-7,
+                "{name}[{j}]: whole batch {u}, sharded {v} (largest |g| {scale})"
+            );
+        }
+    }
+}

@@ -33,6 +33,7 @@ pub enum BnMode {
     Frozen,
 }
 
+#[derive(Clone)]
 pub struct BatchNorm2d {
     /// γ (initialised to 1).
     pub weight: Param,

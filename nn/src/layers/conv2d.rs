@@ -9,6 +9,7 @@ use crate::param::Param;
 
 /// `y = conv(x, weight) + bias`, with `weight` of shape `(out, in / groups, kh, kw)` and
 /// `bias` of shape `(out)`.
+#[derive(Clone)]
 pub struct Conv2d {
     pub weight: Param,
     pub bias: Option<Param>,

@@ -5,6 +5,7 @@ use focal_engine::Tensor;
 use super::Layer;
 use crate::module::{Module, Visitor};
 
+#[derive(Clone)]
 pub struct Flatten;
 
 impl Flatten {

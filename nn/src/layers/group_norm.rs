@@ -10,6 +10,7 @@ use super::Layer;
 use crate::module::{Module, Visitor};
 use crate::param::Param;
 
+#[derive(Clone)]
 pub struct GroupNorm {
     pub groups: usize,
     /// γ (initialised to 1).

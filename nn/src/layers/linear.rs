@@ -9,6 +9,7 @@ use crate::param::Param;
 
 /// `y = x·Wᵀ + b` with `W` of shape `(out, in)` as in PyTorch, applied to the last axis of
 /// `x` (`(..., in)` → `(..., out)`).
+#[derive(Clone)]
 pub struct Linear {
     pub weight: Param,
     pub bias: Option<Param>,

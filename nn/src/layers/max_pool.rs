@@ -5,6 +5,7 @@ use focal_engine::{max_pool2d, Tensor};
 use super::Layer;
 use crate::module::{Module, Visitor};
 
+#[derive(Clone)]
 pub struct MaxPool2d {
     pub kernel: (usize, usize),
     pub stride: (usize, usize),

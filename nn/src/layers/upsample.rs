@@ -6,6 +6,7 @@ use super::Layer;
 use crate::module::{Module, Visitor};
 
 /// Repeats every pixel `factor`×`factor` times.
+#[derive(Clone)]
 pub struct Upsample {
     pub factor: usize,
 }

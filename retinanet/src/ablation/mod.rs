@@ -1,0 +1,27 @@
+//! The paper's α/γ experiment at small scale (its Table 1a and 1b): the same small
+//! RetinaNet trained with the same budget for a grid of classification losses —
+//! α-balanced cross-entropy (γ = 0) for several α, and the focal loss for several γ × α —
+//! and compared by COCO AP on the validation split.
+//!
+//! - [`setting`]: a cell (γ, α) and the grid;
+//! - [`record`]: a finished cell's JSON record, with the hash of its configuration;
+//! - [`runner`]: runs the cells that are not done, skipping the recorded ones, with the
+//!   training of a cell injected ([`CellTrainer`]);
+//! - [`table`]: the Markdown Tables 1a/1b and the CSV;
+//! - [`training`]: the real training of a cell with the trainer, and the base
+//!   configuration every cell starts from.
+//!
+//! `focal ablate` is the command; `docs/focal-loss.md` discusses the result.
+
+pub mod record;
+pub mod runner;
+pub mod setting;
+pub mod table;
+pub mod training;
+
+pub use record::{config_hash, CellRecord, Stats, STAT_NAMES};
+pub use runner::{
+    plan, run_grid, write_tables, CellOutcome, CellState, CellTrainer, GridObserver, GridOutcome,
+    PlannedCell, Quiet, TABLE_CSV, TABLE_MD,
+};
+pub use setting::{Grid, Setting};

@@ -1,0 +1,194 @@
+//! `focal detect`: runs a trained model on image files and writes, for each, a PNG copy
+//! with the detections drawn (box, class name, score), plus all detections as one COCO
+//! results file.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use focal_data::batch::collate;
+use focal_data::image_io::read_rgb;
+use focal_data::results::write_results;
+use focal_data::transforms::transform;
+use focal_data::{Detection, Sample};
+use focal_retinanet::train::{detect_batch, load_trained_model, to_coco_results};
+use focal_retinanet::Detections;
+
+use crate::draw::{self, PALETTE};
+use crate::files::write_png;
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+For every IMAGE (JPEG or PNG) the detections scoring at least --score are drawn on a copy \
+written as OUT/<name>.png, and listed in OUT/detections.json (COCO results: image_id is \
+the image's position on the command line, from 1; category_id the COCO id the model was \
+trained with). The class names come from the checkpoint.")]
+pub struct Args {
+    /// A checkpoint written by `focal train` (last.ckpt or best.ckpt).
+    #[arg(long, value_name = "CKPT")]
+    weights: PathBuf,
+    /// Images to run on.
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
+    /// Folder for the drawn copies and detections.json [default: detections].
+    #[arg(long, value_name = "DIR", default_value = "detections")]
+    out: PathBuf,
+    /// Keep detections scoring at least this [default: 0.5].
+    #[arg(long, value_name = "T", default_value_t = 0.5, value_parser = parse_score)]
+    score: f32,
+    /// Resize so the short side is this [default: the checkpoint's].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..))]
+    min_size: Option<u64>,
+    /// ...unless the long side would exceed this [default: the checkpoint's].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..))]
+    max_size: Option<u64>,
+}
+
+fn parse_score(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a score between 0 and 1, got {s:?}")),
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let mut trained = load_trained_model(&args.weights)?;
+    let names: Vec<String> = trained
+        .metadata
+        .categories
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let ids: Vec<i64> = trained.metadata.categories.iter().map(|c| c.id).collect();
+    let d = &trained.config.data;
+    let min_size = args.min_size.map_or(d.min_size, |v| v as usize);
+    let max_size = args.max_size.map_or(d.max_size, |v| v as usize);
+    // Read every image first, so a missing file fails before any work.
+    let mut images = Vec::with_capacity(args.images.len());
+    for path in &args.images {
+        images.push(read_rgb(path)?);
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create the folder {}", args.out.display()))?;
+    let mut used_names = std::collections::HashSet::new();
+    let mut all = Vec::new();
+    for (i, (path, image)) in args.images.iter().zip(images).enumerate() {
+        let image_id = i as i64 + 1;
+        let sample = Sample {
+            image: image.clone(),
+            boxes: Vec::new(),
+            labels: Vec::new(),
+            image_id,
+        };
+        let batch = collate(vec![(i, transform(sample, min_size, max_size, false))]);
+        let dets = detect_batch(&mut trained.model, &batch).remove(0);
+        let kept = keep_above(&dets, args.score);
+        let mut results: Vec<Detection> = to_coco_results(image_id, &kept, &ids);
+        let out = output_name(&args.out, path, &mut used_names);
+        let drawn = draw_detections(image, &kept, &names);
+        write_png(&out, &drawn)?;
+        println!(
+            "{}: {} detections ≥ {} → {}",
+            path.display(),
+            kept.len(),
+            args.score,
+            out.display()
+        );
+        for k in 0..kept.len() {
+            let [x1, y1, x2, y2] = kept.boxes[k];
+            println!(
+                "  {:<12} {:.3}  [{x1:.1}, {y1:.1}, {x2:.1}, {y2:.1}]",
+                names[kept.labels[k]], kept.scores[k]
+            );
+        }
+        all.append(&mut results);
+    }
+    let json = args.out.join("detections.json");
+    write_results(&json, &all)?;
+    println!("{} detections written to {}", all.len(), json.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The detections scoring at least `t` (they are sorted best first).
+fn keep_above(d: &Detections, t: f32) -> Detections {
+    let keep: Vec<usize> = (0..d.len()).filter(|&i| d.scores[i] >= t).collect();
+    Detections {
+        boxes: keep.iter().map(|&i| d.boxes[i]).collect(),
+        scores: keep.iter().map(|&i| d.scores[i]).collect(),
+        labels: keep.iter().map(|&i| d.labels[i]).collect(),
+    }
+}
+
+/// OUT/<file stem>.png, with a number appended when two inputs share a stem.
+fn output_name(out: &Path, input: &Path, used: &mut std::collections::HashSet<String>) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let mut name = stem.clone();
+    let mut n = 2;
+    while !used.insert(name.clone()) {
+        name = format!("{stem}-{n}");
+        n += 1;
+    }
+    out.join(format!("{name}.png"))
+}
+
+/// The image with each detection's box and a "name 0.93" label on a coloured tab.
+fn draw_detections(
+    image: focal_data::RgbImage,
+    dets: &Detections,
+    names: &[String],
+) -> image::RgbImage {
+    let (w, h) = (image.width, image.height);
+    let mut img =
+        image::RgbImage::from_raw(w, h, image.data).expect("an RgbImage holds w·h·3 bytes");
+    let thickness = ((w.min(h) as f64 / 300.0).round() as u32).clamp(1, 4);
+    let scale = if w.min(h) >= 600 { 2 } else { 1 };
+    // Worst first, so the best detections end up on top.
+    for k in (0..dets.len()).rev() {
+        let [x1, y1, x2, y2] = dets.boxes[k];
+        let color = PALETTE[dets.labels[k] % PALETTE.len()];
+        draw::rect(
+            &mut img, x1 as f64, y1 as f64, x2 as f64, y2 as f64, thickness, color,
+        );
+        let label = format!("{} {:.2}", names[dets.labels[k]], dets.scores[k]);
+        let tw = draw::text_width(&label, scale) + 4;
+        let th = 8 * scale as i64 + 4;
+        let tx = (x1.floor() as i64).clamp(0, (w as i64 - tw).max(0));
+        let ty = if y1 as i64 >= th {
+            y1 as i64 - th
+        } else {
+            y1 as i64
+        };
+        draw::fill_rect(&mut img, tx, ty, tw, th, color);
+        draw::text(&mut img, tx + 2, ty + 2, &label, scale, [0, 0, 0]);
+    }
+    img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_only_detections_at_or_above_the_threshold() {
+        let d = Detections {
+            boxes: vec![[0.0; 4], [1.0; 4], [2.0; 4]],
+            scores: vec![0.9, 0.5, 0.2],
+            labels: vec![0, 1, 2],
+        };
+        let k = keep_above(&d, 0.5);
+        assert_eq!(k.scores, vec![0.9, 0.5]);
+        assert_eq!(k.labels, vec![0, 1]);
+    }
+
+    #[test]
+    fn output_names_are_unique() {
+        let mut used = std::collections::HashSet::new();
+        let a = output_name(Path::new("o"), Path::new("x/a.jpg"), &mut used);
+        let b = output_name(Path::new("o"), Path::new("y/a.png"), &mut used);
+        assert_eq!(a, Path::new("o/a.png"));
+        assert_eq!(b, Path::new("o/a-2.png"));
+    }
+}
