@@ -36,6 +36,12 @@ fn train_step_and_infer_print_one_json_object_last() {
             "0",
             "--classes",
             "3",
+            "--fpn-channels",
+            "32",
+            "--head-width",
+            "16",
+            "--head-depth",
+            "1",
             "--json",
         ]);
         assert!(
@@ -48,6 +54,9 @@ fn train_step_and_infer_print_one_json_object_last() {
         assert!(j["ms"].as_f64().unwrap() > 0.0);
         assert!(j["peak_rss_mb"].as_f64().unwrap() > 0.0);
         assert_eq!(j["batch"], 2);
+        assert_eq!(j["fpn_channels"], 32);
+        assert_eq!(j["head_width"], 16);
+        assert_eq!(j["head_depth"], 1);
         assert!(j["phases_ms"].as_object().unwrap().len() >= 4);
     }
 }
@@ -60,4 +69,10 @@ fn bad_options_are_refused_with_a_message() {
     let out = focal(&["bench", "train-step", "--backbone", "resnet101"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("resnet101"));
+    let out = focal(&["bench", "train-step", "--head-width", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("head_width"));
+    let out = focal(&["bench", "conv", "--preset", "256"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --preset \"256\""));
 }

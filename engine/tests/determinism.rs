@@ -92,6 +92,15 @@ fn conv2d_is_deterministic() {
         vec![randn(&mut r, &[2, 8, 30, 30]), randn(&mut r, &[8, 4, 3, 3])],
         |x| conv2d(&x[0], &x[1], None, Conv2dOptions::sp(2, 1).with_groups(2)),
     );
+    same_for_1_2_3_threads(
+        "conv on 2x2 planes, batch 8 (batched kernels: row, column and sample blocks)",
+        vec![
+            randn(&mut r, &[8, 64, 4, 4]),
+            randn(&mut r, &[128, 64, 3, 3]),
+            randn(&mut r, &[128]),
+        ],
+        |x| conv2d(&x[0], &x[1], Some(&x[2]), Conv2dOptions::sp(2, 1)),
+    );
 }
 
 #[test]

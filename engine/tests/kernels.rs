@@ -274,6 +274,58 @@ fn conv_table() -> Vec<ConvCase> {
             d,
             false,
         ),
+        // Output planes under 256 pixels take the batched kernels (conv2d_batched.rs):
+        // all samples' columns side by side. These cover several samples, groups,
+        // stride, dilation, row/column/sample blocks and 1x1 planes.
+        (
+            "batched: 3x3 s2, groups 2, batch 5",
+            [5, 6, 7, 6],
+            [4, 3, 3, 3],
+            Opts::sp(2, 1).with_groups(2),
+            true,
+        ),
+        (
+            "batched: dilation 2, batch 3, 2x2 output",
+            [3, 4, 6, 6],
+            [3, 4, 3, 3],
+            Opts::sp(1, 0).with_dilation(2),
+            false,
+        ),
+        (
+            "batched: 1x1 output plane, batch 8, 160 out channels (row blocks)",
+            [8, 24, 2, 2],
+            [160, 24, 3, 3],
+            Opts::sp(2, 1),
+            true,
+        ),
+        (
+            "batched: 3x3, 80 channels, batch 6, groups 4 (channel and sample blocks)",
+            [6, 80, 4, 3],
+            [12, 20, 3, 3],
+            Opts::sp(1, 1).with_groups(4),
+            true,
+        ),
+        (
+            "batched: 1x1 s1, batch 4",
+            [4, 9, 3, 5],
+            [7, 9, 1, 1],
+            d,
+            true,
+        ),
+        (
+            "batched: 1x1 s2 (downsample), batch 2, 700 channels (wide weight gradient)",
+            [2, 700, 4, 4],
+            [3, 700, 1, 1],
+            d.with_stride(2),
+            false,
+        ),
+        (
+            "batched: 15x16 output, batch 3 (columns past one tile)",
+            [3, 2, 15, 16],
+            [3, 2, 3, 3],
+            Opts::sp(1, 1),
+            true,
+        ),
     ]
 }
 

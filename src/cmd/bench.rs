@@ -52,10 +52,15 @@ enum Kind {
         sizes: Vec<usize>,
     },
     /// conv2d forward and forward+backward on the ResNet-18 layers at 512 px, batch 2,
-    /// and the RetinaNet head conv, with the GEMM rate at the same sizes.
+    /// and the RetinaNet head conv (`--preset small`: the default training model at
+    /// 128 px, batch 8), with the GEMM rate at the same sizes.
     Conv {
         #[command(flatten)]
         common: Common,
+        /// Layer shapes: "512" (ResNet-18 at 512 px, batch 2, head 256 wide) or "small"
+        /// (ResNet-18 at 128 px, batch 8, FPN and heads 64 wide on 16²..1² maps).
+        #[arg(long, default_value = "512")]
+        preset: String,
         /// Only the cases whose name contains this text (for example "head", "layer3").
         #[arg(long, value_name = "TEXT")]
         filter: Option<String>,
@@ -92,10 +97,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Kind::Conv {
             common,
+            preset,
             filter,
             tiles,
         } => {
-            let cases: Vec<_> = kernels::conv_cases()
+            let Some(cases) = kernels::conv_preset(&preset) else {
+                bail!("unknown --preset {preset:?}: expected \"512\" or \"small\"");
+            };
+            let cases: Vec<_> = cases
                 .into_iter()
                 .filter(|c| filter.as_ref().is_none_or(|f| c.name.contains(f.as_str())))
                 .collect();

@@ -34,6 +34,12 @@
 //! swapped strides (see [`crate::gemm`]). The gradient of an input whose `needs` flag is
 //! off (the image fed to the stem) is not computed at all.
 //!
+//! **Small planes.** When `P` is under `conv2d_batched::SMALL_PLANE` pixels (deep
+//! ResNet stages and the top FPN levels on small images), the per-sample GEMMs below
+//! are too thin to run well; `conv2d_batched.rs` lays the columns of all samples side
+//! by side and multiplies once for the whole batch. Everything below is the per-sample
+//! path for larger planes.
+//!
 //! **Threads.** rayon tasks, each running single-threaded GEMMs (on 2 cores this measured
 //! as fast or faster than matrixmultiply's own threading, and it composes with the
 //! rayon-parallel elementwise kernels without oversubscribing the cores):
@@ -53,6 +59,7 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
+use super::conv2d_batched as batched;
 use super::im2col::{col2im, im2col};
 use crate::gemm::sgemm;
 use crate::gradcheck::{randn, Case};
@@ -277,7 +284,7 @@ thread_local! {
 /// Runs `f` on `len` floats of this thread's scratch buffer. The contents are
 /// arbitrary: every user overwrites what it reads. (A nested call, which does not
 /// happen today, would find the buffer taken and simply allocate its own.)
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.take();
     if buf.len() < len {
         buf.resize(len, 0.0);
@@ -330,7 +337,7 @@ fn forward_tile(
             1,
         );
     } else {
-        im2col(g, xs, cg, p0, tn, cols);
+        im2col(g, xs, cg, p0, tn, tn, cols);
         // (O/G, C/G·KH·KW) · (C/G·KH·KW, tile) -> (O/G, tile)
         sgemm(
             og,
@@ -360,6 +367,9 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out:
     let (cg, og, k, p, hw) = (g.cg(), g.og(), g.k(), g.p(), g.hw());
     if out.is_empty() {
         return;
+    }
+    if batched::applies(g) {
+        return batched::forward(g, x, w, bias, out);
     }
     let t = g.tile;
     let tiles = p.div_ceil(t);
@@ -413,20 +423,20 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out:
 /// Tasks per backward phase that we aim for: enough for a few threads to balance even
 /// at batch 1-2 (and when a neighbour process takes a core). A constant, so every split
 /// below depends on the shapes only, never on the thread count.
-const MIN_TASKS: usize = 8;
+pub(crate) const MIN_TASKS: usize = 8;
 
 /// Smallest row count of the input-gradient GEMM `W_blockᵀ · G` worth splitting down to
 /// (four 16-row panels of the AVX-512 microkernel).
-const MIN_BLOCK_ROWS: usize = 64;
+pub(crate) const MIN_BLOCK_ROWS: usize = 64;
 
 /// Columns of the weight gradient computed per task (channel blocks of at most this
 /// many `C/G·KH·KW` entries): the measured GEMM rate drops once an `(O/G, columns)`
 /// result no longer fits in the 2 MB L2 cache next to the packed operands.
-const WEIGHT_GRAD_COLS: usize = 576;
+pub(crate) const WEIGHT_GRAD_COLS: usize = 576;
 
 /// `n` items cut into at most `parts` runs of equal size (the last one shorter):
 /// returns (run length, number of runs).
-fn runs(n: usize, parts: usize) -> (usize, usize) {
+pub(crate) fn runs(n: usize, parts: usize) -> (usize, usize) {
     let len = n.div_ceil(parts.clamp(1, n.max(1))).max(1);
     (len, n.div_ceil(len).max(1))
 }
@@ -455,6 +465,9 @@ pub(crate) fn backward(
     let (t, pointwise) = (g.tile, g.pointwise());
     if og * k * p == 0 {
         return; // no output or no weights: the (pre-zeroed) gradients stay zero
+    }
+    if batched::applies(g) {
+        return batched::backward(g, x, w, gy, gx, gw);
     }
     let tiles = p.div_ceil(t);
     let samples_groups = (g.n * g.groups).max(1);
@@ -489,7 +502,7 @@ pub(crate) fn backward(
                         let (cols, rs) = if pointwise {
                             (&x_blk[p0..], p)
                         } else {
-                            im2col(g, x_blk, cb, p0, tn, &mut cols[..kb * tn]);
+                            im2col(g, x_blk, cb, p0, tn, tn, &mut cols[..kb * tn]);
                             (&cols[..kb * tn], tn)
                         };
                         let beta = if ti == first { 0.0 } else { 1.0 };
@@ -601,7 +614,7 @@ pub(crate) fn backward(
                             tn as isize,
                             1,
                         );
-                        col2im(g, dcols, cb, p0, tn, gx_blk);
+                        col2im(g, dcols, cb, p0, tn, tn, gx_blk);
                     }
                 });
             });

@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod conv2d;
+pub(crate) mod conv2d_batched;
 pub(crate) mod im2col;
 pub mod index;
 pub mod loss;

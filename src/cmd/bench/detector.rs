@@ -40,6 +40,17 @@ pub struct Options {
     /// Number of classes K.
     #[arg(long, default_value_t = 80)]
     classes: usize,
+    /// Channels of every FPN level (default: the config's, 256). `focal train`'s
+    /// default model: `--size 128 --batch 8 --classes 5 --fpn-channels 64
+    /// --head-width 64 --head-depth 2`.
+    #[arg(long, value_name = "F")]
+    fpn_channels: Option<usize>,
+    /// Width of the class and box towers (default: the config's, 256).
+    #[arg(long, value_name = "W")]
+    head_width: Option<usize>,
+    /// 3x3 convs in each tower (default: the config's, 4).
+    #[arg(long, value_name = "D")]
+    head_depth: Option<usize>,
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -84,6 +95,16 @@ fn setup(o: &Options) -> Result<Setup> {
     config.model.depth = Depth::parse(&o.backbone).map_err(|e| anyhow!(e))?;
     config.model.norm = BackboneNorm::parse(&o.norm).map_err(|e| anyhow!(e))?;
     config.model.num_classes = o.classes;
+    if let Some(f) = o.fpn_channels {
+        config.model.fpn_channels = f;
+    }
+    if let Some(w) = o.head_width {
+        config.model.head_width = w;
+    }
+    if let Some(d) = o.head_depth {
+        config.model.head_depth = d;
+    }
+    config.model.validate().map_err(|e| anyhow!(e))?;
     let mut rng = Rng::new(o.seed);
     let model = RetinaNet::new(&config, &mut rng).map_err(|e| anyhow!(e))?;
     let n = o.batch * 3 * o.size * o.size;
@@ -191,9 +212,19 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
     let mut s = setup(&o)?;
     let threads = focal_engine::threads::num_threads();
     eprintln!(
-        "focal bench {mode}: {} ({}), {}x{}, batch {}, {} classes, {threads} threads, \
-         {} warm-up + {} timed steps",
-        o.backbone, o.norm, o.size, o.size, o.batch, o.classes, o.warmup, o.steps
+        "focal bench {mode}: {} ({}), {}x{}, batch {}, {} classes, FPN {}, towers {}x{}, \
+         {threads} threads, {} warm-up + {} timed steps",
+        o.backbone,
+        o.norm,
+        o.size,
+        o.size,
+        o.batch,
+        o.classes,
+        s.model.config.model.fpn_channels,
+        s.model.config.model.head_depth,
+        s.model.config.model.head_width,
+        o.warmup,
+        o.steps
     );
     let mut opt = Sgd::new(0.9, 1e-4);
     let sizes = vec![ImageSize::unscaled(o.size, o.size); o.batch];
@@ -240,13 +271,17 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
             .collect();
         println!(
             "{{\"bench\": \"{mode}\", \"backbone\": \"{}\", \"norm\": \"{}\", \"size\": {}, \
-             \"batch\": {}, \"classes\": {}, \"threads\": {threads}, \"steps\": {}, \
+             \"batch\": {}, \"classes\": {}, \"fpn_channels\": {}, \"head_width\": {}, \
+             \"head_depth\": {}, \"threads\": {threads}, \"steps\": {}, \
              \"ms\": {ms:.1}, \"min_ms\": {:.1}, \"peak_rss_mb\": {}, \"phases_ms\": {{{}}}}}",
             o.backbone,
             o.norm,
             o.size,
             o.batch,
             o.classes,
+            s.model.config.model.fpn_channels,
+            s.model.config.model.head_width,
+            s.model.config.model.head_depth,
             o.steps,
             totals.iter().copied().fold(f64::INFINITY, f64::min),
             peak.map_or("null".to_string(), |m| format!("{m:.1}")),

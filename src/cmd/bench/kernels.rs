@@ -343,6 +343,249 @@ pub fn conv_cases() -> Vec<ConvCase> {
     ]
 }
 
+/// The conv layers of `focal train`'s default model: ResNet-18 at 128 px, batch 8, an
+/// FPN 64 channels wide (P3..P7 on 16², 8², 4², 2², 1² maps, P6 from C5) and the
+/// towers of the heads (64 wide) with their last convs (9 anchors × 5 classes, 9 × 4
+/// box deltas). The feature maps are small, so each image has few output pixels
+/// (`OH·OW` = 16 at layer4, 1 on P7).
+pub fn conv_cases_small() -> Vec<ConvCase> {
+    let c = |name, x, w, s: usize, p: usize, bias, input_grad| ConvCase {
+        name,
+        x,
+        w,
+        opts: Conv2dOptions::sp(s, p),
+        bias,
+        input_grad,
+    };
+    vec![
+        c(
+            "stem 7x7 s2 3->64 @128",
+            [8, 3, 128, 128],
+            [64, 3, 7, 7],
+            2,
+            3,
+            false,
+            false,
+        ),
+        c(
+            "layer1 3x3 64->64 @32",
+            [8, 64, 32, 32],
+            [64, 64, 3, 3],
+            1,
+            1,
+            false,
+            true,
+        ),
+        c(
+            "layer2.0 3x3 s2 64->128 @32",
+            [8, 64, 32, 32],
+            [128, 64, 3, 3],
+            2,
+            1,
+            false,
+            true,
+        ),
+        c(
+            "layer2 3x3 128->128 @16",
+            [8, 128, 16, 16],
+            [128, 128, 3, 3],
+            1,
+            1,
+            false,
+            true,
+        ),
+        c(
+            "layer2.down 1x1 s2 64->128 @32",
+            [8, 64, 32, 32],
+            [128, 64, 1, 1],
+            2,
+            0,
+            false,
+            true,
+        ),
+        c(
+            "layer3.0 3x3 s2 128->256 @16",
+            [8, 128, 16, 16],
+            [256, 128, 3, 3],
+            2,
+            1,
+            false,
+            true,
+        ),
+        c(
+            "layer3 3x3 256->256 @8",
+            [8, 256, 8, 8],
+            [256, 256, 3, 3],
+            1,
+            1,
+            false,
+            true,
+        ),
+        c(
+            "layer3.down 1x1 s2 128->256 @16",
+            [8, 128, 16, 16],
+            [256, 128, 1, 1],
+            2,
+            0,
+            false,
+            true,
+        ),
+        c(
+            "layer4.0 3x3 s2 256->512 @8",
+            [8, 256, 8, 8],
+            [512, 256, 3, 3],
+            2,
+            1,
+            false,
+            true,
+        ),
+        c(
+            "layer4 3x3 512->512 @4",
+            [8, 512, 4, 4],
+            [512, 512, 3, 3],
+            1,
+            1,
+            false,
+            true,
+        ),
+        c(
+            "layer4.down 1x1 s2 256->512 @8",
+            [8, 256, 8, 8],
+            [512, 256, 1, 1],
+            2,
+            0,
+            false,
+            true,
+        ),
+        c(
+            "fpn.lateral 1x1 128->64 @16",
+            [8, 128, 16, 16],
+            [64, 128, 1, 1],
+            1,
+            0,
+            true,
+            true,
+        ),
+        c(
+            "fpn.lateral 1x1 512->64 @4",
+            [8, 512, 4, 4],
+            [64, 512, 1, 1],
+            1,
+            0,
+            true,
+            true,
+        ),
+        c(
+            "fpn.out 3x3 64->64 @16",
+            [8, 64, 16, 16],
+            [64, 64, 3, 3],
+            1,
+            1,
+            true,
+            true,
+        ),
+        c(
+            "fpn.out 3x3 64->64 @4",
+            [8, 64, 4, 4],
+            [64, 64, 3, 3],
+            1,
+            1,
+            true,
+            true,
+        ),
+        c(
+            "fpn.p6 3x3 s2 512->64 @4",
+            [8, 512, 4, 4],
+            [64, 512, 3, 3],
+            2,
+            1,
+            true,
+            true,
+        ),
+        c(
+            "fpn.p7 3x3 s2 64->64 @2",
+            [8, 64, 2, 2],
+            [64, 64, 3, 3],
+            2,
+            1,
+            true,
+            true,
+        ),
+        c(
+            "head 3x3 64->64 @16",
+            [8, 64, 16, 16],
+            [64, 64, 3, 3],
+            1,
+            1,
+            true,
+            true,
+        ),
+        c(
+            "head 3x3 64->64 @8",
+            [8, 64, 8, 8],
+            [64, 64, 3, 3],
+            1,
+            1,
+            true,
+            true,
+        ),
+        c(
+            "head 3x3 64->64 @4",
+            [8, 64, 4, 4],
+            [64, 64, 3, 3],
+            1,
+            1,
+            true,
+            true,
+        ),
+        c(
+            "head 3x3 64->64 @2",
+            [8, 64, 2, 2],
+            [64, 64, 3, 3],
+            1,
+            1,
+            true,
+            true,
+        ),
+        c(
+            "head 3x3 64->64 @1",
+            [8, 64, 1, 1],
+            [64, 64, 3, 3],
+            1,
+            1,
+            true,
+            true,
+        ),
+        c(
+            "head.cls 3x3 64->45 @16",
+            [8, 64, 16, 16],
+            [45, 64, 3, 3],
+            1,
+            1,
+            true,
+            true,
+        ),
+        c(
+            "head.box 3x3 64->36 @8",
+            [8, 64, 8, 8],
+            [36, 64, 3, 3],
+            1,
+            1,
+            true,
+            true,
+        ),
+    ]
+}
+
+/// The cases of a preset: "512" ([`conv_cases`]) or "small" ([`conv_cases_small`]).
+pub fn conv_preset(name: &str) -> Option<Vec<ConvCase>> {
+    match name {
+        "512" => Some(conv_cases()),
+        "small" => Some(conv_cases_small()),
+        _ => None,
+    }
+}
+
 /// Output height and width of a case.
 fn out_hw(case: &ConvCase) -> (usize, usize) {
     let len = |l, k, s, p, d| focal_engine::ops::conv2d::conv_output_len(l, k, s, p, d).unwrap();
@@ -355,9 +598,14 @@ fn out_hw(case: &ConvCase) -> (usize, usize) {
 
 /// For each case: forward, the same-size GEMM, and forward + backward.
 ///
-/// The GEMM reference is what the forward pass would cost if im2col were free: one
-/// `(O/G, K)·(K, OH·OW)` sgemm per (sample, group) on ready-made columns, run in
-/// parallel over the samples exactly like the convolution's tasks.
+/// Two GEMM references, on ready-made columns:
+/// - `gemm_gflops`, `ratio_to_gemm`: one `(O/G, K)·(K, OH·OW)` sgemm per (sample,
+///   group), run in parallel over the samples (what the forward pass would cost if
+///   im2col were free and each image were its own product);
+/// - `batch_gemm_cpu_gflops`: one single-threaded `(O/G, K)·(K, N·OH·OW)` sgemm per
+///   group for the whole batch, in GFLOP per CPU-second; `cpu_ratio_to_batch_gemm` is
+///   the convolution's GFLOP per CPU-second over that rate (1 = as efficient as one
+///   big GEMM; above 1 for backward is possible, its GEMMs have other shapes).
 pub fn conv_rows(cases: &[ConvCase], budget: Budget) -> Vec<Row> {
     let mut rng = Rng::new(2);
     let mut rows = Vec::new();
@@ -392,6 +640,35 @@ pub fn conv_rows(cases: &[ConvCase], budget: Budget) -> Vec<Row> {
             });
         };
 
+        // The whole batch as one product per group, on one thread: (O/G, K)·(K, N·P) on
+        // ready-made columns. Its rate per CPU-second is what the convolution could
+        // reach if im2col, packing per task and the scatter into NCHW were free.
+        let batch_cols: Vec<f32> = random(&mut rng, k * n * p);
+        let mut batch_out = vec![0.0f32; og * n * p];
+        let mut batch_gemm = || {
+            for grp in 0..groups {
+                let wg = &w.data()[grp * og * k..(grp + 1) * og * k];
+                let np = (n * p) as isize;
+                // (O/G, K) · (K, N·P) -> (O/G, N·P)
+                sgemm(
+                    og,
+                    k,
+                    n * p,
+                    1.0,
+                    wg,
+                    k as isize,
+                    1,
+                    &batch_cols,
+                    np,
+                    1,
+                    0.0,
+                    &mut batch_out,
+                    np,
+                    1,
+                );
+            }
+        };
+
         let seed = Tensor::from_vec(&[n, o, oh, ow], random(&mut rng, n * o * p));
         let mut forward_backward = || {
             let xt = if case.input_grad {
@@ -407,18 +684,32 @@ pub fn conv_rows(cases: &[ConvCase], budget: Budget) -> Vec<Row> {
         };
         let t = time_interleaved(
             budget,
-            &mut [&mut forward, &mut gemm, &mut forward_backward],
+            &mut [
+                &mut forward,
+                &mut gemm,
+                &mut forward_backward,
+                &mut batch_gemm,
+            ],
         );
         let (fwd, gemm, fwd_bwd) = (t[0].wall_ms, t[1].wall_ms, t[2].wall_ms);
         let gemm_flops = flops / (gemm * 1e6);
         let bwd_flops = if case.input_grad { 2.0 * flops } else { flops };
+        // GFLOP per CPU-second (all threads together).
+        let per_cpu_s = |flops: f64, cpu_ms: f64| flops / (cpu_ms * 1e6);
+        let batch_rate = per_cpu_s(flops, t[3].cpu_ms);
 
         rows.push(
             Row::new(format!("conv/{}/fwd", case.name), fwd, flops)
                 .with("cpu_ms", t[0].cpu_ms)
                 .with("gemm_gflops", gemm_flops)
                 .with("ratio_to_gemm", gemm / fwd)
-                .with("cpu_ratio_to_gemm", t[1].cpu_ms / t[0].cpu_ms),
+                .with("cpu_ratio_to_gemm", t[1].cpu_ms / t[0].cpu_ms)
+                .with("cpu_gflops", per_cpu_s(flops, t[0].cpu_ms))
+                .with("batch_gemm_cpu_gflops", batch_rate)
+                .with(
+                    "cpu_ratio_to_batch_gemm",
+                    per_cpu_s(flops, t[0].cpu_ms) / batch_rate,
+                ),
         );
         rows.push(
             Row::new(
@@ -428,7 +719,12 @@ pub fn conv_rows(cases: &[ConvCase], budget: Budget) -> Vec<Row> {
             )
             .with("cpu_ms", t[2].cpu_ms)
             .with("ratio_to_fwd", fwd_bwd / fwd)
-            .with("cpu_ratio_to_fwd", t[2].cpu_ms / t[0].cpu_ms),
+            .with("cpu_ratio_to_fwd", t[2].cpu_ms / t[0].cpu_ms)
+            .with("cpu_gflops", per_cpu_s(flops + bwd_flops, t[2].cpu_ms))
+            .with(
+                "cpu_ratio_to_batch_gemm",
+                per_cpu_s(flops + bwd_flops, t[2].cpu_ms) / batch_rate,
+            ),
         );
     }
     rows
