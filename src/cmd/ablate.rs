@@ -79,7 +79,7 @@ const AFTER_HELP: &str = "\
 The base configuration is that of `focal train` on the synthetic shapes (ResNet-18 with \
 GroupNorm, FPN and heads 64 wide and 2 deep with GroupNorm, anchors 16-256, 64-px images, \
 AdamW at 4e-3 with 100 warm-up steps and a cosine decay, batches of 8), with a shorter \
-budget: 500 steps per cell instead of 1400, so that the 17 cells of the default grid take \
+budget: 500 steps per cell instead of 1200, so that the 17 cells of the default grid take \
 about 45 minutes on 2 idle cores (under 3 minutes per cell with its evaluation on the 200 \
 validation images). Every cell starts from the same weights and sees the same batches; \
 only γ and α differ.

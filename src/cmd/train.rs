@@ -48,7 +48,7 @@ pub struct Args {
     /// Seed of the initialisation and of the loader's order and flips [default: 0].
     #[arg(long, value_name = "N", help_heading = "Run")]
     pub seed: Option<u64>,
-    /// Length of the run in optimiser steps [synthetic default: 1400].
+    /// Length of the run in optimiser steps [synthetic default: 1200].
     #[arg(
         long,
         value_name = "N",
@@ -268,7 +268,7 @@ pub struct Args {
 const AFTER_HELP: &str = "\
 Without a dataset flag, `focal train` trains a small RetinaNet (ResNet-18 with GroupNorm, \
 FPN and heads 64 wide, 2 deep, GroupNorm in the heads) on 2000 synthetic 64-px images for \
-1400 steps of 8 with AdamW at 4e-3 and a cosine schedule, then evaluates on 200 held-out \
+1200 steps of 8 with AdamW at 4e-3 and a cosine schedule, then evaluates on 200 held-out \
 images: about 5 minutes on 2 cores.
 
 With --data DIR (or --train-ann/--train-images/--val-ann/--val-images) the preset is the \

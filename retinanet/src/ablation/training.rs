@@ -5,7 +5,7 @@
 //! [`base_config`] is the synthetic default of `focal train` ([`TrainConfig::shapes`]:
 //! ResNet-18 with GroupNorm, FPN and heads 64 wide and 2 deep with GroupNorm, anchors
 //! 16–256, 64-px images, AdamW at 4e-3 with warm-up and a cosine decay, batches of 8) with a
-//! shorter budget, [`ABLATION_ITERS`] steps instead of the default's 1400, so that the 17
+//! shorter budget, [`ABLATION_ITERS`] steps instead of the default's 1200, so that the 17
 //! cells of the default grid fit in under an hour on 2 cores. Only the classification
 //! loss's γ and α differ between cells; everything else, the seed included, is the same, so every cell
 //! starts from the same initial weights and sees the same batches in the same order.

@@ -8,7 +8,7 @@
 //! ```toml
 //! seed = 0
 //! batch_size = 8
-//! iters = 1400              # or: epochs = 12
+//! iters = 1200              # or: epochs = 12
 //! eval_every = 0            # 0: evaluate only at the end
 //!
 //! [data]
@@ -254,7 +254,7 @@ pub struct ScheduleConfig {
 }
 
 /// Steps of the synthetic default run (of 8 images each).
-pub const SHAPES_ITERS: u64 = 1400;
+pub const SHAPES_ITERS: u64 = 1200;
 
 impl TrainConfig {
     /// The default of `focal train` without a dataset: a small RetinaNet on the synthetic
