@@ -202,3 +202,65 @@ fn clipping_by_global_norm() {
     freeze(&mut m, "b");
     assert!((grad_norm(&mut m, &g) - 2.5).abs() < 1e-6);
 }
+
+/// A parameter of 100 003 elements (four update chunks and a ragged end), so the update
+/// runs in parallel tasks: on 1 and 3 threads it must equal, bit for bit, the scalar
+/// loop of each rule written out here.
+#[test]
+fn large_parameters_update_like_the_scalar_rule_on_any_thread_count() {
+    let n = 100_003;
+    let w0: Vec<f32> = (0..n)
+        .map(|i| ((i * 37 % 1001) as f32 - 500.0) / 250.0)
+        .collect();
+    let grads: Vec<Vec<f32>> = (0..3)
+        .map(|s| {
+            (0..n)
+                .map(|i| ((i * 13 + s * 7) % 997) as f32 / 997.0 - 0.5)
+                .collect()
+        })
+        .collect();
+    let (lr, wd) = (0.01f32, 0.1f32);
+
+    // AdamW, as in the module documentation, in f32.
+    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let (mut w, mut m, mut v) = (w0.clone(), vec![0f32; n], vec![0f32; n]);
+    for (t, g) in grads.iter().enumerate() {
+        let t = t as i32 + 1;
+        let bias1 = (1.0 - (b1 as f64).powi(t)) as f32;
+        let bias2_sqrt = (1.0 - (b2 as f64).powi(t)).sqrt() as f32;
+        for i in 0..n {
+            w[i] *= 1.0 - lr * wd;
+            m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+            v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+            w[i] -= (lr / bias1) * m[i] / (v[i].sqrt() / bias2_sqrt + eps);
+        }
+    }
+    let want_adamw = w;
+
+    // SGD with momentum 0.9 and weight decay (the first step seeds the buffer with g).
+    let (mut w, mut buf) = (w0.clone(), vec![0f32; n]);
+    for (t, g) in grads.iter().enumerate() {
+        for i in 0..n {
+            let gi = g[i] + wd * w[i];
+            buf[i] = if t == 0 { gi } else { 0.9 * buf[i] + gi };
+            w[i] -= lr * buf[i];
+        }
+    }
+    let want_sgd = w;
+
+    for threads in [1, 3] {
+        let run = |opt: &mut dyn Optimizer| {
+            let mut toy = Toy::new(&w0, &[0.0]);
+            for g in &grads {
+                let gr = toy.grads(g, &[0.0]);
+                opt.step(&mut toy, &gr, lr);
+            }
+            toy.w.value.to_vec()
+        };
+        let (adamw, sgd) = focal_engine::threads::with_threads(threads, || {
+            (run(&mut AdamW::new(wd)), run(&mut Sgd::new(0.9, wd)))
+        });
+        assert!(adamw == want_adamw, "AdamW on {threads} threads differs");
+        assert!(sgd == want_sgd, "SGD on {threads} threads differs");
+    }
+}

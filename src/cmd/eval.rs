@@ -29,7 +29,7 @@ pub struct Args {
     /// DIR/SPLIT/.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["ann", "images"])]
     data: Option<PathBuf>,
-    /// The split of --data [default: val2017].
+    /// The split of --data.
     #[arg(
         long,
         value_name = "SPLIT",

@@ -3,7 +3,7 @@
 //! Reading it back with the COCO reader gives exactly the in-memory dataset that
 //! `focal train` uses by default with the same seed and size.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -49,16 +49,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .join("annotations")
             .join(format!("instances_{}.json", split.name()));
         let t = Instant::now();
+        // A counter rewritten in place on a terminal; in a log, only the summary line.
+        let tty = std::io::stderr().is_terminal();
         let progress = |done: usize| {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r{}: {done}/{count} images", split.name());
-            let _ = err.flush();
+            if tty {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r{}: {done}/{count} images", split.name());
+                let _ = err.flush();
+            }
         };
         progress(0);
         dataset.write_coco(&images_dir, &annotations, &progress)?;
         let coco = dataset.to_coco();
         eprintln!(
-            "\r{}: {count} images, {} boxes in {:.1} s -> {} and {}",
+            "{}{}: {count} images, {} boxes in {:.1} s -> {} and {}",
+            if tty { "\r" } else { "" },
             split.name(),
             coco.annotations.len(),
             t.elapsed().as_secs_f64(),

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 
 use focal_engine::{Gradients, Tensor};
 
-use super::{decays, OptimState, Optimizer, ParamState};
-use crate::module::{for_each_named, Module, Slot};
+use super::{for_each_update, update_chunks, OptimState, Optimizer, ParamState};
+use crate::module::Module;
 use crate::record::TensorRecord;
 
 #[derive(Clone, Debug)]
@@ -76,53 +76,49 @@ impl Optimizer for AdamW {
 
     fn step(&mut self, model: &mut dyn Module, grads: &Gradients, lr: f32) {
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        for_each_named(model, |name, slot| {
-            let Slot::Param(p) = slot else { return };
-            if p.frozen {
-                return;
-            }
-            let Some(grad) = grads.get(p.id) else { return };
-            assert_eq!(
-                grad.shape(),
-                p.shape(),
-                "gradient of {name} has the wrong shape"
-            );
-            let wd = if decays(p.decay, self.decay_norm_and_bias) {
-                self.weight_decay
-            } else {
-                0.0
-            };
-            let st = self
-                .state
-                .entry(name.to_string())
-                .or_insert_with(|| Moments {
-                    step: 0,
-                    m: Tensor::zeros(grad.shape()),
-                    v: Tensor::zeros(grad.shape()),
-                });
-            assert_eq!(
-                st.m.shape(),
-                grad.shape(),
-                "AdamW moments of {name}: wrong shape"
-            );
-            st.step += 1;
-            let t = st.step as i32;
-            let bias1 = (1.0 - (b1 as f64).powi(t)) as f32;
-            let bias2_sqrt = (1.0 - (b2 as f64).powi(t)).sqrt() as f32;
-            let step_size = lr / bias1;
-            let shrink = 1.0 - lr * wd;
-            let w = p.value.data_mut();
-            let g = grad.data();
-            let m = st.m.data_mut();
-            let v = st.v.data_mut();
-            for i in 0..w.len() {
-                w[i] *= shrink;
-                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                let denom = v[i].sqrt() / bias2_sqrt + eps;
-                w[i] -= step_size * m[i] / denom;
-            }
-        });
+        for_each_update(
+            model,
+            grads,
+            self.weight_decay,
+            self.decay_norm_and_bias,
+            |name, p, grad, wd| {
+                let st = self
+                    .state
+                    .entry(name.to_string())
+                    .or_insert_with(|| Moments {
+                        step: 0,
+                        m: Tensor::zeros(grad.shape()),
+                        v: Tensor::zeros(grad.shape()),
+                    });
+                assert_eq!(
+                    st.m.shape(),
+                    grad.shape(),
+                    "AdamW moments of {name}: wrong shape"
+                );
+                st.step += 1;
+                let t = st.step as i32;
+                let bias1 = (1.0 - (b1 as f64).powi(t)) as f32;
+                let bias2_sqrt = (1.0 - (b2 as f64).powi(t)).sqrt() as f32;
+                let step_size = lr / bias1;
+                let shrink = 1.0 - lr * wd;
+                update_chunks(
+                    p.value.data_mut(),
+                    grad.data(),
+                    [st.m.data_mut(), st.v.data_mut()],
+                    |w, g, [m, v]| {
+                        // Zipped iterators (no bounds checks), so the loop vectorises.
+                        let elems = w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+                        for (((w, &g), m), v) in elems {
+                            *w *= shrink;
+                            *m = b1 * *m + (1.0 - b1) * g;
+                            *v = b2 * *v + (1.0 - b2) * g * g;
+                            let denom = v.sqrt() / bias2_sqrt + eps;
+                            *w -= step_size * *m / denom;
+                        }
+                    },
+                );
+            },
+        );
     }
 
     fn state(&self) -> OptimState {

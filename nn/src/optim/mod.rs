@@ -18,10 +18,12 @@ pub use adamw::AdamW;
 pub use clip::{clip_grad_norm, grad_norm};
 pub use sgd::Sgd;
 
-use focal_engine::Gradients;
+use focal_engine::{Gradients, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::module::Module;
+use crate::module::{for_each_named, Module, Slot};
+use crate::param::Param;
 use crate::record::TensorRecord;
 
 /// What the trainer needs from an optimiser.
@@ -92,4 +94,75 @@ impl ParamState {
 /// Whether weight decay applies to a parameter.
 pub(crate) fn decays(param_decay: bool, decay_norm_and_bias: bool) -> bool {
     param_decay || decay_norm_and_bias
+}
+
+/// Calls `f(name, param, grad, wd)` for every parameter of `model`, in its visiting
+/// order, that is not frozen and has a gradient in `grads`; `wd` is the weight decay that
+/// applies to it (`weight_decay`, or 0 for norms and biases unless `decay_norm_and_bias`).
+pub(crate) fn for_each_update(
+    model: &mut dyn Module,
+    grads: &Gradients,
+    weight_decay: f32,
+    decay_norm_and_bias: bool,
+    mut f: impl FnMut(&str, &mut Param, &Tensor, f32),
+) {
+    for_each_named(model, |name, slot| {
+        let Slot::Param(p) = slot else { return };
+        if p.frozen {
+            return;
+        }
+        let Some(grad) = grads.get(p.id) else { return };
+        assert_eq!(
+            grad.shape(),
+            p.shape(),
+            "gradient of {name} has the wrong shape"
+        );
+        let wd = if decays(p.decay, decay_norm_and_bias) {
+            weight_decay
+        } else {
+            0.0
+        };
+        f(name, p, grad, wd)
+    });
+}
+
+/// Elements per task of an optimiser update; smaller tensors are updated on one thread.
+const UPDATE_CHUNK: usize = 1 << 15;
+
+/// Runs `f` on matching chunks of a parameter `w`, its gradient `g` and its state
+/// tensors `s` (all of `w`'s length), in parallel for large tensors.
+///
+/// An update is element by element, so each element sees the same operations in the same
+/// order however the tensor is cut: results are bitwise independent of the thread count.
+/// (A single-threaded loop over ResNet-18's 11 M parameters took a fifth of a small-image
+/// training step while the other core waited.)
+pub(crate) fn update_chunks<const S: usize, F>(w: &mut [f32], g: &[f32], s: [&mut [f32]; S], f: F)
+where
+    F: Fn(&mut [f32], &[f32], &mut [&mut [f32]; S]) + Sync,
+{
+    assert!(s.iter().all(|x| x.len() == w.len()) && g.len() == w.len());
+    let n = w.len();
+    if n <= UPDATE_CHUNK {
+        let mut s = s;
+        f(w, g, &mut s);
+        return;
+    }
+    // Cut every state tensor into the same chunks, then hand chunk i of each to one task.
+    let mut state_chunks: Vec<std::slice::ChunksMut<'_, f32>> =
+        s.into_iter().map(|x| x.chunks_mut(UPDATE_CHUNK)).collect();
+    let tasks: Vec<(&mut [f32], &[f32], [&mut [f32]; S])> = w
+        .chunks_mut(UPDATE_CHUNK)
+        .zip(g.chunks(UPDATE_CHUNK))
+        .map(|(wc, gc)| {
+            let sc: [&mut [f32]; S] = std::array::from_fn(|k| {
+                state_chunks[k]
+                    .next()
+                    .expect("state chunk per parameter chunk")
+            });
+            (wc, gc, sc)
+        })
+        .collect();
+    tasks
+        .into_par_iter()
+        .for_each(|(wc, gc, mut sc)| f(wc, gc, &mut sc));
 }

@@ -17,8 +17,8 @@ use std::collections::HashMap;
 
 use focal_engine::{Gradients, Tensor};
 
-use super::{decays, OptimState, Optimizer, ParamState};
-use crate::module::{for_each_named, Module, Slot};
+use super::{for_each_update, update_chunks, OptimState, Optimizer, ParamState};
+use crate::module::Module;
 use crate::record::TensorRecord;
 
 #[derive(Clone, Debug)]
@@ -62,52 +62,44 @@ impl Optimizer for Sgd {
 
     fn step(&mut self, model: &mut dyn Module, grads: &Gradients, lr: f32) {
         let (mu, nesterov) = (self.momentum, self.nesterov);
-        for_each_named(model, |name, slot| {
-            let Slot::Param(p) = slot else { return };
-            if p.frozen {
-                return;
-            }
-            let Some(grad) = grads.get(p.id) else { return };
-            assert_eq!(
-                grad.shape(),
-                p.shape(),
-                "gradient of {name} has the wrong shape"
-            );
-            let wd = if decays(p.decay, self.decay_norm_and_bias) {
-                self.weight_decay
-            } else {
-                0.0
-            };
-            let (step, buf) = self.state.entry(name.to_string()).or_insert((0, None));
-            let w = p.value.data_mut();
-            let g = grad.data();
-            let first = buf.is_none();
-            if mu != 0.0 && first {
-                *buf = Some(Tensor::zeros(grad.shape()));
-            }
-            match buf {
-                Some(buf) => {
-                    assert_eq!(
-                        buf.shape(),
-                        grad.shape(),
-                        "momentum buffer of {name}: wrong shape"
-                    );
-                    let v = buf.data_mut();
-                    for i in 0..w.len() {
-                        let gi = g[i] + wd * w[i];
-                        v[i] = if first { gi } else { mu * v[i] + gi };
-                        let d = if nesterov { gi + mu * v[i] } else { v[i] };
-                        w[i] -= lr * d;
-                    }
+        for_each_update(
+            model,
+            grads,
+            self.weight_decay,
+            self.decay_norm_and_bias,
+            |name, p, grad, wd| {
+                let (step, buf) = self.state.entry(name.to_string()).or_insert((0, None));
+                let w = p.value.data_mut();
+                let g = grad.data();
+                let first = buf.is_none();
+                if mu != 0.0 && first {
+                    *buf = Some(Tensor::zeros(grad.shape()));
                 }
-                None => {
-                    for i in 0..w.len() {
-                        w[i] -= lr * (g[i] + wd * w[i]);
+                match buf {
+                    Some(buf) => {
+                        assert_eq!(
+                            buf.shape(),
+                            grad.shape(),
+                            "momentum buffer of {name}: wrong shape"
+                        );
+                        update_chunks(w, g, [buf.data_mut()], |w, g, [v]| {
+                            for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+                                let gi = g + wd * *w;
+                                *v = if first { gi } else { mu * *v + gi };
+                                let d = if nesterov { gi + mu * *v } else { *v };
+                                *w -= lr * d;
+                            }
+                        });
                     }
+                    None => update_chunks(w, g, [], |w, g, []| {
+                        for (w, &g) in w.iter_mut().zip(g) {
+                            *w -= lr * (g + wd * *w);
+                        }
+                    }),
                 }
-            }
-            *step += 1;
-        });
+                *step += 1;
+            },
+        );
     }
 
     fn state(&self) -> OptimState {
