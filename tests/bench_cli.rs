@@ -1,20 +1,8 @@
 //! `focal bench train-step` and `focal bench infer`: the output format (speed is never
 //! asserted, only measured) and the refusal of bad options.
 
-use std::process::{Command, Output};
-
-fn focal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_focal"))
-        .args(args)
-        .output()
-        .expect("focal runs")
-}
-
-fn last_json_line(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().expect("some output");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?} is not JSON: {e}"))
-}
+mod common;
+use common::{focal, last_json_line};
 
 #[test]
 fn train_step_and_infer_print_one_json_object_last() {

@@ -3,53 +3,14 @@
 //! retraining of stale ones, the figure and the printed shares, and bad inputs with their
 //! exit codes (2: a flag clap cannot parse; 1: a value or file focal refuses).
 
+mod common;
+use common::{fails_with, focal, scratch, succeeds, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 use focal_retinanet::ablation::training::ABLATION_ITERS;
-
-/// A scratch folder for one test (emptied first).
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("focal-cli-ablate-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn focal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_focal"))
-        .args(args)
-        .output()
-        .expect("focal runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Checks a command failed cleanly with `code`; returns its stderr.
-fn fails_with(out: &Output, code: i32) -> String {
-    let stderr = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}; stdout: {} stderr: {stderr}",
-        text(&out.stdout)
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
-fn succeeds(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}; stdout: {} stderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
 
 /// A tiny training configuration over the ablation's base: 8 training and 4 validation
 /// images of 64 px, a 32-wide FPN, one-layer heads, batches of 4.
@@ -103,7 +64,7 @@ fn ablate(out: &Path, config: &Path, iters: &str) -> Output {
 fn finished_grid() -> &'static Path {
     static GRID: OnceLock<PathBuf> = OnceLock::new();
     GRID.get_or_init(|| {
-        let dir = scratch("shared");
+        let dir = scratch("cli-ablate", "shared");
         let config = tiny_config(&dir);
         let out = dir.join("grid");
         let o = ablate(&out, &config, "3");
@@ -114,7 +75,7 @@ fn finished_grid() -> &'static Path {
 
 #[test]
 fn ablate_writes_the_tables_and_skips_finished_cells() {
-    let dir = scratch("rerun");
+    let dir = scratch("cli-ablate", "rerun");
     let config = tiny_config(&dir);
     let out = dir.join("grid");
     let o = ablate(&out, &config, "2");
@@ -159,7 +120,7 @@ fn ablate_writes_the_tables_and_skips_finished_cells() {
 
 #[test]
 fn ablate_refuses_bad_grids_and_flags() {
-    let dir = scratch("bad");
+    let dir = scratch("cli-ablate", "bad");
     let out = dir.join("grid");
     let o = out.to_str().unwrap();
     // Values clap cannot parse: exit 2.
@@ -218,7 +179,7 @@ fn ablate_help_names_every_option_with_its_default() {
 #[test]
 fn loss_cdf_prints_the_shares_and_draws_two_panels() {
     let grid = finished_grid();
-    let dir = scratch("cdf");
+    let dir = scratch("cli-ablate", "cdf");
     let png = dir.join("cdf.png");
     let ckpt = grid.join("gamma2_alpha0.25").join("best.ckpt");
     let o = focal(&[
@@ -250,7 +211,7 @@ fn loss_cdf_prints_the_shares_and_draws_two_panels() {
 
 #[test]
 fn loss_cdf_refuses_bad_inputs() {
-    let dir = scratch("cdf-bad");
+    let dir = scratch("cli-ablate", "cdf-bad");
     let missing = dir.join("nope.ckpt");
     let e = fails_with(
         &focal(&["loss-cdf", "--weights", missing.to_str().unwrap()]),

@@ -1,36 +1,16 @@
 //! `focal cocoeval` end to end: the happy path (summary and `--json` against pycocotools'
 //! figures for a committed fixture) and bad inputs (non-zero exit, file named, no panic).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{focal, scratch, text, STAT_KEYS};
 
-const STAT_KEYS: [&str; 12] = [
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
-];
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("data/tests/fixtures/cocoeval")
         .join(name)
-}
-
-/// A scratch directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("focal-cli-cocoeval-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn focal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_focal"))
-        .args(args)
-        .output()
-        .expect("focal runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `focal cocoeval --gt GT --dt DT [extra...]`.
@@ -117,7 +97,7 @@ fn prints_pycocotools_summary_and_json() {
 
 #[test]
 fn empty_results_say_no_detections_and_report_zeros() {
-    let dir = scratch("empty");
+    let dir = scratch("cli-cocoeval", "empty");
     let dt = dir.join("empty.json");
     std::fs::write(&dt, "[]").unwrap();
     let gt = fixture("synth1_gt.json");
@@ -152,7 +132,7 @@ fn missing_files_are_named() {
 
 #[test]
 fn malformed_files_are_named_with_the_entry() {
-    let dir = scratch("malformed");
+    let dir = scratch("cli-cocoeval", "malformed");
     let gt = fixture("synth1_gt.json");
     let gt_images: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&gt).unwrap()).unwrap();

@@ -3,33 +3,13 @@
 //! reproduces the run's own final numbers, thread-count independence of the losses, Ctrl-C,
 //! and bad inputs (missing files, bad flag values, wrong checkpoints) with their exit codes.
 
+mod common;
+use common::{fails_with, focal, scratch, text, STAT_KEYS};
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-
-const STAT_KEYS: [&str; 12] = [
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
-];
-
-/// A scratch folder for one test (emptied first).
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("focal-cli-train-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn focal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_focal"))
-        .args(args)
-        .output()
-        .expect("focal runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The flags of a tiny run: 8 training and 4 validation images of 64 px, ResNet-18 with a
 /// 32-wide FPN and one-layer heads without GroupNorm, batches of 4. (With GroupNorm in the
@@ -76,7 +56,7 @@ fn train(out: &Path, extra: &[&str]) -> Output {
 fn trained_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = scratch("shared").join("run");
+        let dir = scratch("cli-train", "shared").join("run");
         let out = train(&dir, &["--iters", "6"]);
         assert!(
             out.status.success(),
@@ -101,19 +81,6 @@ fn losses(dir: &Path) -> Vec<String> {
             )
         })
         .collect()
-}
-
-/// Checks a command failed cleanly with `code`; returns its stderr.
-fn fails_with(out: &Output, code: i32) -> String {
-    let stderr = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}; stdout: {} stderr: {stderr}",
-        text(&out.stdout)
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
 }
 
 #[test]
@@ -165,7 +132,7 @@ fn train_writes_the_run_folder_and_prints_the_summary() {
 
 #[test]
 fn print_config_applies_file_then_flags() {
-    let dir = scratch("print-config");
+    let dir = scratch("cli-train", "print-config");
     let file = dir.join("c.toml");
     std::fs::write(
         &file,
@@ -214,7 +181,7 @@ fn print_config_applies_file_then_flags() {
 
 #[test]
 fn same_seed_same_losses_whatever_the_thread_count() {
-    let dir = scratch("threads");
+    let dir = scratch("cli-train", "threads");
     let (a, b) = (dir.join("t1"), dir.join("t2"));
     for (d, threads) in [(&a, "1"), (&b, "2")] {
         let mut args = vec!["--threads", threads, "train", "--out", d.to_str().unwrap()];
@@ -231,7 +198,7 @@ fn same_seed_same_losses_whatever_the_thread_count() {
 #[test]
 fn eval_reproduces_the_runs_final_numbers_and_writes_results() {
     let run = trained_run();
-    let dir = scratch("eval");
+    let dir = scratch("cli-train", "eval");
     // The run's validation set written to disk by `focal synth` (same seed and size).
     let synth = dir.join("synth");
     let out = focal(&[
@@ -298,7 +265,7 @@ fn eval_reproduces_the_runs_final_numbers_and_writes_results() {
 #[test]
 fn detect_draws_boxes_and_writes_results() {
     let run = trained_run();
-    let dir = scratch("detect");
+    let dir = scratch("cli-train", "detect");
     let synth = dir.join("synth");
     let out = focal(&[
         "synth",
@@ -361,7 +328,7 @@ fn detect_draws_boxes_and_writes_results() {
 
 #[test]
 fn ctrl_c_finishes_the_step_saves_and_exits_130_and_resume_completes() {
-    let dir = scratch("ctrl-c").join("run");
+    let dir = scratch("cli-train", "ctrl-c").join("run");
     let mut args = vec!["train", "--out", dir.to_str().unwrap()];
     args.extend_from_slice(TINY);
     args.extend_from_slice(&["--iters", "400"]);
@@ -407,7 +374,7 @@ fn ctrl_c_finishes_the_step_saves_and_exits_130_and_resume_completes() {
 
 #[test]
 fn bad_inputs_fail_cleanly_with_their_exit_codes() {
-    let dir = scratch("bad");
+    let dir = scratch("cli-train", "bad");
     let out = dir.join("run");
     let o = out.to_str().unwrap();
     // Flag values clap rejects: exit 2.
@@ -480,7 +447,7 @@ fn bad_inputs_fail_cleanly_with_their_exit_codes() {
 #[test]
 fn wrong_checkpoints_are_refused() {
     let run = trained_run();
-    let dir = scratch("wrong-ckpt");
+    let dir = scratch("cli-train", "wrong-ckpt");
     // Not a checkpoint at all.
     let e = fails_with(
         &focal(&[
