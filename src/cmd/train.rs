@@ -48,7 +48,7 @@ pub struct Args {
     /// Seed of the initialisation and of the loader's order and flips [default: 0].
     #[arg(long, value_name = "N", help_heading = "Run")]
     pub seed: Option<u64>,
-    /// Length of the run in optimiser steps [synthetic default: 1200].
+    /// Length of the run in optimiser steps [synthetic default: 800].
     #[arg(
         long,
         value_name = "N",
@@ -109,10 +109,10 @@ pub struct Args {
     /// keep 0-6) [default: 6].
     #[arg(long, value_name = "N", help_heading = "Data")]
     pub shapes_train_objects: Option<usize>,
-    /// Resize so the short side is this... [synthetic default: 64; COCO: 800].
+    /// Resize so the short side is this... [synthetic default: 96 (the 64-px shapes upscaled); COCO: 800].
     #[arg(long, value_name = "PX", help_heading = "Data")]
     pub min_size: Option<usize>,
-    /// ...unless the long side would exceed this [synthetic default: 64; COCO: 1333].
+    /// ...unless the long side would exceed this [synthetic default: 96; COCO: 1333].
     #[arg(long, value_name = "PX", help_heading = "Data")]
     pub max_size: Option<usize>,
     /// Random horizontal flips in training [default: true].
@@ -163,7 +163,7 @@ pub struct Args {
         help_heading = "Model"
     )]
     pub anchor_scales: Option<Vec<f32>>,
-    /// Anchor aspect ratios h/w [default: 0.5,1,2].
+    /// Anchor aspect ratios h/w [synthetic default: 1; COCO: 0.5,1,2].
     #[arg(
         long,
         value_name = "LIST",
@@ -173,10 +173,12 @@ pub struct Args {
     pub anchor_ratios: Option<Vec<f32>>,
 
     // ---- loss and matching ----
-    /// α of the focal loss (weight of positives; negatives get 1−α) [default: 0.25].
+    /// α of the focal loss (weight of positives; negatives get 1−α) [synthetic default: 0.5;
+    /// COCO: 0.25].
     #[arg(long, value_name = "A", help_heading = "Loss and matching")]
     pub alpha: Option<f32>,
-    /// γ of the focal loss; 0 gives α-balanced cross-entropy [default: 2].
+    /// γ of the focal loss; 0 gives α-balanced cross-entropy [synthetic default: 0.5; COCO:
+    /// 2].
     #[arg(long, value_name = "G", help_heading = "Loss and matching")]
     pub gamma: Option<f32>,
     /// Box loss: smooth-l1 or l1 [default: smooth-l1].
@@ -214,8 +216,9 @@ pub struct Args {
     #[arg(long, value_name = "N", help_heading = "Optimisation")]
     pub batch_size: Option<usize>,
     /// Cut each batch into this many parts trained concurrently, their gradients added up
-    /// (faster on small images, where single kernels cannot keep every core busy). Results
-    /// depend on it only to rounding, and never on --threads [default: 1].
+    /// (for many-core machines and small images, where single kernels cannot keep every
+    /// core busy; on 2 cores it measured no faster). Results depend on it only to
+    /// rounding, and never on --threads [default: 1].
     #[arg(long, value_name = "N", help_heading = "Optimisation")]
     pub shards: Option<usize>,
     /// Images per batch when evaluating [synthetic default: 8; COCO: 2].
@@ -267,9 +270,10 @@ pub struct Args {
 
 const AFTER_HELP: &str = "\
 Without a dataset flag, `focal train` trains a small RetinaNet (ResNet-18 with GroupNorm, \
-FPN and heads 64 wide, 2 deep, GroupNorm in the heads) on 2000 synthetic 64-px images for \
-1200 steps of 8 with AdamW at 4e-3 and a cosine schedule, then evaluates on 200 held-out \
-images: about 5 minutes on 2 cores.
+FPN and heads 64 wide, 2 deep, GroupNorm in the heads, one anchor ratio, focal loss with \
+γ 0.5 and α 0.5) on 2000 synthetic 64-px images, resized to 96 px, for 800 steps of 8 with \
+AdamW at 4e-3 and a cosine schedule, then evaluates on 200 held-out images: about 4 \
+minutes on 2 cores.
 
 With --data DIR (or --train-ann/--train-images/--val-ann/--val-images) the preset is the \
 specification's recipe: ResNet-50 with GroupNorm, F = 256, 4-deep towers, anchors 32-512, \
