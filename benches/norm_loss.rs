@@ -1,0 +1,111 @@
+//! `cargo bench --bench norm_loss`: the fused focal loss against the same loss composed
+//! from elementwise ops, GroupNorm on an FPN-level activation and BatchNorm on a stem
+//! activation, forward and backward, at RetinaNet sizes (best of a few runs, in ms).
+
+use std::time::Instant;
+
+use focal_engine::{
+    backward, backward_with, batch_norm_train, group_norm, sigmoid_focal_loss, ParamId, Reduction,
+    Rng, Tensor,
+};
+
+fn randn(rng: &mut Rng, shape: &[usize], mean: f32, std: f32) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(shape, rng.normal_vec(n, mean, std))
+}
+
+/// FL = −α_t (1 − p_t)^γ log p_t from elementary ops (each with its own tape node), the
+/// unfused baseline of the timing.
+fn composed_focal(x: &Tensor, y: &Tensor, alpha: f32, gamma: f32) -> Tensor {
+    let values = |f: &dyn Fn(f32) -> f32| {
+        Tensor::from_vec(y.shape(), y.data().iter().map(|&t| f(t)).collect())
+    };
+    let sign = values(&|t| 2.0 * t - 1.0);
+    let at = values(&|t| if t == 1.0 { alpha } else { 1.0 - alpha });
+    let xt = x.mul(&sign);
+    let log_pt = xt.log_sigmoid();
+    let q = xt.neg().sigmoid();
+    q.pow_scalar(gamma).mul(&log_pt).mul(&at).neg()
+}
+
+fn main() {
+    let mut r = Rng::new(12);
+    let best_of = |runs: usize, mut f: Box<dyn FnMut() -> (f64, f64) + '_>| {
+        let mut best = (f64::MAX, f64::MAX);
+        for _ in 0..runs {
+            let (a, b) = f();
+            best = (best.0.min(a), best.1.min(b));
+        }
+        best
+    };
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+
+    // Focal loss: 2 images × 49,104 anchors (800×~1000 px) × 80 classes ≈ 7.9 M entries.
+    let n = 2 * 49_104 * 80;
+    let x = Tensor::from_vec(&[2, 49_104, 80], r.uniform_vec(n, -8.0, 4.0));
+    let y = Tensor::from_vec(
+        &[2, 49_104, 80],
+        (0..n).map(|_| r.bernoulli(0.002) as u8 as f32).collect(),
+    );
+    for (name, fused) in [("fused", true), ("composed", false)] {
+        let (f, b) = best_of(
+            3,
+            Box::new(|| {
+                let id = ParamId::fresh();
+                let xt = x.track(id);
+                let t0 = Instant::now();
+                let loss = if fused {
+                    sigmoid_focal_loss(&xt, &y, Some(0.25), 2.0, Reduction::Sum)
+                } else {
+                    composed_focal(&xt, &y, 0.25, 2.0).sum_all()
+                };
+                let f = ms(t0);
+                let t1 = Instant::now();
+                let g = backward(&loss);
+                let b = ms(t1);
+                assert!(g.get(id).is_some());
+                (f, b)
+            }),
+        );
+        println!("focal loss {name:<8} {n} elements: forward {f:7.1} ms, backward {b:7.1} ms");
+    }
+
+    // Group norm (2, 256, 64, 64), 32 groups: an FPN-level head activation.
+    let x = randn(&mut r, &[2, 256, 64, 64], 0.0, 1.0);
+    let (w, b) = (Tensor::ones(&[256]), Tensor::zeros(&[256]));
+    let (f, bw) = best_of(
+        5,
+        Box::new(|| {
+            let ids = [ParamId::fresh(), ParamId::fresh(), ParamId::fresh()];
+            let (xt, wt, bt) = (x.track(ids[0]), w.track(ids[1]), b.track(ids[2]));
+            let t0 = Instant::now();
+            let out = group_norm(&xt, 32, &wt, &bt, 1e-5);
+            let f = ms(t0);
+            let seed = out.detach();
+            let t1 = Instant::now();
+            let _ = backward_with(&out, seed);
+            (f, ms(t1))
+        }),
+    );
+    println!("group_norm (2,256,64,64) G=32: forward {f:7.1} ms, backward {bw:7.1} ms");
+
+    // Batch norm on a ResNet stem activation (2, 64, 256, 256).
+    let x = randn(&mut r, &[2, 64, 256, 256], 0.0, 1.0);
+    let (w, b) = (Tensor::ones(&[64]), Tensor::zeros(&[64]));
+    let (f, bw) = best_of(
+        3,
+        Box::new(|| {
+            let ids = [ParamId::fresh(), ParamId::fresh(), ParamId::fresh()];
+            let (xt, wt, bt) = (x.track(ids[0]), w.track(ids[1]), b.track(ids[2]));
+            let t0 = Instant::now();
+            let out = batch_norm_train(&xt, &wt, &bt, 1e-5).0;
+            let f = ms(t0);
+            let seed = out.detach();
+            let t1 = Instant::now();
+            let _ = backward_with(&out, seed);
+            (f, ms(t1))
+        }),
+    );
+    println!("batch_norm (2,64,256,256): forward {f:7.1} ms, backward {bw:7.1} ms");
+    println!("threads: {}", focal_engine::threads::num_threads());
+}
