@@ -30,7 +30,9 @@ pub struct Args {
     /// Images to run on.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
-    /// Folder for the drawn copies and detections.json [default: detections].
+    /// Folder for the drawn copies and detections.json [default: detections]. Copies of
+    /// images under 256 px are enlarged (nearest neighbour, by a whole factor) so that
+    /// the labels stay readable; detections.json keeps the original coordinates.
     #[arg(long, value_name = "DIR", default_value = "detections")]
     out: PathBuf,
     /// Keep detections scoring at least this [default: 0.5].
@@ -134,20 +136,42 @@ fn output_name(out: &Path, input: &Path, used: &mut std::collections::HashSet<St
     out.join(format!("{name}.png"))
 }
 
-/// The image with each detection's box and a "name 0.93" label on a coloured tab.
+/// Short side under which a drawn copy is enlarged: an 8-px label on a 64-px image
+/// would cover most of it.
+const MIN_DRAWN_SIDE: u32 = 256;
+
+/// The whole factor that brings the short side of a `w × h` image to at least
+/// [`MIN_DRAWN_SIDE`] (1 for images that large already).
+fn enlargement(w: u32, h: u32) -> u32 {
+    MIN_DRAWN_SIDE.div_ceil(w.min(h).max(1)).max(1)
+}
+
+/// The image with each detection's box and a "name 0.93" label on a coloured tab,
+/// enlarged by [`enlargement`] first.
 fn draw_detections(
     image: focal_data::RgbImage,
     dets: &Detections,
     names: &[String],
 ) -> image::RgbImage {
-    let (w, h) = (image.width, image.height);
-    let mut img =
-        image::RgbImage::from_raw(w, h, image.data).expect("an RgbImage holds w·h·3 bytes");
+    let f = enlargement(image.width, image.height);
+    let img = image::RgbImage::from_raw(image.width, image.height, image.data)
+        .expect("an RgbImage holds w·h·3 bytes");
+    let mut img = if f > 1 {
+        image::imageops::resize(
+            &img,
+            img.width() * f,
+            img.height() * f,
+            image::imageops::FilterType::Nearest,
+        )
+    } else {
+        img
+    };
+    let (w, h) = img.dimensions();
     let thickness = ((w.min(h) as f64 / 300.0).round() as u32).clamp(1, 4);
     let scale = if w.min(h) >= 600 { 2 } else { 1 };
     // Worst first, so the best detections end up on top.
     for k in (0..dets.len()).rev() {
-        let [x1, y1, x2, y2] = dets.boxes[k];
+        let [x1, y1, x2, y2] = dets.boxes[k].map(|v| v * f as f32);
         let color = PALETTE[dets.labels[k] % PALETTE.len()];
         draw::rect(
             &mut img, x1 as f64, y1 as f64, x2 as f64, y2 as f64, thickness, color,
@@ -181,6 +205,30 @@ mod tests {
         let k = keep_above(&d, 0.5);
         assert_eq!(k.scores, vec![0.9, 0.5]);
         assert_eq!(k.labels, vec![0, 1]);
+    }
+
+    #[test]
+    fn small_images_are_enlarged_by_a_whole_factor() {
+        assert_eq!(enlargement(64, 64), 4);
+        assert_eq!(enlargement(100, 300), 3);
+        assert_eq!(enlargement(256, 200), 2);
+        assert_eq!(enlargement(640, 480), 1);
+        let image = focal_data::RgbImage {
+            width: 64,
+            height: 32,
+            data: vec![0; 64 * 32 * 3],
+        };
+        let d = Detections {
+            boxes: vec![[8.0, 8.0, 24.0, 24.0]],
+            scores: vec![0.9],
+            labels: vec![0],
+        };
+        let drawn = draw_detections(image, &d, &["circle".to_string()]);
+        assert_eq!(drawn.dimensions(), (64 * 8, 32 * 8));
+        // The box's left edge, scaled by 8, is drawn in the class colour; the image
+        // was black.
+        assert_eq!(drawn.get_pixel(64, 150).0, PALETTE[0]);
+        assert_eq!(drawn.get_pixel(20, 150).0, [0, 0, 0]);
     }
 
     #[test]
