@@ -129,6 +129,10 @@ pub(crate) fn for_each_update(
 /// Elements per task of an optimiser update; smaller tensors are updated on one thread.
 const UPDATE_CHUNK: usize = 1 << 15;
 
+/// One task of [`update_chunks`]: a chunk of the parameter, of its gradient and of each
+/// state tensor.
+type UpdateTask<'a, const S: usize> = (&'a mut [f32], &'a [f32], [&'a mut [f32]; S]);
+
 /// Runs `f` on matching chunks of a parameter `w`, its gradient `g` and its state
 /// tensors `s` (all of `w`'s length), in parallel for large tensors.
 ///
@@ -150,7 +154,7 @@ where
     // Cut every state tensor into the same chunks, then hand chunk i of each to one task.
     let mut state_chunks: Vec<std::slice::ChunksMut<'_, f32>> =
         s.into_iter().map(|x| x.chunks_mut(UPDATE_CHUNK)).collect();
-    let tasks: Vec<(&mut [f32], &[f32], [&mut [f32]; S])> = w
+    let tasks: Vec<UpdateTask<'_, S>> = w
         .chunks_mut(UPDATE_CHUNK)
         .zip(g.chunks(UPDATE_CHUNK))
         .map(|(wc, gc)| {
