@@ -8,12 +8,12 @@
 //! ```toml
 //! seed = 0
 //! batch_size = 8
-//! iters = 1200              # or: epochs = 12
+//! iters = 800               # or: epochs = 12
 //! eval_every = 0            # 0: evaluate only at the end
 //!
 //! [data]
-//! min_size = 64
-//! max_size = 64
+//! min_size = 96
+//! max_size = 96
 //! flip = true
 //! [data.shapes]             # or [data.coco] with the four paths
 //! train_images = 2000
