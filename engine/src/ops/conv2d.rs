@@ -56,6 +56,7 @@
 //! on any number of threads (`engine/tests/determinism.rs`).
 
 use std::cell::Cell;
+use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
@@ -282,15 +283,26 @@ thread_local! {
 }
 
 /// Runs `f` on `len` floats of this thread's scratch buffer. The contents are
-/// arbitrary: every user overwrites what it reads. (A nested call, which does not
-/// happen today, would find the buffer taken and simply allocate its own.)
+/// arbitrary: every user overwrites what it reads.
 pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SCRATCH.take();
+    with_buffer(&SCRATCH, len, f)
+}
+
+/// Runs `f` on `len` floats of the thread-local buffer `key`, grown as needed and kept
+/// for the next call, so a hot path allocates nothing. (A nested call on the same key,
+/// which does not happen today, would find the buffer taken and simply allocate its
+/// own.)
+pub(crate) fn with_buffer<R>(
+    key: &'static LocalKey<Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let mut buf = key.take();
     if buf.len() < len {
         buf.resize(len, 0.0);
     }
     let r = f(&mut buf[..len]);
-    SCRATCH.set(buf);
+    key.set(buf);
     r
 }
 
@@ -337,7 +349,7 @@ fn forward_tile(
             1,
         );
     } else {
-        im2col(g, xs, cg, p0, tn, tn, cols);
+        im2col(g, xs, cg, p0, tn, cols);
         // (O/G, C/G·KH·KW) · (C/G·KH·KW, tile) -> (O/G, tile)
         sgemm(
             og,
@@ -502,7 +514,7 @@ pub(crate) fn backward(
                         let (cols, rs) = if pointwise {
                             (&x_blk[p0..], p)
                         } else {
-                            im2col(g, x_blk, cb, p0, tn, tn, &mut cols[..kb * tn]);
+                            im2col(g, x_blk, cb, p0, tn, &mut cols[..kb * tn]);
                             (&cols[..kb * tn], tn)
                         };
                         let beta = if ti == first { 0.0 } else { 1.0 };
@@ -614,7 +626,7 @@ pub(crate) fn backward(
                             tn as isize,
                             1,
                         );
-                        col2im(g, dcols, cb, p0, tn, tn, gx_blk);
+                        col2im(g, dcols, cb, p0, tn, gx_blk);
                     }
                 });
             });

@@ -27,11 +27,12 @@
 //! results are bitwise the same on any number of threads.
 
 use std::cell::Cell;
-use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
-use super::conv2d::{runs, with_scratch, Geom, MIN_BLOCK_ROWS, MIN_TASKS, TILE, WEIGHT_GRAD_COLS};
+use super::conv2d::{
+    runs, with_buffer, with_scratch, Geom, MIN_BLOCK_ROWS, MIN_TASKS, TILE, WEIGHT_GRAD_COLS,
+};
 use crate::gemm::sgemm;
 
 /// Output planes with fewer pixels than this go through the batched kernels. At 256
@@ -52,22 +53,6 @@ thread_local! {
     static COLS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// `Gt`, the output gradient reordered to `(O, N·P)`.
     static GRAD_T: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-/// Runs `f` on `len` floats of the buffer `key`, grown as needed and kept for the next
-/// call. The contents are arbitrary: every user overwrites what it reads.
-fn with_buffer<R>(
-    key: &'static LocalKey<Cell<Vec<f32>>>,
-    len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
-    let mut buf = key.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    key.set(buf);
-    r
 }
 
 /// For each kernel tap `(ky, kx)` and output pixel `p`, the offset `iy·W + ix` of the
@@ -170,6 +155,11 @@ fn split(
     (row_blocks, runs(items, wanted))
 }
 
+/// Task `i` of a row-major `(_, mid, inner)` grid of tasks, as its three indices.
+fn grid(i: usize, mid: usize, inner: usize) -> (usize, usize, usize) {
+    (i / (mid * inner), i / inner % mid, i % inner)
+}
+
 /// Narrowest column block worth its own task: below this the GEMM's fixed costs
 /// (packing the whole left operand, partial microkernel tiles) dominate.
 const MIN_BLOCK_COLS: usize = 64;
@@ -198,11 +188,7 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out:
             .into_par_iter()
             .enumerate()
             .for_each(|(task, planes)| {
-                let (sb, rb, grp) = (
-                    task % sblocks,
-                    task / sblocks % rblocks,
-                    task / (sblocks * rblocks),
-                );
+                let (grp, rb, sb) = grid(task, rblocks, sblocks);
                 let (o0, o1) = (rb * rows_per, ((rb + 1) * rows_per).min(og));
                 let (n0, n1) = (sb * samples_per, ((sb + 1) * samples_per).min(g.n));
                 let (m, width) = (o1 - o0, (n1 - n0) * p);
@@ -283,11 +269,7 @@ pub(crate) fn backward(
                     .into_par_iter()
                     .enumerate()
                     .for_each(|(task, pieces)| {
-                        let (cb, rb, grp) = (
-                            task % cblocks,
-                            task / cblocks % rblocks,
-                            task / (cblocks * rblocks),
-                        );
+                        let (grp, rb, cb) = grid(task, rblocks, cblocks);
                         let (o0, o1) = (rb * rows_per, ((rb + 1) * rows_per).min(og));
                         let (r0, r1) = (cb * cols_per, ((cb + 1) * cols_per).min(k));
                         let (m, width) = (o1 - o0, r1 - r0);
@@ -338,11 +320,7 @@ pub(crate) fn backward(
                 .into_par_iter()
                 .enumerate()
                 .for_each(|(task, planes)| {
-                    let (sb, b, grp) = (
-                        task % sblocks,
-                        task / sblocks % blocks,
-                        task / (sblocks * blocks),
-                    );
+                    let (grp, b, sb) = grid(task, blocks, sblocks);
                     let c0 = b * per_block;
                     let cb = per_block.min(cg - c0);
                     let kb = cb * taps;

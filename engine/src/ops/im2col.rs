@@ -30,16 +30,13 @@ use super::conv2d::Geom;
 /// the input channels `0..channels` of one plane stack.
 ///
 /// Row `r = (c·KH + ky)·KW + kx` of the buffer holds, for each pixel of the tile, the
-/// input value under tap `(ky, kx)` of channel `c`; rows are `ld` floats apart (`ld = t`
-/// for a buffer of one tile, `ld = N·P` when the columns of several samples sit side by
-/// side, see `conv2d.rs`). A tile spans one or more output rows; for each (buffer row,
-/// output row) the callback gets a [`Segment`].
+/// input value under tap `(ky, kx)` of channel `c`. A tile spans one or more output
+/// rows; for each (buffer row, output row) the callback gets a [`Segment`].
 pub(crate) fn for_each_segment(
     g: &Geom,
     channels: usize,
     p0: usize,
     t: usize,
-    ld: usize,
     mut f: impl FnMut(Segment),
 ) {
     for c in 0..channels {
@@ -68,7 +65,7 @@ pub(crate) fn for_each_segment(
                     };
                     f(Segment {
                         c,
-                        at: row * ld + (p - p0),
+                        at: row * t + (p - p0),
                         ox0,
                         ox1,
                         iy,
@@ -101,21 +98,12 @@ pub(crate) struct Segment {
     off: isize,
 }
 
-/// Fills `cols` (`channels·KH·KW` rows of `t` pixels, `ld` floats apart) from the
-/// planes `x` (`channels` planes of `H·W`) for the output pixels `[p0, p0 + t)`. Every
-/// one of those `channels·KH·KW·t` entries is written (padding with zeros), so `cols`
-/// may arrive holding anything.
-pub(crate) fn im2col(
-    g: &Geom,
-    x: &[f32],
-    channels: usize,
-    p0: usize,
-    t: usize,
-    ld: usize,
-    cols: &mut [f32],
-) {
+/// Fills `cols` (`channels·KH·KW` rows of `t` pixels) from the planes `x`
+/// (`channels` planes of `H·W`) for the output pixels `[p0, p0 + t)`. Every entry is
+/// written (zeros in the padding), so `cols` may arrive holding anything.
+pub(crate) fn im2col(g: &Geom, x: &[f32], channels: usize, p0: usize, t: usize, cols: &mut [f32]) {
     let (hw, w, sw) = (g.hw(), g.w, g.sw);
-    for_each_segment(g, channels, p0, t, ld, |s| {
+    for_each_segment(g, channels, p0, t, |s| {
         let dst = &mut cols[s.at..s.at + (s.ox1 - s.ox0)];
         let Some(iy) = s.iy else {
             dst.fill(0.0);
@@ -137,19 +125,11 @@ pub(crate) fn im2col(
     });
 }
 
-/// Adds `cols` (as laid out by [`im2col`], rows `ld` floats apart) back onto the planes
-/// `x`: the adjoint of im2col.
-pub(crate) fn col2im(
-    g: &Geom,
-    cols: &[f32],
-    channels: usize,
-    p0: usize,
-    t: usize,
-    ld: usize,
-    x: &mut [f32],
-) {
+/// Adds `cols` (as laid out by [`im2col`]) back onto the planes `x`: the adjoint of
+/// im2col.
+pub(crate) fn col2im(g: &Geom, cols: &[f32], channels: usize, p0: usize, t: usize, x: &mut [f32]) {
     let (hw, w, sw) = (g.hw(), g.w, g.sw);
-    for_each_segment(g, channels, p0, t, ld, |s| {
+    for_each_segment(g, channels, p0, t, |s| {
         let Some(iy) = s.iy else { return };
         if s.hi <= s.lo {
             return;
