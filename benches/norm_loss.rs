@@ -28,17 +28,45 @@ fn composed_focal(x: &Tensor, y: &Tensor, alpha: f32, gamma: f32) -> Tensor {
     q.pow_scalar(gamma).mul(&log_pt).mul(&at).neg()
 }
 
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The best (forward, backward) times in ms of `runs` runs of `f`, which returns them.
+fn best_of(runs: usize, mut f: impl FnMut() -> (f64, f64)) -> (f64, f64) {
+    (0..runs).fold((f64::MAX, f64::MAX), |best, _| {
+        let (a, b) = f();
+        (best.0.min(a), best.1.min(b))
+    })
+}
+
+/// Best forward and backward times of a normalisation `norm(x, weight, bias)` on `x`
+/// (weight 1, bias 0 per channel), with a seed gradient equal to the output.
+fn time_norm(
+    runs: usize,
+    x: &Tensor,
+    norm: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+) -> (f64, f64) {
+    let c = x.shape()[1];
+    let (w, b) = (Tensor::ones(&[c]), Tensor::zeros(&[c]));
+    best_of(runs, || {
+        let (xt, wt, bt) = (
+            x.track(ParamId::fresh()),
+            w.track(ParamId::fresh()),
+            b.track(ParamId::fresh()),
+        );
+        let t0 = Instant::now();
+        let out = norm(&xt, &wt, &bt);
+        let f = ms(t0);
+        let seed = out.detach();
+        let t1 = Instant::now();
+        let _ = backward_with(&out, seed);
+        (f, ms(t1))
+    })
+}
+
 fn main() {
     let mut r = Rng::new(12);
-    let best_of = |runs: usize, mut f: Box<dyn FnMut() -> (f64, f64) + '_>| {
-        let mut best = (f64::MAX, f64::MAX);
-        for _ in 0..runs {
-            let (a, b) = f();
-            best = (best.0.min(a), best.1.min(b));
-        }
-        best
-    };
-    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
 
     // Focal loss: 2 images × 49,104 anchors (800×~1000 px) × 80 classes ≈ 7.9 M entries.
     let n = 2 * 49_104 * 80;
@@ -48,64 +76,33 @@ fn main() {
         (0..n).map(|_| r.bernoulli(0.002) as u8 as f32).collect(),
     );
     for (name, fused) in [("fused", true), ("composed", false)] {
-        let (f, b) = best_of(
-            3,
-            Box::new(|| {
-                let id = ParamId::fresh();
-                let xt = x.track(id);
-                let t0 = Instant::now();
-                let loss = if fused {
-                    sigmoid_focal_loss(&xt, &y, Some(0.25), 2.0, Reduction::Sum)
-                } else {
-                    composed_focal(&xt, &y, 0.25, 2.0).sum_all()
-                };
-                let f = ms(t0);
-                let t1 = Instant::now();
-                let g = backward(&loss);
-                let b = ms(t1);
-                assert!(g.get(id).is_some());
-                (f, b)
-            }),
-        );
+        let (f, b) = best_of(3, || {
+            let id = ParamId::fresh();
+            let xt = x.track(id);
+            let t0 = Instant::now();
+            let loss = if fused {
+                sigmoid_focal_loss(&xt, &y, Some(0.25), 2.0, Reduction::Sum)
+            } else {
+                composed_focal(&xt, &y, 0.25, 2.0).sum_all()
+            };
+            let f = ms(t0);
+            let t1 = Instant::now();
+            let g = backward(&loss);
+            let b = ms(t1);
+            assert!(g.get(id).is_some());
+            (f, b)
+        });
         println!("focal loss {name:<8} {n} elements: forward {f:7.1} ms, backward {b:7.1} ms");
     }
 
     // Group norm (2, 256, 64, 64), 32 groups: an FPN-level head activation.
     let x = randn(&mut r, &[2, 256, 64, 64], 0.0, 1.0);
-    let (w, b) = (Tensor::ones(&[256]), Tensor::zeros(&[256]));
-    let (f, bw) = best_of(
-        5,
-        Box::new(|| {
-            let ids = [ParamId::fresh(), ParamId::fresh(), ParamId::fresh()];
-            let (xt, wt, bt) = (x.track(ids[0]), w.track(ids[1]), b.track(ids[2]));
-            let t0 = Instant::now();
-            let out = group_norm(&xt, 32, &wt, &bt, 1e-5);
-            let f = ms(t0);
-            let seed = out.detach();
-            let t1 = Instant::now();
-            let _ = backward_with(&out, seed);
-            (f, ms(t1))
-        }),
-    );
-    println!("group_norm (2,256,64,64) G=32: forward {f:7.1} ms, backward {bw:7.1} ms");
+    let (f, b) = time_norm(5, &x, |x, w, b| group_norm(x, 32, w, b, 1e-5));
+    println!("group_norm (2,256,64,64) G=32: forward {f:7.1} ms, backward {b:7.1} ms");
 
     // Batch norm on a ResNet stem activation (2, 64, 256, 256).
     let x = randn(&mut r, &[2, 64, 256, 256], 0.0, 1.0);
-    let (w, b) = (Tensor::ones(&[64]), Tensor::zeros(&[64]));
-    let (f, bw) = best_of(
-        3,
-        Box::new(|| {
-            let ids = [ParamId::fresh(), ParamId::fresh(), ParamId::fresh()];
-            let (xt, wt, bt) = (x.track(ids[0]), w.track(ids[1]), b.track(ids[2]));
-            let t0 = Instant::now();
-            let out = batch_norm_train(&xt, &wt, &bt, 1e-5).0;
-            let f = ms(t0);
-            let seed = out.detach();
-            let t1 = Instant::now();
-            let _ = backward_with(&out, seed);
-            (f, ms(t1))
-        }),
-    );
-    println!("batch_norm (2,64,256,256): forward {f:7.1} ms, backward {bw:7.1} ms");
+    let (f, b) = time_norm(3, &x, |x, w, b| batch_norm_train(x, w, b, 1e-5).0);
+    println!("batch_norm (2,64,256,256): forward {f:7.1} ms, backward {b:7.1} ms");
     println!("threads: {}", focal_engine::threads::num_threads());
 }

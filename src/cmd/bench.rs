@@ -52,8 +52,8 @@ enum Kind {
         sizes: Vec<usize>,
     },
     /// conv2d forward and forward+backward on the ResNet-18 layers at 512 px, batch 2,
-    /// and the RetinaNet head conv (`--preset small`: the default training model at
-    /// 128 px, batch 8), with the GEMM rate at the same sizes.
+    /// and the RetinaNet head conv (`--preset small`: the default training model's
+    /// widths at 128 px, batch 8), with the GEMM rate at the same sizes.
     Conv {
         #[command(flatten)]
         common: Common,

@@ -249,10 +249,19 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
     }
     let ms = median(&mut totals.clone());
     let peak = peak_rss_mb();
+    // Each phase's median over the timed steps, in the order the phases ran.
+    let phase_ms: Vec<(&str, f64)> = phases[0]
+        .names
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            let mut v: Vec<f64> = phases.iter().map(|p| p.ms[j]).collect();
+            (*name, median(&mut v))
+        })
+        .collect();
     println!("phase medians:");
-    for (j, name) in phases[0].names.iter().enumerate() {
-        let mut v: Vec<f64> = phases.iter().map(|p| p.ms[j]).collect();
-        println!("  {name:<18} {:>9.1} ms", median(&mut v));
+    for (name, ms) in &phase_ms {
+        println!("  {name:<18} {ms:>9.1} ms");
     }
     let peak_text = peak.map_or("unknown".to_string(), |m| format!("{m:.0} MiB"));
     println!(
@@ -260,14 +269,9 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
         o.steps
     );
     if o.json {
-        let phase_json: Vec<String> = phases[0]
-            .names
+        let phase_json: Vec<String> = phase_ms
             .iter()
-            .enumerate()
-            .map(|(j, name)| {
-                let mut v: Vec<f64> = phases.iter().map(|p| p.ms[j]).collect();
-                format!("\"{name}\": {:.1}", median(&mut v))
-            })
+            .map(|(name, ms)| format!("\"{name}\": {ms:.1}"))
             .collect();
         println!(
             "{{\"bench\": \"{mode}\", \"backbone\": \"{}\", \"norm\": \"{}\", \"size\": {}, \

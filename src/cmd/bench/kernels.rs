@@ -220,17 +220,32 @@ pub struct ConvCase {
     pub input_grad: bool,
 }
 
+impl ConvCase {
+    /// A case with stride `s` and padding `p` on both axes.
+    pub fn new(
+        name: &'static str,
+        x: [usize; 4],
+        w: [usize; 4],
+        s: usize,
+        p: usize,
+        bias: bool,
+        input_grad: bool,
+    ) -> ConvCase {
+        ConvCase {
+            name,
+            x,
+            w,
+            opts: Conv2dOptions::sp(s, p),
+            bias,
+            input_grad,
+        }
+    }
+}
+
 /// The conv layers of a ResNet-18 backbone at 512 px input, batch 2, and the RetinaNet
 /// head conv (256 → 256, 3x3, on the 64x64 P3 map).
 pub fn conv_cases() -> Vec<ConvCase> {
-    let c = |name, x, w, s: usize, p: usize, bias, input_grad| ConvCase {
-        name,
-        x,
-        w,
-        opts: Conv2dOptions::sp(s, p),
-        bias,
-        input_grad,
-    };
+    let c = ConvCase::new;
     vec![
         c(
             "stem 7x7 s2 3->64 @512",
@@ -343,20 +358,13 @@ pub fn conv_cases() -> Vec<ConvCase> {
     ]
 }
 
-/// The conv layers of `focal train`'s default model: ResNet-18 at 128 px, batch 8, an
-/// FPN 64 channels wide (P3..P7 on 16², 8², 4², 2², 1² maps, P6 from C5) and the
-/// towers of the heads (64 wide) with their last convs (9 anchors × 5 classes, 9 × 4
-/// box deltas). The feature maps are small, so each image has few output pixels
+/// The conv layers of a small-image model with the widths of `focal train`'s default:
+/// ResNet-18 at 128 px, batch 8 (the default feeds 96 px), an FPN 64 channels wide
+/// (P3..P7 on 16², 8², 4², 2², 1² maps, P6 from C5) and the towers of the heads (64
+/// wide) with their last convs (9 anchors × 5 classes, 9 × 4 box deltas). The feature maps are small, so each image has few output pixels
 /// (`OH·OW` = 16 at layer4, 1 on P7).
 pub fn conv_cases_small() -> Vec<ConvCase> {
-    let c = |name, x, w, s: usize, p: usize, bias, input_grad| ConvCase {
-        name,
-        x,
-        w,
-        opts: Conv2dOptions::sp(s, p),
-        bias,
-        input_grad,
-    };
+    let c = ConvCase::new;
     vec![
         c(
             "stem 7x7 s2 3->64 @128",
