@@ -153,13 +153,12 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
     let caption = describe(&base);
     let cells = grid.settings();
     let ce = cells.iter().filter(|s| s.is_cross_entropy()).count();
-    let threads = focal_engine::threads::num_threads();
     eprintln!(
-        "focal ablate: {} cells ({ce} α-balanced CE, {} focal loss) into {}, {threads} thread{}\n{caption}",
+        "focal ablate: {} cells ({ce} α-balanced CE, {} focal loss) into {}, {}\n{caption}",
         cells.len(),
         cells.len() - ce,
         args.out.display(),
-        if threads == 1 { "" } else { "s" }
+        super::threads_text()
     );
     if base.iters == Some(ABLATION_ITERS) && args.config.is_none() {
         eprintln!("(the default budget: about 3 minutes per cell on 2 idle cores)");

@@ -9,3 +9,11 @@ pub mod gradcheck;
 pub mod loss_cdf;
 pub mod synth;
 pub mod train;
+
+/// "1 thread" or "N threads": the worker threads the kernels run on.
+pub fn threads_text() -> String {
+    match focal_engine::threads::num_threads() {
+        1 => "1 thread".to_string(),
+        n => format!("{n} threads"),
+    }
+}

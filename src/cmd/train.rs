@@ -601,17 +601,16 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
         trainer.stop_after(n);
     }
     let c = trainer.config();
-    let threads = focal_engine::threads::num_threads();
     eprintln!(
         "training on {}\nvalidating on {}\nrun folder {}: {} steps of {} images ({} per epoch), \
-         {threads} thread{}",
+         {}",
         trainer.train_set().describe(),
         trainer.validation_set().describe(),
         trainer.run_dir().display(),
         trainer.total_steps(),
         c.batch_size,
         trainer.batches_per_epoch(),
-        if threads == 1 { "" } else { "s" }
+        super::threads_text()
     );
 
     let interrupted =

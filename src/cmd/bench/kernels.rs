@@ -361,8 +361,9 @@ pub fn conv_cases() -> Vec<ConvCase> {
 /// The conv layers of a small-image model with the widths of `focal train`'s default:
 /// ResNet-18 at 128 px, batch 8 (the default feeds 96 px), an FPN 64 channels wide
 /// (P3..P7 on 16², 8², 4², 2², 1² maps, P6 from C5) and the towers of the heads (64
-/// wide) with their last convs (9 anchors × 5 classes, 9 × 4 box deltas). The feature maps are small, so each image has few output pixels
-/// (`OH·OW` = 16 at layer4, 1 on P7).
+/// wide) with their last convs (9 anchors × 5 classes, 9 × 4 box deltas). The feature
+/// maps are small, so each image has few output pixels (`OH·OW` = 16 at layer4, 1 on
+/// P7).
 pub fn conv_cases_small() -> Vec<ConvCase> {
     let c = ConvCase::new;
     vec![
