@@ -12,8 +12,14 @@ pub mod train;
 
 /// "1 thread" or "N threads": the worker threads the kernels run on.
 pub fn threads_text() -> String {
-    match focal_engine::threads::num_threads() {
-        1 => "1 thread".to_string(),
-        n => format!("{n} threads"),
+    count(focal_engine::threads::num_threads() as u64, "thread")
+}
+
+/// `n` and the noun, plural unless `n` is 1: "1 step", "800 steps".
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }

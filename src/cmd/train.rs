@@ -602,12 +602,12 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
     }
     let c = trainer.config();
     eprintln!(
-        "training on {}\nvalidating on {}\nrun folder {}: {} steps of {} images ({} per epoch), \
+        "training on {}\nvalidating on {}\nrun folder {}: {} of {} images ({} per epoch), \
          {}",
         trainer.train_set().describe(),
         trainer.validation_set().describe(),
         trainer.run_dir().display(),
-        trainer.total_steps(),
+        super::count(trainer.total_steps(), "step"),
         c.batch_size,
         trainer.batches_per_epoch(),
         super::threads_text()
