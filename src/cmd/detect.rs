@@ -140,10 +140,16 @@ fn output_name(out: &Path, input: &Path, used: &mut std::collections::HashSet<St
 /// would cover most of it.
 const MIN_DRAWN_SIDE: u32 = 256;
 
+/// Long side a drawn copy is never enlarged beyond (a 2×3000 strip stays as it is).
+const MAX_DRAWN_SIDE: u32 = 4096;
+
 /// The whole factor that brings the short side of a `w × h` image to at least
-/// [`MIN_DRAWN_SIDE`] (1 for images that large already).
+/// [`MIN_DRAWN_SIDE`], without taking the long side over [`MAX_DRAWN_SIDE`] (1 for
+/// images that large already).
 fn enlargement(w: u32, h: u32) -> u32 {
-    MIN_DRAWN_SIDE.div_ceil(w.min(h).max(1)).max(1)
+    let wanted = MIN_DRAWN_SIDE.div_ceil(w.min(h).max(1));
+    let allowed = MAX_DRAWN_SIDE / w.max(h).max(1);
+    wanted.min(allowed).max(1)
 }
 
 /// The image with each detection's box and a "name 0.93" label on a coloured tab,
@@ -213,6 +219,9 @@ mod tests {
         assert_eq!(enlargement(100, 300), 3);
         assert_eq!(enlargement(256, 200), 2);
         assert_eq!(enlargement(640, 480), 1);
+        // A thin strip is enlarged only as far as the long side allows.
+        assert_eq!(enlargement(2, 1000), 4);
+        assert_eq!(enlargement(1, 5000), 1);
         let image = focal_data::RgbImage {
             width: 64,
             height: 32,
