@@ -272,7 +272,7 @@ const AFTER_HELP: &str = "\
 Without a dataset flag, `focal train` trains a small RetinaNet (ResNet-18 with GroupNorm, \
 FPN and heads 64 wide, 2 deep, GroupNorm in the heads, one anchor ratio, focal loss with \
 γ 0.5 and α 0.5) on 2000 synthetic 64-px images, resized to 96 px, for 800 steps of 8 with \
-AdamW at 4e-3 and a cosine schedule, then evaluates on 200 held-out images: about 4 \
+AdamW at 4e-3 and a cosine schedule, then evaluates on 200 held-out images: 4 to 5 \
 minutes on 2 cores.
 
 With --data DIR (or --train-ann/--train-images/--val-ann/--val-images) the preset is the \

@@ -281,8 +281,9 @@ impl TrainConfig {
     ///   at 96 px it gave 0.742 against 0.683 after 600 steps;
     /// - AdamW at 4e-3 with a cosine schedule instead of SGD with steps, which converges in
     ///   far fewer iterations from scratch (1e-3 and 2e-3 were slower, 8e-3 no better);
-    /// - 800 steps of 8 (3.2 epochs of the 2000 training images): 900 steps reached AP50
-    ///   0.846 in 251 s, with too little margin for a slower machine.
+    /// - 800 steps of 8 (3.2 epochs of the 2000 training images): AP50 0.839 in 227–272 s
+    ///   over three runs. 900 steps reached 0.846 in 251 s (too little time margin on a
+    ///   slow day), 750 steps 0.811 in 232 s (too little AP margin).
     ///
     /// Cutting batches into shards ([`super::data_parallel`]) gave no speed-up here on 2
     /// cores (the kernels already keep both busy), so the default is one pass per batch.
