@@ -168,6 +168,17 @@ fn conv_table() -> Vec<ConvCase> {
             false,
         ),
         (
+            "1x1 stride (2,3), groups 2, odd sizes, several tiles",
+            [2, 10, 67, 50],
+            [6, 5, 1, 1],
+            Opts {
+                stride: (2, 3),
+                ..d
+            }
+            .with_groups(2),
+            true,
+        ),
+        (
             "1x1 pointwise, large plane",
             [1, 16, 30, 30],
             [8, 16, 1, 1],
