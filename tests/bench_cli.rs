@@ -64,3 +64,52 @@ fn bad_options_are_refused_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --preset \"256\""));
 }
+
+/// `focal bench conv --json` and `focal bench gemm --json`: one JSON object per line,
+/// each with the issue's `name`, `ms` and `gflops`, and the best-of-N figures no larger
+/// than the medians (the fastest run can never be slower than the median run).
+#[test]
+fn conv_and_gemm_benches_print_one_json_object_per_line() {
+    let conv = focal(&[
+        "--threads",
+        "2",
+        "bench",
+        "conv",
+        "--preset",
+        "small",
+        "--filter",
+        "fpn.p7",
+        "--min-time",
+        "0",
+        "--json",
+    ]);
+    let gemm = focal(&[
+        "bench",
+        "gemm",
+        "--sizes",
+        "64,96",
+        "--min-time",
+        "0",
+        "--json",
+    ]);
+    for (what, out, lines) in [("conv", conv, 2), ("gemm", gemm, 4)] {
+        assert!(out.status.success(), "focal bench {what} failed: {out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let rows: Vec<serde_json::Value> = stdout
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{what}: {l:?}: {e}")))
+            .collect();
+        assert_eq!(rows.len(), lines, "{what}: {stdout}");
+        for j in &rows {
+            assert!(j["name"].as_str().unwrap().starts_with(what), "{j}");
+            let ms = j["ms"].as_f64().unwrap();
+            assert!(ms > 0.0, "{j}");
+            assert!(j["gflops"].as_f64().unwrap() > 0.0, "{j}");
+            if what == "conv" {
+                let best = j["best_ms"].as_f64().unwrap();
+                assert!(best > 0.0 && best <= ms, "{j}");
+            }
+        }
+    }
+}
