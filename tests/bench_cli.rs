@@ -1,8 +1,8 @@
-//! `focal bench train-step` and `focal bench infer`: the output format (speed is never
-//! asserted, only measured) and the refusal of bad options.
+//! `focal bench train-step`, `infer`, `conv` and `gemm`: the output format (speed is
+//! never asserted, only measured) and the refusal of bad options.
 
 mod common;
-use common::{focal, last_json_line};
+use common::{focal, last_json_line, succeeds, text};
 
 #[test]
 fn train_step_and_infer_print_one_json_object_last() {
@@ -93,8 +93,8 @@ fn conv_and_gemm_benches_print_one_json_object_per_line() {
         "--json",
     ]);
     for (what, out, lines) in [("conv", conv, 2), ("gemm", gemm, 4)] {
-        assert!(out.status.success(), "focal bench {what} failed: {out:?}");
-        let stdout = String::from_utf8(out.stdout).unwrap();
+        succeeds(&out);
+        let stdout = text(&out.stdout);
         let rows: Vec<serde_json::Value> = stdout
             .lines()
             .filter(|l| !l.starts_with('#'))

@@ -91,11 +91,6 @@ impl ParamState {
     }
 }
 
-/// Whether weight decay applies to a parameter.
-pub(crate) fn decays(param_decay: bool, decay_norm_and_bias: bool) -> bool {
-    param_decay || decay_norm_and_bias
-}
-
 /// Calls `f(name, param, grad, wd)` for every parameter of `model`, in its visiting
 /// order, that is not frozen and has a gradient in `grads`; `wd` is the weight decay that
 /// applies to it (`weight_decay`, or 0 for norms and biases unless `decay_norm_and_bias`).
@@ -117,7 +112,8 @@ pub(crate) fn for_each_update(
             p.shape(),
             "gradient of {name} has the wrong shape"
         );
-        let wd = if decays(p.decay, decay_norm_and_bias) {
+        // Norm weights and biases (p.decay off) decay only when asked to.
+        let wd = if p.decay || decay_norm_and_bias {
             weight_decay
         } else {
             0.0
