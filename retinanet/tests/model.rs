@@ -563,3 +563,63 @@ fn a_sharded_pass_equals_the_whole_batch_and_ignores_the_thread_count() {
         }
     }
 }
+
+/// With one shard the trainer's pass is exactly `training_loss` + `backward` of the whole
+/// batch: the same bits for the losses and every gradient (the trainer has one path for
+/// both cases, so the default run must not change by a bit).
+#[test]
+fn one_shard_is_the_plain_pass_to_the_bit() {
+    use focal_retinanet::train::data_parallel::sharded_pass;
+    let model = || {
+        RetinaNet::new(
+            &config(Depth::ResNet18, BackboneNorm::BatchNorm),
+            &mut Rng::new(5),
+        )
+        .unwrap()
+    };
+    let x = Tensor::from_vec(
+        &[2, 3, 64, 64],
+        Rng::new(6).normal_vec(2 * 3 * 64 * 64, 0.0, 1.0),
+    );
+    let gt = vec![
+        GroundTruth {
+            boxes: vec![[4., 8., 40., 60.]],
+            labels: vec![2],
+        },
+        GroundTruth {
+            boxes: vec![[20., 30., 60., 62.]],
+            labels: vec![7],
+        },
+    ];
+    let mut plain = model();
+    let l = plain.training_loss(&x, &gt).unwrap();
+    let (cls, boxl) = (l.classification.item(), l.box_regression.item());
+    let g = backward(&l.total());
+    let mut one = model();
+    let pass = sharded_pass(&mut one, &x, &gt, 1).unwrap();
+    assert_eq!(pass.classification.to_bits(), cls.to_bits());
+    assert_eq!(pass.box_regression.to_bits(), boxl.to_bits());
+    assert_eq!(pass.num_positive, l.num_positive);
+    for ((name, p), (_, q)) in named_params(&mut plain)
+        .iter()
+        .zip(named_params(&mut one).iter())
+    {
+        let (a, b) = (
+            g.get(p.id).unwrap().to_vec(),
+            pass.grads.get(q.id).unwrap().to_vec(),
+        );
+        let same = a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits());
+        assert!(same && a.len() == b.len(), "{name}: gradients differ");
+    }
+    // BatchNorm's running statistics were updated alike.
+    let buffers = |m: &mut RetinaNet| {
+        let mut v = Vec::new();
+        for_each_named(m, |name, slot| {
+            if let Slot::Buffer(t) = slot {
+                v.push((name.to_string(), t.to_vec()));
+            }
+        });
+        v
+    };
+    assert_eq!(buffers(&mut plain), buffers(&mut one));
+}

@@ -577,29 +577,6 @@ impl TrainConfig {
             (None, None) => 0,
         }
     }
-
-    /// The learning-rate schedule of a run of `total_steps`.
-    pub fn lr_schedule(&self, total_steps: u64) -> focal_nn::Schedule {
-        let s = &self.schedule;
-        let base = self.optimizer.lr;
-        let schedule = match s.decay {
-            DecayKind::Constant => focal_nn::Schedule::constant(base),
-            DecayKind::MultiStep => {
-                let milestones = if s.steps.is_empty() {
-                    vec![total_steps * 2 / 3, total_steps * 8 / 9]
-                } else {
-                    s.steps.clone()
-                };
-                let mut sched = focal_nn::Schedule::multi_step(base, milestones);
-                if let focal_nn::Decay::MultiStep { gamma, .. } = &mut sched.decay {
-                    *gamma = s.gamma;
-                }
-                sched
-            }
-            DecayKind::Cosine => focal_nn::Schedule::cosine(base, total_steps, s.min_lr),
-        };
-        schedule.with_warmup(s.warmup_iters, s.warmup_factor)
-    }
 }
 
 /// Rewrites every float that is exactly an f32 as the f64 nearest to its shortest f32
@@ -694,26 +671,5 @@ mod tests {
         let mut c = base;
         c.schedule.steps = vec![10, 5];
         assert!(c.validate().unwrap_err().contains("steps"));
-    }
-
-    #[test]
-    fn schedules_follow_the_config() {
-        let mut c = TrainConfig::shapes();
-        c.optimizer.lr = 0.01;
-        c.schedule.warmup_iters = 0;
-        c.schedule.decay = DecayKind::MultiStep;
-        // 90 steps: ÷10 at 60 and 80, as the paper's 60k/80k of 90k.
-        let s = c.lr_schedule(90);
-        assert_eq!(s.lr_at(59), 0.01);
-        assert!((s.lr_at(60) - 0.001).abs() < 1e-9);
-        assert!((s.lr_at(80) - 0.0001).abs() < 1e-10);
-        c.schedule.decay = DecayKind::Cosine;
-        let s = c.lr_schedule(100);
-        // Half-way along the cosine the rate is half the peak (min_lr 0).
-        assert!((s.lr_at(50) - 0.005).abs() < 1e-9);
-        assert_eq!(c.total_steps(7), SHAPES_ITERS);
-        c.iters = None;
-        c.epochs = Some(3);
-        assert_eq!(c.total_steps(7), 21);
     }
 }
