@@ -4,7 +4,7 @@
 //! and bad inputs (missing files, bad flag values, wrong checkpoints) with their exit codes.
 
 mod common;
-use common::{fails_with, focal, scratch, text, STAT_KEYS};
+use common::{fails_with, focal, scratch, succeeds, text, STAT_KEYS};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -184,6 +184,36 @@ fn print_config_applies_file_then_flags() {
         "linear scaling to batch 8: {stdout}"
     );
     assert!(stdout.contains("[data.coco]"), "{stdout}");
+}
+
+/// `--p6` and `--box-loss` are parsed into the configuration's enums; `--beta` keeps or
+/// sets smooth L1, and is refused with L1.
+#[test]
+fn box_loss_beta_and_p6_flags_set_the_configuration() {
+    let config_of = |flags: &[&str]| {
+        let mut args = vec!["train", "--print-config"];
+        args.extend_from_slice(flags);
+        let out = focal(&args);
+        succeeds(&out);
+        text(&out.stdout)
+    };
+    let c = config_of(&["--box-loss", "l1", "--p6", "p5"]);
+    assert!(c.contains("p6_input = \"p5\""), "{c}");
+    assert!(c.contains("kind = \"l1\""), "{c}");
+    assert!(!c.contains("beta ="), "{c}");
+    let c = config_of(&["--beta", "0.2"]);
+    assert!(
+        c.contains("kind = \"smooth-l1\"") && c.contains("beta = 0.2"),
+        "{c}"
+    );
+    let c = config_of(&["--box-loss", "smooth-l1"]);
+    assert!(c.contains("beta = 0.11"), "{c}");
+    let e = fails_with(&focal(&["train", "--box-loss", "l1", "--beta", "0.1"]), 1);
+    assert!(e.contains("--beta applies to the smooth-l1"), "{e}");
+    let e = fails_with(&focal(&["train", "--box-loss", "l2"]), 2);
+    assert!(e.contains("smooth-l1 or l1"), "{e}");
+    let e = fails_with(&focal(&["train", "--p6", "p4"]), 2);
+    assert!(e.contains("c5 or p5"), "{e}");
 }
 
 #[test]

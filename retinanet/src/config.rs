@@ -121,6 +121,17 @@ pub enum P6Input {
     P5,
 }
 
+impl P6Input {
+    /// Parses "c5" or "p5" (the `--p6` flag).
+    pub fn parse(text: &str) -> Result<P6Input, String> {
+        match text.trim() {
+            "c5" => Ok(P6Input::C5),
+            "p5" => Ok(P6Input::P5),
+            _ => Err(format!("expected c5 or p5, got {text:?}")),
+        }
+    }
+}
+
 /// The network: backbone, FPN and the two subnets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -286,6 +297,38 @@ pub enum BoxLoss {
     SmoothL1 { beta: f32 },
 }
 
+/// β of the smooth-L1 box loss when none is given: 0.11, the value of the authors'
+/// Detectron code (the paper does not state it).
+pub const DEFAULT_SMOOTH_L1_BETA: f32 = 0.11;
+
+/// Which box loss, without its parameter: what `--box-loss` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoxLossKind {
+    L1,
+    SmoothL1,
+}
+
+impl BoxLossKind {
+    /// Parses "smooth-l1" or "l1" (the `--box-loss` flag).
+    pub fn parse(text: &str) -> Result<BoxLossKind, String> {
+        match text.trim() {
+            "l1" => Ok(BoxLossKind::L1),
+            "smooth-l1" => Ok(BoxLossKind::SmoothL1),
+            _ => Err(format!("expected smooth-l1 or l1, got {text:?}")),
+        }
+    }
+}
+
+impl BoxLoss {
+    /// β of smooth L1, `None` for L1.
+    pub fn beta(self) -> Option<f32> {
+        match self {
+            BoxLoss::SmoothL1 { beta } => Some(beta),
+            BoxLoss::L1 => None,
+        }
+    }
+}
+
 /// The losses (spec rows 16–18).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -302,7 +345,9 @@ impl Default for LossConfig {
         LossConfig {
             alpha: Some(0.25),
             gamma: 2.0,
-            box_loss: BoxLoss::SmoothL1 { beta: 0.11 },
+            box_loss: BoxLoss::SmoothL1 {
+                beta: DEFAULT_SMOOTH_L1_BETA,
+            },
         }
     }
 }
@@ -408,5 +453,10 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("strides"));
         assert_eq!(Depth::parse("resnet34"), Ok(Depth::ResNet34));
         assert!(Depth::parse("resnet101").is_err());
+        assert_eq!(P6Input::parse("p5"), Ok(P6Input::P5));
+        assert!(P6Input::parse("p4").unwrap_err().contains("c5 or p5"));
+        assert_eq!(BoxLossKind::parse("l1"), Ok(BoxLossKind::L1));
+        assert_eq!(BoxLossKind::parse("smooth-l1"), Ok(BoxLossKind::SmoothL1));
+        assert!(BoxLossKind::parse("l2").is_err());
     }
 }

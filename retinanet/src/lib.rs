@@ -60,8 +60,8 @@ pub mod train;
 
 pub use anchors::Anchors;
 pub use config::{
-    AnchorConfig, BackboneNorm, BoxLoss, Depth, InferenceConfig, LossConfig, MatcherConfig,
-    ModelConfig, P6Input, RetinaNetConfig,
+    AnchorConfig, BackboneNorm, BoxLoss, BoxLossKind, Depth, InferenceConfig, LossConfig,
+    MatcherConfig, ModelConfig, P6Input, RetinaNetConfig,
 };
 pub use import::load_torchvision;
 pub use loss::Losses;

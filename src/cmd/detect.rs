@@ -30,12 +30,12 @@ pub struct Args {
     /// Images to run on.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
-    /// Folder for the drawn copies and detections.json [default: detections]. Copies of
-    /// images under 256 px are enlarged (nearest neighbour, by a whole factor) so that
-    /// the labels stay readable; detections.json keeps the original coordinates.
+    /// Folder for the drawn copies and detections.json. Copies of images under 256 px are
+    /// enlarged (nearest neighbour, by a whole factor) so that the labels stay readable;
+    /// detections.json keeps the original coordinates.
     #[arg(long, value_name = "DIR", default_value = "detections")]
     out: PathBuf,
-    /// Keep detections scoring at least this [default: 0.5].
+    /// Keep detections scoring at least this (0 to 1).
     #[arg(long, value_name = "T", default_value_t = 0.5, value_parser = parse_score)]
     score: f32,
     /// Resize so the short side is this [default: the checkpoint's].
