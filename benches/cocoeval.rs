@@ -189,7 +189,7 @@ fn main() {
     println!();
     std::fs::write(
         dir.join("focal_stats.json"),
-        serde_json::to_string(&result.stats().to_vec()).unwrap(),
+        serde_json::to_string(&result.stats.to_array().to_vec()).unwrap(),
     )
     .unwrap();
 }

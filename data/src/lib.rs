@@ -64,7 +64,7 @@ pub mod transforms;
 pub use batch::{Batch, Target};
 pub use coco::{CocoDataset, CocoOptions};
 pub use coco_format::CocoFile;
-pub use cocoeval::{evaluate, EvalResult};
+pub use cocoeval::{evaluate, CocoStats, EvalResult, STAT_NAMES};
 pub use dataset::{Category, Dataset, Sample};
 pub use error::{Error, Result};
 pub use image_io::RgbImage;

@@ -81,7 +81,7 @@ fn det(image_id: i64, category_id: i64, bbox: [f64; 4], score: f64) -> Detection
 }
 
 fn assert_stats(r: &EvalResult, want: [f64; 12]) {
-    for (i, (got, want)) in r.stats.iter().zip(want).enumerate() {
+    for (i, (got, want)) in r.stats.to_array().iter().zip(want).enumerate() {
         assert!(
             (got - want).abs() <= 1e-12,
             "{}: got {got}, want {want}\nall: {:?}",

@@ -99,7 +99,7 @@ fn trains_saves_and_reloads_to_identical_predictions() {
     }
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
-    for (name, v) in result.named_stats() {
+    for (name, v) in result.stats.named() {
         assert_eq!(metrics[name].as_f64().unwrap(), v, "{name}");
     }
     let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();

@@ -337,9 +337,9 @@ impl GridObserver for GridProgress {
         self.bars.println(&format!(
             "{}: AP {:.1} · AP50 {:.1} · AP75 {:.1} ({}; {} per cell so far)",
             r.setting(),
-            100.0 * r.stats.AP,
-            100.0 * r.stats.AP50,
-            100.0 * r.stats.AP75,
+            100.0 * r.stats.ap,
+            100.0 * r.stats.ap50,
+            100.0 * r.stats.ap75,
             hms(Duration::from_secs_f64(r.seconds)),
             hms(per_cell)
         ));

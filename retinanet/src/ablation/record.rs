@@ -9,14 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
+use focal_data::CocoStats;
 use serde::{Deserialize, Serialize};
 
 use super::setting::Setting;
-
-/// The COCO summary names, in pycocotools' order.
-pub const STAT_NAMES: [&str; 12] = [
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
-];
 
 /// A finished cell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,54 +23,9 @@ pub struct CellRecord {
     pub config_hash: String,
     /// Wall time of the cell (training and evaluation), in seconds.
     pub seconds: f64,
-    /// The 12 COCO numbers on the validation set, by name ([`STAT_NAMES`]).
+    /// The 12 COCO numbers on the validation set, by name.
     #[serde(flatten)]
-    pub stats: Stats,
-}
-
-/// The 12 COCO numbers, serialised under their names.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[allow(non_snake_case)]
-pub struct Stats {
-    pub AP: f64,
-    pub AP50: f64,
-    pub AP75: f64,
-    pub APs: f64,
-    pub APm: f64,
-    pub APl: f64,
-    pub AR1: f64,
-    pub AR10: f64,
-    pub AR100: f64,
-    pub ARs: f64,
-    pub ARm: f64,
-    pub ARl: f64,
-}
-
-impl Stats {
-    pub fn from_array(s: [f64; 12]) -> Stats {
-        Stats {
-            AP: s[0],
-            AP50: s[1],
-            AP75: s[2],
-            APs: s[3],
-            APm: s[4],
-            APl: s[5],
-            AR1: s[6],
-            AR10: s[7],
-            AR100: s[8],
-            ARs: s[9],
-            ARm: s[10],
-            ARl: s[11],
-        }
-    }
-
-    /// In pycocotools' order.
-    pub fn to_array(&self) -> [f64; 12] {
-        [
-            self.AP, self.AP50, self.AP75, self.APs, self.APm, self.APl, self.AR1, self.AR10,
-            self.AR100, self.ARs, self.ARm, self.ARl,
-        ]
-    }
+    pub stats: CocoStats,
 }
 
 impl CellRecord {
@@ -177,7 +128,7 @@ mod tests {
             alpha: 0.25,
             config_hash: config_hash("x"),
             seconds: 12.5,
-            stats: Stats::from_array(stats),
+            stats: CocoStats::from_array(stats),
         };
         r.write(&dir).unwrap();
         let text = std::fs::read_to_string(CellRecord::path(&dir, &s)).unwrap();
@@ -212,6 +163,51 @@ mod tests {
         assert!(
             e.contains("not a cell record") && e.contains("delete it"),
             "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A record as focal ablate wrote it before the COCO numbers had a type of their own
+    /// (the numbers of the γ = 0, α = 0.25 cell of docs/ablation-table.csv): it reads, and
+    /// is written back byte for byte, so a rerun over an old output folder skips the cell.
+    #[test]
+    fn a_record_of_an_earlier_version_reads_and_is_written_identically() {
+        let old = r#"{
+  "gamma": 0.0,
+  "alpha": 0.25,
+  "config_hash": "fnv1a64:bab1eb4a7faa38aa",
+  "seconds": 230.326872742,
+  "AP": 0.20423963204880383,
+  "AP50": 0.3913851316202787,
+  "AP75": 0.1816850479119105,
+  "APs": 0.19918180069561497,
+  "APm": 0.25995566022638145,
+  "APl": -1.0,
+  "AR1": 0.2594373673968073,
+  "AR10": 0.37423390837393733,
+  "AR100": 0.37423390837393733,
+  "ARs": 0.3661418061812693,
+  "ARm": 0.40338091605826165,
+  "ARl": -1.0
+}
+"#;
+        let dir = std::env::temp_dir().join(format!("focal-record-old-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Setting {
+            gamma: 0.0,
+            alpha: 0.25,
+        };
+        std::fs::write(CellRecord::path(&dir, &s), old).unwrap();
+        let r = CellRecord::read(&dir, &s).unwrap().unwrap();
+        assert_eq!(r.stats.ap, 0.20423963204880383);
+        assert_eq!(r.stats.ap_large, -1.0);
+        assert_eq!(r.stats.ar_medium, 0.40338091605826165);
+        assert_eq!(r.config_hash, "fnv1a64:bab1eb4a7faa38aa");
+        std::fs::remove_file(CellRecord::path(&dir, &s)).unwrap();
+        r.write(&dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(CellRecord::path(&dir, &s)).unwrap(),
+            old
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -15,7 +15,9 @@
 
 use std::path::Path;
 
-use super::record::{config_hash, CellRecord, Stats};
+use focal_data::CocoStats;
+
+use super::record::{config_hash, CellRecord};
 use super::setting::{Grid, Setting};
 use super::table;
 
@@ -23,7 +25,7 @@ use super::table;
 #[derive(Clone, Debug, PartialEq)]
 pub enum CellOutcome {
     /// Trained and evaluated: the 12 COCO numbers on the validation set.
-    Finished([f64; 12]),
+    Finished(CocoStats),
     /// Stopped before the end (Ctrl-C); nothing is recorded.
     Stopped,
 }
@@ -182,7 +184,7 @@ pub fn run_grid(
                     alpha: cell.setting.alpha,
                     config_hash: cell.hash.clone(),
                     seconds: started.elapsed().as_secs_f64(),
-                    stats: Stats::from_array(stats),
+                    stats,
                 };
                 record.write(out)?;
                 records.push(record.clone());
@@ -229,7 +231,7 @@ mod tests {
             self.trained.push(*s);
             let mut stats = [0.5; 12];
             stats[0] = s.gamma as f64 / 10.0 + s.alpha as f64 / 100.0;
-            Ok(CellOutcome::Finished(stats))
+            Ok(CellOutcome::Finished(CocoStats::from_array(stats)))
         }
     }
 
@@ -303,7 +305,7 @@ mod tests {
             }
         );
         // AP = 0/10 + 0.75/100 = 0.0075 for the CE cell (recorded in the first run).
-        assert!((records[0].stats.AP - 0.0075).abs() < 1e-7);
+        assert!((records[0].stats.ap - 0.0075).abs() < 1e-7);
 
         // A third run trains nothing.
         let mut t = fake(10);

@@ -1,7 +1,7 @@
 //! What a run records: the rows of `metrics.jsonl` (one per step, one per evaluation) and
 //! the metadata a checkpoint carries besides the model and optimiser.
 
-use focal_data::EvalResult;
+use focal_data::{CocoStats, EvalResult};
 use serde::{Deserialize, Serialize};
 
 /// One category of the training set: the model's label k is `categories[k]`.
@@ -44,67 +44,27 @@ pub struct StepRecord {
     pub images_per_s: f64,
 }
 
-/// One row of `metrics.jsonl` for an evaluation: the 12 COCO numbers by name.
+/// One row of `metrics.jsonl` for an evaluation: the 12 COCO numbers by name, between
+/// the step and the seconds (`{"kind": "eval", "step": 800, "epoch": 3, "AP": 0.5, ...,
+/// "ARl": 0.7, "seconds": 12.3}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
     pub step: u64,
     pub epoch: u64,
-    #[serde(rename = "AP")]
-    pub ap: f64,
-    #[serde(rename = "AP50")]
-    pub ap50: f64,
-    #[serde(rename = "AP75")]
-    pub ap75: f64,
-    #[serde(rename = "APs")]
-    pub ap_s: f64,
-    #[serde(rename = "APm")]
-    pub ap_m: f64,
-    #[serde(rename = "APl")]
-    pub ap_l: f64,
-    #[serde(rename = "AR1")]
-    pub ar1: f64,
-    #[serde(rename = "AR10")]
-    pub ar10: f64,
-    #[serde(rename = "AR100")]
-    pub ar100: f64,
-    #[serde(rename = "ARs")]
-    pub ar_s: f64,
-    #[serde(rename = "ARm")]
-    pub ar_m: f64,
-    #[serde(rename = "ARl")]
-    pub ar_l: f64,
+    #[serde(flatten)]
+    pub stats: CocoStats,
     /// Wall time of the evaluation.
     pub seconds: f64,
 }
 
 impl EvalRecord {
     pub fn new(step: u64, epoch: u64, r: &EvalResult, seconds: f64) -> EvalRecord {
-        let s = r.stats;
         EvalRecord {
             step,
             epoch,
-            ap: s[0],
-            ap50: s[1],
-            ap75: s[2],
-            ap_s: s[3],
-            ap_m: s[4],
-            ap_l: s[5],
-            ar1: s[6],
-            ar10: s[7],
-            ar100: s[8],
-            ar_s: s[9],
-            ar_m: s[10],
-            ar_l: s[11],
+            stats: r.stats,
             seconds,
         }
-    }
-
-    /// The 12 numbers in pycocotools' order.
-    pub fn stats(&self) -> [f64; 12] {
-        [
-            self.ap, self.ap50, self.ap75, self.ap_s, self.ap_m, self.ap_l, self.ar1, self.ar10,
-            self.ar100, self.ar_s, self.ar_m, self.ar_l,
-        ]
     }
 }
 
@@ -122,5 +82,33 @@ impl MetricRow {
             MetricRow::Step(r) => r.step,
             MetricRow::Eval(r) => r.step,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows as focal train wrote them before the COCO numbers had a type of their own
+    /// (copied from a run folder's metrics.jsonl): they read, and are written back the
+    /// same, byte for byte.
+    #[test]
+    fn metrics_rows_of_earlier_runs_read_and_are_written_identically() {
+        let old = [
+            r#"{"kind":"step","step":1,"epoch":0,"loss":2.940013,"cls_loss":2.3991082,"box_loss":0.54090476,"lr":0.000002,"num_pos":30,"grad_norm":9.0924,"images_per_s":3.4918911295459956}"#,
+            r#"{"kind":"eval","step":1,"epoch":0,"AP":0.0,"AP50":0.0,"AP75":0.0,"APs":0.0,"APm":0.0,"APl":-1.0,"AR1":0.0,"AR10":0.0,"AR100":0.0,"ARs":0.0,"ARm":0.0,"ARl":-1.0,"seconds":0.175440358}"#,
+            r#"{"kind":"eval","step":800,"epoch":3,"AP":0.5123,"AP50":0.839,"AP75":0.55,"APs":0.31,"APm":0.6,"APl":0.7,"AR1":0.4,"AR10":0.62,"AR100":0.63,"ARs":0.45,"ARm":0.7,"ARl":0.8,"seconds":12.5}"#,
+        ];
+        for line in old {
+            let row: MetricRow = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&row).unwrap(), line);
+        }
+        let MetricRow::Eval(e) = serde_json::from_str(old[2]).unwrap() else {
+            panic!("not an eval row");
+        };
+        assert_eq!((e.step, e.epoch, e.seconds), (800, 3, 12.5));
+        assert_eq!(e.stats.ap, 0.5123);
+        assert_eq!(e.stats.ap50, 0.839);
+        assert_eq!(e.stats.ar_large, 0.8);
     }
 }

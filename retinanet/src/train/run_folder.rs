@@ -119,24 +119,9 @@ impl RunFolder {
 
     /// Writes `metrics.json`, the final 12 COCO numbers by name; returns its path.
     pub fn write_final_metrics(&self, result: &EvalResult) -> Result<PathBuf> {
-        let mut json = String::from("{\n");
-        for (i, (name, v)) in result.named_stats().iter().enumerate() {
-            let sep = if i + 1 < 12 { "," } else { "" };
-            json.push_str(&format!("  \"{name}\": {}{sep}\n", json_f64(*v)));
-        }
-        json.push_str("}\n");
         let path = self.metrics_json();
-        write_file(&path, json.as_bytes())?;
+        write_file(&path, result.stats.to_json_pretty().as_bytes())?;
         Ok(path)
-    }
-}
-
-/// A JSON number, or `null` for a non-finite value.
-fn json_f64(v: f64) -> String {
-    if v.is_finite() {
-        serde_json::to_string(&v).expect("finite numbers serialise")
-    } else {
-        "null".into()
     }
 }
 

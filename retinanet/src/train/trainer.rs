@@ -384,7 +384,7 @@ impl Trainer {
         let eval = self.evaluate(observer)?;
         let record = EvalRecord::new(self.step, self.epoch, &eval.result, eval.seconds);
         self.history.push(MetricRow::Eval(record.clone()));
-        let ap = eval.result.stats[0];
+        let ap = eval.result.stats.ap;
         if self.best.is_none_or(|(best, _)| ap > best) {
             self.best = Some((ap, self.step));
             let path = self.folder.best_checkpoint();

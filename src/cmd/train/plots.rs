@@ -57,9 +57,9 @@ pub fn write_plots(t: &Trainer) -> Result<()> {
         let mut chart = Chart::new("COCO AP on the validation set", "step", "AP");
         chart.y_range = Some((0.0, 1.0));
         chart.series = vec![
-            Series::new("AP", pts(&|e| e.ap), 0),
-            Series::new("AP50", pts(&|e| e.ap50), 1),
-            Series::new("AP75", pts(&|e| e.ap75), 2),
+            Series::new("AP", pts(&|e| e.stats.ap), 0),
+            Series::new("AP50", pts(&|e| e.stats.ap50), 1),
+            Series::new("AP75", pts(&|e| e.stats.ap75), 2),
         ];
         chart.save_png(&t.run_dir().join("ap.png"))?;
     }

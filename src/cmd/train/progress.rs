@@ -113,7 +113,7 @@ impl Observer for Progress {
     fn on_eval(&mut self, r: &EvalRecord, result: &EvalResult, t: &Trainer) {
         self.println(&format!(
             "step {}: AP {:.3} · AP50 {:.3} · AP75 {:.3} · AR100 {:.3} ({:.1} s)",
-            r.step, r.ap, r.ap50, r.ap75, r.ar100, r.seconds
+            r.step, r.stats.ap, r.stats.ap50, r.stats.ap75, r.stats.ar100, r.seconds
         ));
         let _ = result;
         if let Err(e) = write_plots(t) {
