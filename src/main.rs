@@ -85,6 +85,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            // The whole chain, outermost first, joined by ": " (anyhow's alternate form):
+            // "checkpoint runs/a/last.ckpt: cannot read: No such file or directory". The
+            // library errors keep each cause as their source() for this.
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

@@ -216,6 +216,26 @@ fn box_loss_beta_and_p6_flags_set_the_configuration() {
     assert!(e.contains("c5 or p5"), "{e}");
 }
 
+/// An error prints its whole chain of causes, outermost first: the file, what was being
+/// done, and the system's own reason (the library errors keep it as their source).
+#[test]
+fn errors_print_the_chain_of_their_causes() {
+    let e = fails_with(&focal(&["eval", "--weights", "/no/such.ckpt"]), 1);
+    let line = e.lines().find(|l| l.starts_with("error: ")).unwrap_or("");
+    let rest = line
+        .strip_prefix("error: checkpoint /no/such.ckpt: cannot read: ")
+        .unwrap_or_else(|| panic!("not the chain: {e}"));
+    assert!(!rest.trim().is_empty(), "the I/O cause is missing: {e}");
+    let dir = scratch("cli-train", "chain");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[optimizer]\nlearning_rate = 1.0\n").unwrap();
+    let e = fails_with(&focal(&["train", "--config", file.to_str().unwrap()]), 1);
+    assert!(
+        e.contains(&format!("configuration {}: unknown field", file.display())),
+        "{e}"
+    );
+}
+
 #[test]
 fn same_seed_same_losses_whatever_the_thread_count() {
     let dir = scratch("cli-train", "threads");

@@ -228,12 +228,11 @@ impl CocoDataset {
 
     /// Adds "image id N listed in FILE" to an error about image `index`.
     fn image_error(&self, index: usize, err: Error) -> Error {
-        Error::new(format!(
-            "{} (image id {} listed in {})",
-            err.message(),
-            self.entries[index].id,
-            self.annotation_file.display()
-        ))
+        Error::InImage {
+            id: self.entries[index].id,
+            annotation_file: self.annotation_file.clone(),
+            source: Box::new(err),
+        }
     }
 
     /// With `skip_bad_images`, records (and reports, once) that image `index` is left out;
@@ -244,8 +243,9 @@ impl CocoDataset {
         }
         let mut skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
         if let std::collections::btree_map::Entry::Vacant(slot) = skipped.entry(index) {
-            eprintln!("warning: skipping an image: {err}");
-            slot.insert(err.message().to_string());
+            let reason = err.chain();
+            eprintln!("warning: skipping an image: {reason}");
+            slot.insert(reason);
         }
         Ok(())
     }

@@ -60,16 +60,18 @@ impl RgbImage {
 pub fn decode(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| Error::in_file(path, format!("cannot read the image: {e}")))?;
+        .map_err(|e| Error::io(path, "read the image", e))?;
     if reader.format().is_none() {
         return Err(Error::in_file(
             path,
             "not a JPEG or PNG image (unrecognised file contents)",
         ));
     }
-    let decoded = reader
-        .decode()
-        .map_err(|e| Error::in_file(path, format!("cannot decode the image: {e}")))?;
+    let decoded = reader.decode().map_err(|e| Error::Image {
+        path: Some(path.to_path_buf()),
+        action: "decode the image",
+        source: e,
+    })?;
     // `to_rgb8` handles every colour type the decoders produce: it drops alpha, repeats
     // gray into the three channels and rounds 16-bit values (v / 257) to 8 bits.
     let rgb = decoded.to_rgb8();
@@ -83,8 +85,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<RgbImage> {
 
 /// Reads and decodes an image file into RGB.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::in_file(path, format!("cannot read the image: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read the image", e))?;
     decode(&bytes, path)
 }
 
@@ -99,13 +100,24 @@ pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
         img.height,
         image::ExtendedColorType::Rgb8,
     )
-    .map_err(|e| Error::new(format!("cannot encode a PNG: {e}")))?;
+    .map_err(|e| Error::Image {
+        path: None,
+        action: "encode a PNG",
+        source: e,
+    })?;
     Ok(bytes)
 }
 
 /// Writes `img` as a PNG file atomically (a temporary file in the same folder, then a
 /// rename), so a crash never leaves a half-written image behind.
 pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
-    let bytes = encode_png(img).map_err(|e| Error::in_file(path, e))?;
+    let bytes = encode_png(img).map_err(|e| match e {
+        Error::Image { action, source, .. } => Error::Image {
+            path: Some(path.to_path_buf()),
+            action,
+            source,
+        },
+        other => other,
+    })?;
     write_atomic(path, &bytes)
 }

@@ -38,7 +38,7 @@ const GOOD: &str = r#"{
 fn open_err(tag: &str, json: &str) -> (String, std::path::PathBuf) {
     let (_dir, ann, images) = setup(tag, json);
     let e = CocoDataset::open(&ann, &images).expect_err("should fail");
-    (e.to_string(), ann)
+    (e.chain(), ann)
 }
 
 fn names(msg: &str, path: &Path) -> bool {
@@ -152,7 +152,7 @@ fn corrupt_images_fail_at_load_or_are_skipped() {
 
     let ds = CocoDataset::open(&ann, &images).unwrap(); // the files exist
     for i in 0..2 {
-        let msg = ds.load(i).expect_err("should fail").to_string();
+        let msg = ds.load(i).expect_err("should fail").chain();
         let file = images.join(if i == 0 { "a.png" } else { "b.png" });
         assert!(names(&msg, &file) && names(&msg, &ann), "{msg}");
         assert!(msg.contains(&format!("image id {}", i + 1)), "{msg}");
@@ -161,11 +161,7 @@ fn corrupt_images_fail_at_load_or_are_skipped() {
     let loader = Loader::new(Arc::new(ds), LoaderConfig::eval(1, 32, 64)).unwrap();
     let results: Vec<_> = loader.epoch(0).collect();
     assert_eq!(results.len(), 1);
-    assert!(results[0]
-        .as_ref()
-        .unwrap_err()
-        .to_string()
-        .contains("a.png"));
+    assert!(results[0].as_ref().unwrap_err().chain().contains("a.png"));
 
     let skip = CocoOptions {
         skip_bad_images: true,
@@ -187,7 +183,7 @@ fn image_of_the_wrong_size() {
     let json = GOOD.replacen("\"width\": 8", "\"width\": 9", 1);
     let (_dir, ann, images) = setup("wrong-size", &json);
     let ds = CocoDataset::open(&ann, &images).unwrap();
-    let msg = ds.load(0).expect_err("should fail").to_string();
+    let msg = ds.load(0).expect_err("should fail").chain();
     assert!(
         msg.contains("a.png") && msg.contains("8x6") && msg.contains("9x6"),
         "{msg}"

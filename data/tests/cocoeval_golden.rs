@@ -426,7 +426,7 @@ fn ground_truth_problems_pycocotools_would_crash_on_are_errors() {
     let gt = gt_file(&[1], &[(1, "a")], vec![no_area]);
     let e = evaluate(&gt, &[]).unwrap_err();
     assert!(
-        e.message()
+        e.chain()
             .contains("annotation id 41 (entry 0) has no `area`"),
         "{e}"
     );
@@ -437,7 +437,7 @@ fn ground_truth_problems_pycocotools_would_crash_on_are_errors() {
         vec![ann(0, 1, 1, [0.0, 0.0, 10.0, 10.0])],
     );
     let e = evaluate(&gt, &[]).unwrap_err();
-    assert!(e.message().contains("entry 0 has id 0"), "{e}");
+    assert!(e.chain().contains("entry 0 has id 0"), "{e}");
 
     let gt = gt_file(
         &[1],
@@ -445,10 +445,10 @@ fn ground_truth_problems_pycocotools_would_crash_on_are_errors() {
         vec![ann(1, 1, 1, [0.0, 0.0, 10.0, 10.0])],
     );
     let e = evaluate(&gt, &[det(5, 1, [0.0, 0.0, 1.0, 1.0], 0.5)]).unwrap_err();
-    assert!(e.message().contains("detection 0 names image id 5"), "{e}");
+    assert!(e.chain().contains("detection 0 names image id 5"), "{e}");
     let e = evaluate(&gt, &[det(1, 1, [0.0, 0.0, 1.0, 1.0], f64::NAN)]).unwrap_err();
     assert!(
-        e.message().contains("detection 0 has a non-finite value"),
+        e.chain().contains("detection 0 has a non-finite value"),
         "{e}"
     );
 }

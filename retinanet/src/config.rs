@@ -19,6 +19,7 @@
 //! | 17       | l1 / smooth-l1 with any β      | [`LossConfig::box_loss`]                |
 //! | 19       | thresholds, k, max detections  | [`InferenceConfig`]                     |
 
+use crate::error::Error;
 use serde::{Deserialize, Serialize};
 
 /// The whole detector: network, anchors, matching, loss and inference.
@@ -35,7 +36,7 @@ pub struct RetinaNetConfig {
 impl RetinaNetConfig {
     /// Checks the values that would otherwise fail deep inside a step; the message names
     /// the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         self.model.validate()?;
         self.anchors.validate()?;
         self.matcher.validate()?;
@@ -57,7 +58,7 @@ pub enum Depth {
 
 impl Depth {
     /// Parses "resnet18", "resnet34", "resnet50" (or just 18, 34, 50).
-    pub fn parse(text: &str) -> Result<Depth, String> {
+    pub fn parse(text: &str) -> Result<Depth, Error> {
         match text
             .trim()
             .to_ascii_lowercase()
@@ -66,9 +67,9 @@ impl Depth {
             "18" => Ok(Depth::ResNet18),
             "34" => Ok(Depth::ResNet34),
             "50" => Ok(Depth::ResNet50),
-            _ => Err(format!(
+            _ => Err(Error::config(format!(
                 "unknown backbone {text:?}: expected resnet18, resnet34 or resnet50"
-            )),
+            ))),
         }
     }
 
@@ -98,14 +99,14 @@ pub enum BackboneNorm {
 }
 
 impl BackboneNorm {
-    pub fn parse(text: &str) -> Result<BackboneNorm, String> {
+    pub fn parse(text: &str) -> Result<BackboneNorm, Error> {
         match text.trim() {
             "gn" => Ok(BackboneNorm::GroupNorm),
             "bn" => Ok(BackboneNorm::BatchNorm),
             "frozen-bn" => Ok(BackboneNorm::FrozenBatchNorm),
-            _ => Err(format!(
+            _ => Err(Error::config(format!(
                 "unknown backbone norm {text:?}: expected gn, bn or frozen-bn"
-            )),
+            ))),
         }
     }
 }
@@ -123,11 +124,11 @@ pub enum P6Input {
 
 impl P6Input {
     /// Parses "c5" or "p5" (the `--p6` flag).
-    pub fn parse(text: &str) -> Result<P6Input, String> {
+    pub fn parse(text: &str) -> Result<P6Input, Error> {
         match text.trim() {
             "c5" => Ok(P6Input::C5),
             "p5" => Ok(P6Input::P5),
-            _ => Err(format!("expected c5 or p5, got {text:?}")),
+            _ => Err(Error::config(format!("expected c5 or p5, got {text:?}"))),
         }
     }
 }
@@ -174,21 +175,23 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.fpn_channels == 0 || self.head_width == 0 || self.num_classes == 0 {
-            return Err("model: fpn_channels, head_width and num_classes must be positive".into());
+            return Err(Error::config(
+                "model: fpn_channels, head_width and num_classes must be positive",
+            ));
         }
         if self.head_norm && !self.head_width.is_multiple_of(32) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "model: head_norm uses GroupNorm(32), so head_width ({}) must be a multiple of 32",
                 self.head_width
-            ));
+            )));
         }
         if !(self.prior_probability > 0.0 && self.prior_probability < 1.0) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "model: prior_probability must lie in (0, 1), got {}",
                 self.prior_probability
-            ));
+            )));
         }
         Ok(())
     }
@@ -225,26 +228,30 @@ impl AnchorConfig {
         self.scales.len() * self.ratios.len()
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.sizes.len() != 5 || self.strides.len() != 5 {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "anchors: sizes and strides need one entry per level P3..P7 (5), got {} and {}",
                 self.sizes.len(),
                 self.strides.len()
-            ));
+            )));
         }
         if self.scales.is_empty() || self.ratios.is_empty() {
-            return Err("anchors: scales and ratios must not be empty".into());
+            return Err(Error::config(
+                "anchors: scales and ratios must not be empty",
+            ));
         }
         let positive = |v: &[f32]| v.iter().all(|x| x.is_finite() && *x > 0.0);
         if !positive(&self.sizes) || !positive(&self.scales) || !positive(&self.ratios) {
-            return Err("anchors: sizes, scales and ratios must be positive".into());
+            return Err(Error::config(
+                "anchors: sizes, scales and ratios must be positive",
+            ));
         }
         if self.strides != [8, 16, 32, 64, 128] {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "anchors: strides are fixed by the network at [8, 16, 32, 64, 128], got {:?}",
                 self.strides
-            ));
+            )));
         }
         Ok(())
     }
@@ -273,15 +280,15 @@ impl Default for MatcherConfig {
 }
 
 impl MatcherConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if !(0.0..=1.0).contains(&self.background_iou)
             || !(0.0..=1.0).contains(&self.foreground_iou)
             || self.background_iou > self.foreground_iou
         {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "matcher: need 0 ≤ background_iou ({}) ≤ foreground_iou ({}) ≤ 1",
                 self.background_iou, self.foreground_iou
-            ));
+            )));
         }
         Ok(())
     }
@@ -310,11 +317,13 @@ pub enum BoxLossKind {
 
 impl BoxLossKind {
     /// Parses "smooth-l1" or "l1" (the `--box-loss` flag).
-    pub fn parse(text: &str) -> Result<BoxLossKind, String> {
+    pub fn parse(text: &str) -> Result<BoxLossKind, Error> {
         match text.trim() {
             "l1" => Ok(BoxLossKind::L1),
             "smooth-l1" => Ok(BoxLossKind::SmoothL1),
-            _ => Err(format!("expected smooth-l1 or l1, got {text:?}")),
+            _ => Err(Error::config(format!(
+                "expected smooth-l1 or l1, got {text:?}"
+            ))),
         }
     }
 }
@@ -353,18 +362,25 @@ impl Default for LossConfig {
 }
 
 impl LossConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if let Some(a) = self.alpha {
             if !(0.0..=1.0).contains(&a) {
-                return Err(format!("loss: alpha must lie in [0, 1], got {a}"));
+                return Err(Error::config(format!(
+                    "loss: alpha must lie in [0, 1], got {a}"
+                )));
             }
         }
         if !(self.gamma >= 0.0 && self.gamma.is_finite()) {
-            return Err(format!("loss: gamma must be ≥ 0, got {}", self.gamma));
+            return Err(Error::config(format!(
+                "loss: gamma must be ≥ 0, got {}",
+                self.gamma
+            )));
         }
         if let BoxLoss::SmoothL1 { beta } = self.box_loss {
             if !(beta >= 0.0 && beta.is_finite()) {
-                return Err(format!("loss: smooth-l1 beta must be ≥ 0, got {beta}"));
+                return Err(Error::config(format!(
+                    "loss: smooth-l1 beta must be ≥ 0, got {beta}"
+                )));
             }
         }
         Ok(())
@@ -397,12 +413,12 @@ impl Default for InferenceConfig {
 }
 
 impl InferenceConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if !(0.0..=1.0).contains(&self.score_threshold) || !(0.0..=1.0).contains(&self.nms_iou) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "inference: score_threshold ({}) and nms_iou ({}) must lie in [0, 1]",
                 self.score_threshold, self.nms_iou
-            ));
+            )));
         }
         Ok(())
     }
@@ -447,16 +463,22 @@ mod tests {
     fn validation_names_the_field() {
         let mut c = RetinaNetConfig::default();
         c.matcher.background_iou = 0.6;
-        assert!(c.validate().unwrap_err().contains("background_iou"));
+        assert!(c.validate().unwrap_err().chain().contains("background_iou"));
         let mut c = RetinaNetConfig::default();
         c.anchors.strides[0] = 4;
-        assert!(c.validate().unwrap_err().contains("strides"));
-        assert_eq!(Depth::parse("resnet34"), Ok(Depth::ResNet34));
+        assert!(c.validate().unwrap_err().chain().contains("strides"));
+        assert_eq!(Depth::parse("resnet34").ok(), Some(Depth::ResNet34));
         assert!(Depth::parse("resnet101").is_err());
-        assert_eq!(P6Input::parse("p5"), Ok(P6Input::P5));
-        assert!(P6Input::parse("p4").unwrap_err().contains("c5 or p5"));
-        assert_eq!(BoxLossKind::parse("l1"), Ok(BoxLossKind::L1));
-        assert_eq!(BoxLossKind::parse("smooth-l1"), Ok(BoxLossKind::SmoothL1));
+        assert_eq!(P6Input::parse("p5").ok(), Some(P6Input::P5));
+        assert!(P6Input::parse("p4")
+            .unwrap_err()
+            .chain()
+            .contains("c5 or p5"));
+        assert_eq!(BoxLossKind::parse("l1").ok(), Some(BoxLossKind::L1));
+        assert_eq!(
+            BoxLossKind::parse("smooth-l1").ok(),
+            Some(BoxLossKind::SmoothL1)
+        );
         assert!(BoxLossKind::parse("l2").is_err());
     }
 }

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use focal_engine::Tensor;
-use focal_nn::{import_safetensors, ImportOptions, ImportReport, WeightsError};
+use focal_nn::{import_safetensors, ImportOptions, ImportReport};
 
 use crate::config::{BackboneNorm, Depth, P6Input, RetinaNetConfig};
 use crate::model::RetinaNet;
@@ -59,10 +59,13 @@ pub fn remap_coco_rows(t: &Tensor, anchors_per_cell: usize) -> Tensor {
 /// Loads a safetensors state dict of torchvision's RetinaNet into `model`, strictly
 /// (every tensor must find its place and every parameter must be filled, or nothing is
 /// loaded and the error lists the differences), remapping 91 COCO classes to 80.
-pub fn load_torchvision(model: &mut RetinaNet, path: &Path) -> Result<ImportReport, WeightsError> {
+pub fn load_torchvision(
+    model: &mut RetinaNet,
+    path: &Path,
+) -> Result<ImportReport, focal_nn::Error> {
     let a = model.config.anchors.anchors_per_cell();
     let k = model.config.model.num_classes;
-    let remap = move |name: &str, t: Tensor, shape: &[usize]| -> Result<Tensor, String> {
+    let remap = move |name: &str, t: Tensor, shape: &[usize]| -> Result<Tensor, focal_nn::Error> {
         let is_cls = name == "head.classification_head.cls_logits.weight"
             || name == "head.classification_head.cls_logits.bias";
         if is_cls && k == COCO_IDS.len() && t.dim(0) == a * TORCHVISION_COCO_CLASSES {

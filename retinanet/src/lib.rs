@@ -45,6 +45,7 @@ pub mod anchors;
 pub mod box_coder;
 pub mod boxes;
 pub mod config;
+pub mod error;
 pub mod fpn;
 pub mod head;
 pub mod import;
@@ -63,6 +64,7 @@ pub use config::{
     AnchorConfig, BackboneNorm, BoxLoss, BoxLossKind, Depth, InferenceConfig, LossConfig,
     MatcherConfig, ModelConfig, P6Input, RetinaNetConfig,
 };
+pub use error::{Error, Result};
 pub use import::load_torchvision;
 pub use loss::Losses;
 pub use model::{HeadOutputs, RetinaNet};

@@ -16,6 +16,7 @@ use focal_nn::{Module, Visitor};
 
 use crate::anchors::Anchors;
 use crate::config::RetinaNetConfig;
+use crate::error::Error;
 use crate::fpn::Fpn;
 use crate::head::Head;
 use crate::loss::{retinanet_loss, Losses};
@@ -75,7 +76,7 @@ impl Module for RetinaNet {
 impl RetinaNet {
     /// A freshly initialised detector (in training mode). Every random value is drawn
     /// from `rng`, backbone first, so one seed fixes the whole model.
-    pub fn new(config: &RetinaNetConfig, rng: &mut Rng) -> Result<RetinaNet, String> {
+    pub fn new(config: &RetinaNetConfig, rng: &mut Rng) -> Result<RetinaNet, Error> {
         config.validate()?;
         let m = &config.model;
         let body = ResNet::new(m.depth, m.norm, m.frozen_bn_eps, rng);
@@ -140,13 +141,13 @@ impl RetinaNet {
         &self,
         images: &Tensor,
         ground_truth: &[GroundTruth],
-    ) -> Result<BatchTargets, String> {
+    ) -> Result<BatchTargets, Error> {
         if ground_truth.len() != images.dim(0) {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{} images but ground truth for {}",
                 images.dim(0),
                 ground_truth.len()
-            ));
+            )));
         }
         let anchors = self.anchors(images.dim(2), images.dim(3));
         assign_targets(
@@ -163,7 +164,7 @@ impl RetinaNet {
         &mut self,
         images: &Tensor,
         ground_truth: &[GroundTruth],
-    ) -> Result<Losses, String> {
+    ) -> Result<Losses, Error> {
         let targets = self.targets(images, ground_truth)?;
         let out = self.forward(images);
         Ok(retinanet_loss(

@@ -189,7 +189,7 @@ fn a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint() {
     c.schedule.warmup_iters = 0;
     c.checkpoint_every = 1;
     let mut t = Trainer::new(c, &dir).unwrap();
-    let err = t.run(&mut Silent).unwrap_err().to_string();
+    let err = t.run(&mut Silent).unwrap_err().chain();
     assert!(err.contains("at step 2"), "{err}");
     assert!(err.contains("last.ckpt") && err.contains("intact"), "{err}");
     // last.ckpt is the state after step 1, and loads.
@@ -203,12 +203,12 @@ fn refuses_to_overwrite_a_run_and_to_resume_from_a_model_only_checkpoint() {
     let dir = scratch("refuse");
     let mut t = Trainer::new(tiny(2), &dir).unwrap();
     finished(t.run(&mut Silent).unwrap());
-    let err = Trainer::new(tiny(2), &dir).err().unwrap().to_string();
+    let err = Trainer::new(tiny(2), &dir).err().unwrap().chain();
     assert!(err.contains("already holds a run"), "{err}");
     let err = Trainer::resume(&dir.join("best.ckpt"), None, None)
         .err()
         .unwrap()
-        .to_string();
+        .chain();
     assert!(err.contains("no optimiser state"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

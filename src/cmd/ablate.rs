@@ -115,7 +115,7 @@ impl Args {
             alphas: self.alphas.clone(),
             ce_alphas: ce,
         };
-        grid.validate().map_err(anyhow::Error::msg)?;
+        grid.validate()?;
         Ok(grid)
     }
 
@@ -126,7 +126,7 @@ impl Args {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the configuration {}", path.display()))?;
             base = TrainConfig::from_toml_over(&base, &text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                .with_context(|| path.display().to_string())?;
         }
         if let Some(iters) = self.iters {
             base.iters = Some(iters);
@@ -138,10 +138,10 @@ impl Args {
         if let Some(t) = threads {
             base.threads = t as usize;
         }
-        base.validate().map_err(|e| match &self.config {
-            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
-            None => anyhow::anyhow!("{e}"),
-        })?;
+        match &self.config {
+            Some(p) => base.validate().with_context(|| p.display().to_string())?,
+            None => base.validate()?,
+        }
         Ok(base)
     }
 }
@@ -182,7 +182,7 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
     let mut trainer = TrainerCells::new(base, &mut cell_progress);
     let outcome = run_grid(&args.out, &grid, &caption, &mut trainer, &mut grid_progress);
     bars.finish();
-    let outcome = outcome.map_err(anyhow::Error::msg)?;
+    let outcome = outcome?;
     let md = args.out.join(TABLE_MD);
     let csv = args.out.join(TABLE_CSV);
     match outcome {

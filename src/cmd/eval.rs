@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use focal_data::results::write_results;
 use focal_data::{CocoDataset, Dataset};
 use focal_retinanet::train::{class_names, evaluate, load_trained_model, open_datasets};
@@ -125,8 +125,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 eprintln!("  {done}/{total} images");
             }
         },
-    )
-    .map_err(|e| anyhow!(e))?;
+    )?;
     if let Some(out) = &args.out {
         write_results(out, &eval.detections)?;
         eprintln!(

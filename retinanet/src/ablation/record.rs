@@ -13,6 +13,7 @@ use focal_data::CocoStats;
 use serde::{Deserialize, Serialize};
 
 use super::setting::Setting;
+use crate::error::Error;
 
 /// A finished cell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,22 +44,22 @@ impl CellRecord {
 
     /// Reads a record; `Ok(None)` when the file does not exist. A file that exists but is
     /// not a record of `setting` is an error naming it.
-    pub fn read(out: &Path, setting: &Setting) -> Result<Option<CellRecord>, String> {
+    pub fn read(out: &Path, setting: &Setting) -> Result<Option<CellRecord>, Error> {
         let path = CellRecord::path(out, setting);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => return Err(Error::io("read", &path, e)),
         };
-        let record: CellRecord = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{} is not a cell record of focal ablate ({e}); delete it to train the cell \
-                 again",
+        let record: CellRecord = serde_json::from_str(&text).map_err(|e| Error::Json {
+            what: format!(
+                "{} is not a cell record of focal ablate; delete it to train the cell again",
                 path.display()
-            )
+            ),
+            source: e,
         })?;
         if record.setting() != *setting {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{} holds the record of γ = {}, α = {}, not of γ = {}, α = {}; delete it to \
                  train the cell again",
                 path.display(),
@@ -66,19 +67,20 @@ impl CellRecord {
                 record.alpha,
                 setting.gamma,
                 setting.alpha
-            ));
+            )));
         }
         Ok(Some(record))
     }
 
     /// Writes the record atomically (temporary file, then rename).
-    pub fn write(&self, out: &Path) -> Result<(), String> {
+    pub fn write(&self, out: &Path) -> Result<(), Error> {
         let path = CellRecord::path(out, &self.setting());
-        let mut text = serde_json::to_string_pretty(self)
-            .map_err(|e| format!("cannot encode the record of {}: {e}", self.setting()))?;
+        let mut text = serde_json::to_string_pretty(self).map_err(|e| Error::Json {
+            what: format!("cannot encode the record of {}", self.setting()),
+            source: e,
+        })?;
         text.push('\n');
-        focal_engine::write_atomic(&path, text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        focal_engine::write_atomic(&path, text.as_bytes()).map_err(|e| Error::io("write", &path, e))
     }
 }
 
@@ -153,13 +155,13 @@ mod tests {
             serde_json::to_string(&other).unwrap(),
         )
         .unwrap();
-        let e = CellRecord::read(&dir, &s).unwrap_err();
+        let e = CellRecord::read(&dir, &s).unwrap_err().chain();
         assert!(
             e.contains("gamma2_alpha0.25.json") && e.contains("α = 0.5"),
             "{e}"
         );
         std::fs::write(CellRecord::path(&dir, &s), "{\"gamma\": 2").unwrap();
-        let e = CellRecord::read(&dir, &s).unwrap_err();
+        let e = CellRecord::read(&dir, &s).unwrap_err().chain();
         assert!(
             e.contains("not a cell record") && e.contains("delete it"),
             "{e}"

@@ -8,8 +8,8 @@ use focal_data::{CocoDataset, Dataset, Loader, LoaderConfig, ShapesConfig, Shape
 use focal_nn::{AdamW, Decay, Optimizer, Schedule, Sgd};
 
 use super::config::{DecayKind, OptimizerKind, TrainConfig};
-use super::error::{Result, TrainError};
 use super::records::ClassName;
+use crate::error::{Error, Result};
 
 /// The datasets of a configuration: (train, val).
 pub fn open_datasets(config: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
@@ -34,7 +34,7 @@ pub fn open_datasets(config: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn 
             let val = CocoDataset::open(&c.val_annotations, &c.val_images)?;
             Ok((Arc::new(train), Arc::new(val)))
         }
-        (None, None) => Err(TrainError("data: no dataset configured".into())),
+        (None, None) => Err(Error::config("data: no dataset configured")),
     }
 }
 
@@ -53,7 +53,7 @@ pub fn class_names(dataset: &dyn Dataset) -> Vec<ClassName> {
 /// Refuses a validation set whose categories differ from the training set's.
 pub fn check_same_categories(train: &dyn Dataset, val: &dyn Dataset) -> Result<()> {
     if class_names(train) != class_names(val) {
-        return Err(TrainError(format!(
+        return Err(Error::invalid(format!(
             "the training and validation sets have different categories ({} vs {})",
             train.describe(),
             val.describe()

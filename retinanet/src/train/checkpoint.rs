@@ -9,11 +9,11 @@
 use std::path::Path;
 
 use focal_engine::Rng;
-use focal_nn::{Checkpoint, CheckpointError};
+use focal_nn::Checkpoint;
 
 use super::config::TrainConfig;
-use super::error::{Result, TrainError};
 use super::records::RunMetadata;
+use crate::error::{Error, Result};
 use crate::model::RetinaNet;
 
 /// A model rebuilt from a checkpoint written by the trainer, with its configuration and
@@ -44,23 +44,26 @@ pub fn read_checkpoint(path: &Path) -> Result<(Checkpoint, TrainConfig, RunMetad
     let config = TrainConfig::from_toml(&ckpt.config).map_err(|e| {
         ckpt_error(
             path,
-            format!("its configuration is not a focal training configuration ({e})"),
+            Error::context("its configuration is not a focal training configuration", e),
         )
     })?;
     let metadata: RunMetadata = serde_json::from_str(&ckpt.metadata).map_err(|e| {
         ckpt_error(
             path,
-            format!("its metadata is not a focal training record ({e})"),
+            Error::Json {
+                what: "its metadata is not a focal training record".into(),
+                source: e,
+            },
         )
     })?;
     if metadata.categories.len() != config.model.num_classes {
         return Err(ckpt_error(
             path,
-            format!(
+            Error::invalid(format!(
                 "it names {} classes but its model has {}",
                 metadata.categories.len(),
                 config.model.num_classes
-            ),
+            )),
         ));
     }
     Ok((ckpt, config, metadata))
@@ -76,7 +79,7 @@ pub fn rebuild_model(ckpt: &Checkpoint, config: &TrainConfig, path: &Path) -> Re
     Ok(model)
 }
 
-/// An error about the checkpoint at `path`: "checkpoint PATH: message".
-pub fn ckpt_error(path: &Path, message: impl Into<String>) -> TrainError {
-    CheckpointError::new(path, message).into()
+/// An error about the checkpoint at `path`: "checkpoint PATH: " and the cause.
+pub fn ckpt_error(path: &Path, cause: impl Into<Error>) -> Error {
+    Error::in_checkpoint(path, cause)
 }

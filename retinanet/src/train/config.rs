@@ -44,6 +44,7 @@ use crate::config::{
     AnchorConfig, BackboneNorm, Depth, InferenceConfig, LossConfig, MatcherConfig, ModelConfig,
     RetinaNetConfig,
 };
+use crate::error::Error;
 
 /// A whole training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,11 +174,13 @@ pub enum OptimizerKind {
 }
 
 impl OptimizerKind {
-    pub fn parse(text: &str) -> Result<OptimizerKind, String> {
+    pub fn parse(text: &str) -> Result<OptimizerKind, Error> {
         match text.trim() {
             "sgd" => Ok(OptimizerKind::Sgd),
             "adamw" => Ok(OptimizerKind::AdamW),
-            _ => Err(format!("unknown optimiser {text:?}: expected sgd or adamw")),
+            _ => Err(Error::config(format!(
+                "unknown optimiser {text:?}: expected sgd or adamw"
+            ))),
         }
     }
 
@@ -223,14 +226,14 @@ pub enum DecayKind {
 }
 
 impl DecayKind {
-    pub fn parse(text: &str) -> Result<DecayKind, String> {
+    pub fn parse(text: &str) -> Result<DecayKind, Error> {
         match text.trim() {
             "constant" => Ok(DecayKind::Constant),
             "multi-step" | "multistep" | "step" => Ok(DecayKind::MultiStep),
             "cosine" => Ok(DecayKind::Cosine),
-            _ => Err(format!(
+            _ => Err(Error::config(format!(
                 "unknown schedule {text:?}: expected multi-step, cosine or constant"
-            )),
+            ))),
         }
     }
 }
@@ -431,8 +434,8 @@ impl TrainConfig {
 
     /// Parses a complete configuration (as written by [`TrainConfig::to_toml`]) and
     /// validates it.
-    pub fn from_toml(text: &str) -> Result<TrainConfig, String> {
-        let c: TrainConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str) -> Result<TrainConfig, Error> {
+        let c: TrainConfig = toml::from_str(text)?;
         c.validate()?;
         Ok(c)
     }
@@ -441,9 +444,10 @@ impl TrainConfig {
     /// file only names what it changes. Setting `iters` removes the base's `epochs` and
     /// vice versa, and setting `[data.coco]` or `[data.shapes]` removes the other.
     /// Unknown keys are errors. The result is not yet validated.
-    pub fn from_toml_over(base: &TrainConfig, text: &str) -> Result<TrainConfig, String> {
-        let overlay: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-        let mut merged = toml::Table::try_from(base).map_err(|e| e.to_string())?;
+    pub fn from_toml_over(base: &TrainConfig, text: &str) -> Result<TrainConfig, Error> {
+        let overlay: toml::Table = toml::from_str(text)?;
+        let mut merged = toml::Table::try_from(base)
+            .map_err(|e| Error::config(format!("the base configuration: {e}")))?;
         if overlay.contains_key("iters") {
             merged.remove("epochs");
         }
@@ -461,9 +465,7 @@ impl TrainConfig {
             }
         }
         merge_tables(&mut merged, overlay);
-        toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| e.to_string())
+        Ok(toml::Value::Table(merged).try_into()?)
     }
 
     /// Whether a (possibly partial) TOML text configures a COCO dataset (`[data.coco]`),
@@ -478,93 +480,114 @@ impl TrainConfig {
 
     /// Checks every value that would otherwise fail deep inside a step; the message names
     /// the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         self.retinanet().validate()?;
         if self.batch_size == 0 {
-            return Err("batch_size must be at least 1".into());
+            return Err(Error::config("batch_size must be at least 1"));
         }
         if self.shards == 0 {
             // More shards than images is fine: a batch is cut into at most one per image.
-            return Err("shards must be at least 1".into());
+            return Err(Error::config("shards must be at least 1"));
         }
         match (self.iters, self.epochs) {
-            (Some(0), _) | (_, Some(0)) => return Err("iters and epochs must be positive".into()),
-            (Some(_), Some(_)) => {
-                return Err("give either iters or epochs, not both".into());
+            (Some(0), _) | (_, Some(0)) => {
+                return Err(Error::config("iters and epochs must be positive"))
             }
-            (None, None) => return Err("give the length of the run: iters or epochs".into()),
+            (Some(_), Some(_)) => {
+                return Err(Error::config("give either iters or epochs, not both"));
+            }
+            (None, None) => {
+                return Err(Error::config("give the length of the run: iters or epochs"))
+            }
             _ => {}
         }
         let d = &self.data;
         if d.min_size == 0 || d.max_size == 0 || d.eval_batch_size == 0 {
-            return Err("data: min_size, max_size and eval_batch_size must be at least 1".into());
+            return Err(Error::config(
+                "data: min_size, max_size and eval_batch_size must be at least 1",
+            ));
         }
         match (&d.shapes, &d.coco) {
             (Some(_), Some(_)) => {
-                return Err("data: give either [data.shapes] or [data.coco], not both".into())
+                return Err(Error::config(
+                    "data: give either [data.shapes] or [data.coco], not both",
+                ))
             }
-            (None, None) => return Err("data: give a dataset, [data.shapes] or [data.coco]".into()),
+            (None, None) => {
+                return Err(Error::config(
+                    "data: give a dataset, [data.shapes] or [data.coco]",
+                ))
+            }
             (Some(s), None) => {
                 if s.train_images == 0 || s.val_images == 0 {
-                    return Err(
-                        "data.shapes: train_images and val_images must be at least 1".into(),
-                    );
+                    return Err(Error::config(
+                        "data.shapes: train_images and val_images must be at least 1",
+                    ));
                 }
                 if !(32..=8192).contains(&s.size) {
-                    return Err(format!(
+                    return Err(Error::config(format!(
                         "data.shapes: size {} is out of range (32 to 8192)",
                         s.size
-                    ));
+                    )));
                 }
             }
             _ => {}
         }
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {
-            return Err(format!("optimizer: lr must be positive, got {}", o.lr));
+            return Err(Error::config(format!(
+                "optimizer: lr must be positive, got {}",
+                o.lr
+            )));
         }
         if !(0.0..1.0).contains(&o.momentum) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "optimizer: momentum must lie in [0, 1), got {}",
                 o.momentum
-            ));
+            )));
         }
         if !o.betas.iter().all(|b| (0.0..1.0).contains(b)) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "optimizer: betas must lie in [0, 1), got {:?}",
                 o.betas
-            ));
+            )));
         }
         if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "optimizer: weight_decay must be ≥ 0, got {}",
                 o.weight_decay
-            ));
+            )));
         }
         if !(o.clip_grad_norm.is_finite() && o.clip_grad_norm >= 0.0) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "optimizer: clip_grad_norm must be ≥ 0 (0: off), got {}",
                 o.clip_grad_norm
-            ));
+            )));
         }
         let s = &self.schedule;
         if !(s.warmup_factor > 0.0 && s.warmup_factor <= 1.0) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "schedule: warmup_factor must lie in (0, 1], got {}",
                 s.warmup_factor
-            ));
+            )));
         }
         if !(s.gamma > 0.0 && s.gamma.is_finite()) {
-            return Err(format!("schedule: gamma must be positive, got {}", s.gamma));
+            return Err(Error::config(format!(
+                "schedule: gamma must be positive, got {}",
+                s.gamma
+            )));
         }
         if !(s.min_lr >= 0.0 && s.min_lr.is_finite()) {
-            return Err(format!("schedule: min_lr must be ≥ 0, got {}", s.min_lr));
+            return Err(Error::config(format!(
+                "schedule: min_lr must be ≥ 0, got {}",
+                s.min_lr
+            )));
         }
         if s.steps.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "schedule: steps must be increasing, got {:?}",
                 s.steps
-            ));
+            )));
         }
         Ok(())
     }
@@ -657,19 +680,22 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused_with_the_field_named() {
         let base = TrainConfig::shapes();
-        let e =
-            TrainConfig::from_toml_over(&base, "[optimizer]\nlearning_rate = 1.0\n").unwrap_err();
+        let e = TrainConfig::from_toml_over(&base, "[optimizer]\nlearning_rate = 1.0\n")
+            .unwrap_err()
+            .chain();
         assert!(e.contains("learning_rate"), "{e}");
-        let e = TrainConfig::from_toml_over(&base, "[optimizer]\nkind = \"adam\"\n").unwrap_err();
+        let e = TrainConfig::from_toml_over(&base, "[optimizer]\nkind = \"adam\"\n")
+            .unwrap_err()
+            .chain();
         assert!(e.contains("adam"), "{e}");
         let mut c = base.clone();
         c.optimizer.lr = -1.0;
-        assert!(c.validate().unwrap_err().contains("lr"));
+        assert!(c.validate().unwrap_err().chain().contains("lr"));
         let mut c = base.clone();
         c.epochs = Some(2);
-        assert!(c.validate().unwrap_err().contains("not both"));
+        assert!(c.validate().unwrap_err().chain().contains("not both"));
         let mut c = base;
         c.schedule.steps = vec![10, 5];
-        assert!(c.validate().unwrap_err().contains("steps"));
+        assert!(c.validate().unwrap_err().chain().contains("steps"));
     }
 }

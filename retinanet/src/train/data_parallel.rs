@@ -29,6 +29,7 @@
 
 use focal_engine::{backward, clear_tape, Gradients, Tensor};
 
+use crate::error::Error;
 use crate::loss::retinanet_loss_normalised_by;
 use crate::model::RetinaNet;
 use crate::targets::{BatchTargets, GroundTruth};
@@ -68,7 +69,7 @@ pub fn sharded_pass(
     images: &Tensor,
     ground_truth: &[GroundTruth],
     shards: usize,
-) -> Result<ShardedPass, String> {
+) -> Result<ShardedPass, Error> {
     let n = images.dim(0);
     // The targets of the whole batch first: their positive count normalises every shard.
     let targets = model.targets(images, ground_truth)?;

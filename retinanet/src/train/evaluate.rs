@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use focal_data::{Batch, Dataset, Detection, EvalResult, Loader, LoaderConfig, Target};
 
+use crate::error::Error;
 use crate::model::RetinaNet;
 use crate::postprocess::{Detections, ImageSize};
 
@@ -64,25 +65,24 @@ pub fn evaluate(
     max_size: usize,
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Evaluation, String> {
+) -> Result<Evaluation, Error> {
     let started = Instant::now();
     if category_ids.len() != model.config.model.num_classes {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "the model has {} classes but {} category ids were given",
             model.config.model.num_classes,
             category_ids.len()
-        ));
+        )));
     }
     let loader = Loader::new(
         Arc::clone(dataset),
         LoaderConfig::eval(batch_size, min_size, max_size),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let total = dataset.len();
     let mut done = 0;
     let mut detections = Vec::new();
     for batch in loader.epoch(0) {
-        let batch = batch.map_err(|e| e.to_string())?;
+        let batch = batch?;
         let per_image = detect_batch(model, &batch);
         for (t, dets) in batch.targets.iter().zip(&per_image) {
             detections.extend(to_coco_results(t.image_id, dets, category_ids));
@@ -91,7 +91,7 @@ pub fn evaluate(
         progress(done, total);
     }
     let result = focal_data::evaluate(&dataset.ground_truth(), &detections)
-        .map_err(|e| format!("evaluating on {}: {e}", dataset.describe()))?;
+        .map_err(|e| Error::context(format!("evaluating on {}", dataset.describe()), e))?;
     Ok(Evaluation {
         result,
         detections,

@@ -14,7 +14,6 @@
 //! - [`checkpoint`]: reading a trainer checkpoint back (for eval/detect, and to resume);
 //! - [`evaluate`](mod@evaluate): inference over a dataset scored by focal's COCOeval;
 //! - [`init`]: starting from torchvision or ImageNet weights;
-//! - [`error`](mod@error): the error of a run, [`TrainError`].
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -24,14 +23,13 @@
 //! if let Outcome::Finished(result) = trainer.run(&mut Silent)? {
 //!     println!("{}", result.summary());
 //! }
-//! # Ok::<(), focal_retinanet::train::TrainError>(())
+//! # Ok::<(), focal_retinanet::Error>(())
 //! ```
 
 pub mod builders;
 pub mod checkpoint;
 pub mod config;
 pub mod data_parallel;
-pub mod error;
 pub mod evaluate;
 pub mod init;
 pub mod observer;
@@ -48,7 +46,6 @@ pub use config::{
     CocoData, DataConfig, DecayKind, OptimizerConfig, OptimizerKind, ScheduleConfig, ShapesData,
     TrainConfig,
 };
-pub use error::TrainError;
 pub use evaluate::{detect_batch, evaluate, image_size, to_coco_results, Evaluation};
 pub use init::init_from_safetensors;
 pub use observer::{Observer, Silent};

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use focal_data::EvalResult;
 
 use super::config::TrainConfig;
-use super::error::{Result, TrainError};
 use super::records::MetricRow;
+use crate::error::{Error, Result};
 
 /// The folder of one run.
 #[derive(Clone, Debug)]
@@ -40,7 +40,7 @@ impl RunFolder {
     pub fn fresh(dir: &Path) -> Result<RunFolder> {
         for f in ["metrics.jsonl", "last.ckpt"] {
             if dir.join(f).exists() {
-                return Err(TrainError(format!(
+                return Err(Error::invalid(format!(
                     "{} already holds a run ({f}); continue it with --resume {}, or choose \
                      another output folder",
                     dir.display(),
@@ -74,12 +74,8 @@ impl RunFolder {
     /// Creates the folder (if needed) and writes `config.toml`: the first thing a run,
     /// fresh or resumed, does once everything it needs has been checked.
     pub fn start(&self, config: &TrainConfig) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| {
-            TrainError(format!(
-                "cannot create the run folder {}: {e}",
-                self.dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::io("create the run folder", &self.dir, e))?;
         write_file(&self.dir.join("config.toml"), config.to_toml().as_bytes())
     }
 
@@ -100,16 +96,17 @@ impl RunFolder {
         if !path.exists() {
             return Ok(Vec::new());
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| TrainError(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
         let mut rows = Vec::new();
         for (i, line) in text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {
-            let row: MetricRow = serde_json::from_str(line)
-                .map_err(|e| TrainError(format!("{} line {}: {e}", path.display(), i + 1)))?;
+            let row: MetricRow = serde_json::from_str(line).map_err(|e| Error::Json {
+                what: format!("{} line {}", path.display(), i + 1),
+                source: e,
+            })?;
             if row.step() <= step {
                 rows.push(row);
             }
@@ -126,6 +123,5 @@ impl RunFolder {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    focal_engine::write_atomic(path, bytes)
-        .map_err(|e| TrainError(format!("cannot write {}: {e}", path.display())))
+    focal_engine::write_atomic(path, bytes).map_err(|e| Error::io("write", path, e))
 }

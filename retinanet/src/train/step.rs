@@ -15,7 +15,7 @@ use focal_data::Batch;
 use focal_nn::{clip_grad_norm, grad_norm, Optimizer};
 
 use super::data_parallel::sharded_pass;
-use super::error::Result;
+use crate::error::Result;
 use crate::model::RetinaNet;
 use crate::targets::GroundTruth;
 

@@ -30,12 +30,12 @@ use super::builders::{
 };
 use super::checkpoint::{ckpt_error, read_checkpoint, rebuild_model};
 use super::config::TrainConfig;
-use super::error::{Result, TrainError};
 use super::evaluate::{evaluate, Evaluation};
 use super::observer::Observer;
 use super::records::{ClassName, EvalRecord, MetricRow, RunMetadata, StepRecord};
 use super::run_folder::RunFolder;
 use super::step::{optimizer_step, StepOutcome};
+use crate::error::{Error, Result};
 use crate::model::RetinaNet;
 
 /// How [`Trainer::run`] ended.
@@ -105,8 +105,10 @@ impl Trainer {
         if ckpt.optimizer.is_none() {
             return Err(ckpt_error(
                 checkpoint,
-                "it holds no optimiser state (best.ckpt keeps only the model); resume from \
-                 last.ckpt",
+                Error::invalid(
+                    "it holds no optimiser state (best.ckpt keeps only the model); resume \
+                     from last.ckpt",
+                ),
             ));
         }
         if let Some(t) = threads {
@@ -117,10 +119,10 @@ impl Trainer {
         if categories != metadata.categories {
             return Err(ckpt_error(
                 checkpoint,
-                format!(
+                Error::invalid(format!(
                     "it was trained on other classes than the dataset now holds ({})",
                     train.describe()
-                ),
+                )),
             ));
         }
         let model = rebuild_model(&ckpt, &config, checkpoint)?;
@@ -167,9 +169,7 @@ impl Trainer {
         let train_loader = build_train_loader(&config, train)?;
         let total_steps = config.total_steps(train_loader.batches_per_epoch());
         if total_steps == 0 {
-            return Err(TrainError(
-                "the run has no steps (empty training set?)".into(),
-            ));
+            return Err(Error::invalid("the run has no steps (empty training set?)"));
         }
         let schedule = build_schedule(&config, total_steps);
         let optimizer = build_optimizer(&config);
@@ -197,7 +197,7 @@ impl Trainer {
     /// Loads weights (torchvision's RetinaNet, or an ImageNet ResNet) into the model
     /// before training; see [`crate::train::init_from_safetensors`].
     pub fn init_from(&mut self, path: &Path) -> Result<ImportReport> {
-        super::init::init_from_safetensors(&mut self.model, path).map_err(TrainError)
+        super::init::init_from_safetensors(&mut self.model, path)
     }
 
     /// Stop after `n` more steps (writing `last.ckpt`), e.g. to split a run in parts.
@@ -336,14 +336,13 @@ impl Trainer {
                     "no checkpoint had been written yet".to_string()
                 };
                 let _ = self.write_metrics();
-                return Err(TrainError(format!(
-                    "the loss is not finite at step {} (epoch {}): classification \
-                     {classification}, box {box_regression}; training stopped and {kept}. \
-                     Try a lower learning rate (--lr), a longer warm-up or gradient \
-                     clipping (--clip-grad-norm).",
-                    self.step + 1,
-                    self.epoch + 1
-                )));
+                return Err(Error::NonFiniteLoss {
+                    step: self.step + 1,
+                    epoch: self.epoch + 1,
+                    classification,
+                    box_regression,
+                    kept,
+                });
             }
         };
         self.step += 1;

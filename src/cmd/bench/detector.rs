@@ -14,7 +14,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 use focal_engine::{backward, clear_tape, no_grad, Rng, Tensor};
 use focal_nn::{Optimizer, Sgd};
@@ -92,8 +92,8 @@ fn setup(o: &Options) -> Result<Setup> {
         bail!("--batch and --steps must be at least 1");
     }
     let mut config = RetinaNetConfig::default();
-    config.model.depth = Depth::parse(&o.backbone).map_err(|e| anyhow!(e))?;
-    config.model.norm = BackboneNorm::parse(&o.norm).map_err(|e| anyhow!(e))?;
+    config.model.depth = Depth::parse(&o.backbone)?;
+    config.model.norm = BackboneNorm::parse(&o.norm)?;
     config.model.num_classes = o.classes;
     if let Some(f) = o.fpn_channels {
         config.model.fpn_channels = f;
@@ -104,9 +104,9 @@ fn setup(o: &Options) -> Result<Setup> {
     if let Some(d) = o.head_depth {
         config.model.head_depth = d;
     }
-    config.model.validate().map_err(|e| anyhow!(e))?;
+    config.model.validate()?;
     let mut rng = Rng::new(o.seed);
-    let model = RetinaNet::new(&config, &mut rng).map_err(|e| anyhow!(e))?;
+    let model = RetinaNet::new(&config, &mut rng)?;
     let n = o.batch * 3 * o.size * o.size;
     let images = Tensor::from_vec(&[o.batch, 3, o.size, o.size], rng.normal_vec(n, 0.0, 1.0));
     // Four boxes per image, 16 px to 35% of the side, inside the image.

@@ -146,7 +146,7 @@ impl Args {
         };
         if let (Some(text), Some(path)) = (&file_text, &self.config) {
             config = TrainConfig::from_toml_over(&config, text)
-                .map_err(|e| anyhow::anyhow!("configuration {}: {e}", path.display()))?;
+                .with_context(|| format!("configuration {}", path.display()))?;
         }
         if let Some(data) = coco {
             config.data.coco = Some(data);
@@ -156,7 +156,7 @@ impl Args {
         if let Some(t) = threads {
             config.threads = t as usize;
         }
-        config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
         Ok(config)
     }
 
