@@ -4,7 +4,7 @@
 //! and bad inputs (missing files, bad flag values, wrong checkpoints) with their exit codes.
 
 mod common;
-use common::{fails_with, focal, scratch, succeeds, text, STAT_KEYS};
+use common::{fails_with, focal, last_json_line, scratch, succeeds, text, STAT_KEYS};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -135,6 +135,34 @@ fn train_writes_the_run_folder_and_prints_the_summary() {
     let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
     assert!(config.contains("fpn_channels = 32"), "{config}");
     assert!(config.contains("iters = 6"), "{config}");
+}
+
+/// The half-width ResNet-18, registered through the backbone seam, trains from the
+/// command line (its loss falls), is saved under its name, and its checkpoint alone
+/// rebuilds it for `focal eval`.
+#[test]
+fn the_half_width_backbone_trains_and_its_checkpoint_evaluates() {
+    let dir = scratch("cli-train", "half").join("run");
+    let out = train(&dir, &["--backbone", "resnet18-half", "--iters", "12"]);
+    succeeds(&out);
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    assert!(config.contains("depth = \"resnet18-half\""), "{config}");
+    let l: Vec<f64> = losses(&dir)
+        .iter()
+        .map(|row| row.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(l.len(), 12);
+    let (first, last) = (l[..3].iter().sum::<f64>(), l[9..].iter().sum::<f64>());
+    assert!(last < 0.9 * first, "the loss did not fall: {l:?}");
+    let out = focal(&[
+        "eval",
+        "--weights",
+        dir.join("last.ckpt").to_str().unwrap(),
+        "--json",
+    ]);
+    succeeds(&out);
+    let j = last_json_line(&out);
+    assert!(j["AP"].is_number(), "{j}");
 }
 
 #[test]

@@ -45,40 +45,52 @@ impl RetinaNetConfig {
     }
 }
 
-/// ResNet depth of the backbone (spec row 7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Depth {
-    #[serde(rename = "resnet18")]
-    ResNet18,
-    #[serde(rename = "resnet34")]
-    ResNet34,
-    #[serde(rename = "resnet50")]
-    ResNet50,
-}
+/// The backbone, by the name it is registered under in [`crate::backbone::BACKBONES`]:
+/// `"resnet18"`, `"resnet34"`, `"resnet50"`, `"resnet18-half"`. Serialised as that name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackboneName(&'static str);
 
-impl Depth {
-    /// Parses "resnet18", "resnet34", "resnet50" (or just 18, 34, 50).
-    pub fn parse(text: &str) -> Result<Depth, Error> {
-        match text
-            .trim()
-            .to_ascii_lowercase()
-            .trim_start_matches("resnet")
-        {
-            "18" => Ok(Depth::ResNet18),
-            "34" => Ok(Depth::ResNet34),
-            "50" => Ok(Depth::ResNet50),
-            _ => Err(Error::config(format!(
-                "unknown backbone {text:?}: expected resnet18, resnet34 or resnet50"
+impl BackboneName {
+    pub const RESNET18: BackboneName = BackboneName("resnet18");
+    pub const RESNET34: BackboneName = BackboneName("resnet34");
+    pub const RESNET50: BackboneName = BackboneName("resnet50");
+
+    /// A registered name (case-insensitive); "18", "34" and "50" stand for the ResNets.
+    pub fn parse(text: &str) -> Result<BackboneName, Error> {
+        let lower = text.trim().to_ascii_lowercase();
+        let name = match lower.as_str() {
+            "18" | "34" | "50" => format!("resnet{lower}"),
+            _ => lower,
+        };
+        match crate::backbone::find(&name) {
+            Some(spec) => Ok(BackboneName(spec.name)),
+            None => Err(Error::config(format!(
+                "unknown backbone {text:?}: expected {}",
+                crate::backbone::names()
             ))),
         }
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Depth::ResNet18 => "resnet18",
-            Depth::ResNet34 => "resnet34",
-            Depth::ResNet50 => "resnet50",
-        }
+        self.0
+    }
+
+    /// Its entry in the registry.
+    pub fn spec(self) -> &'static crate::backbone::BackboneSpec {
+        crate::backbone::find(self.0).expect("a BackboneName is always registered")
+    }
+}
+
+impl Serialize for BackboneName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BackboneName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BackboneName, D::Error> {
+        let text = String::deserialize(d)?;
+        BackboneName::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -137,7 +149,9 @@ impl P6Input {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    pub depth: Depth,
+    /// The backbone. (The key is `depth`, its name when only ResNet depths existed, so
+    /// that earlier configuration files, checkpoints and ablation records stay valid.)
+    pub depth: BackboneName,
     pub norm: BackboneNorm,
     /// F, the channels of every pyramid level.
     pub fpn_channels: usize,
@@ -160,7 +174,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            depth: Depth::ResNet50,
+            depth: BackboneName::RESNET50,
             norm: BackboneNorm::GroupNorm,
             fpn_channels: 256,
             p6_input: P6Input::C5,
@@ -445,7 +459,7 @@ mod tests {
     fn serialises_and_reads_back_and_partial_files_take_defaults() {
         let mut c = RetinaNetConfig::default();
         c.model.norm = BackboneNorm::FrozenBatchNorm;
-        c.model.depth = Depth::ResNet18;
+        c.model.depth = BackboneName::RESNET18;
         c.loss.box_loss = BoxLoss::L1;
         let text = serde_json::to_string(&c).unwrap();
         assert!(text.contains("\"frozen-bn\"") && text.contains("\"resnet18\""));
@@ -467,8 +481,22 @@ mod tests {
         let mut c = RetinaNetConfig::default();
         c.anchors.strides[0] = 4;
         assert!(c.validate().unwrap_err().chain().contains("strides"));
-        assert_eq!(Depth::parse("resnet34").ok(), Some(Depth::ResNet34));
-        assert!(Depth::parse("resnet101").is_err());
+        assert_eq!(
+            BackboneName::parse("resnet34").ok(),
+            Some(BackboneName::RESNET34)
+        );
+        assert_eq!(BackboneName::parse("50").ok(), Some(BackboneName::RESNET50));
+        assert_eq!(
+            BackboneName::parse("ResNet18-Half")
+                .map(BackboneName::name)
+                .ok(),
+            Some("resnet18-half")
+        );
+        let e = BackboneName::parse("resnet101").unwrap_err().to_string();
+        assert!(
+            e.contains("resnet101") && e.contains("resnet18-half"),
+            "{e}"
+        );
         assert_eq!(P6Input::parse("p5").ok(), Some(P6Input::P5));
         assert!(P6Input::parse("p4")
             .unwrap_err()

@@ -17,7 +17,7 @@ use std::path::Path;
 use focal_engine::Tensor;
 use focal_nn::{import_safetensors, ImportOptions, ImportReport};
 
-use crate::config::{BackboneNorm, Depth, P6Input, RetinaNetConfig};
+use crate::config::{BackboneName, BackboneNorm, P6Input, RetinaNetConfig};
 use crate::model::RetinaNet;
 
 /// The 80 COCO category ids in ascending order: focal's label k is `COCO_IDS[k]`.
@@ -37,7 +37,7 @@ impl RetinaNetConfig {
     /// 80 classes; the rest as focal's defaults.
     pub fn torchvision_resnet50_fpn() -> RetinaNetConfig {
         let mut c = RetinaNetConfig::default();
-        c.model.depth = Depth::ResNet50;
+        c.model.depth = BackboneName::RESNET50;
         c.model.norm = BackboneNorm::FrozenBatchNorm;
         c.model.p6_input = P6Input::P5;
         c.model.frozen_bn_eps = 0.0;

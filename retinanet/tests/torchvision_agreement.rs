@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use focal_engine::{no_grad, Rng, Tensor};
 use focal_nn::{for_each_named, read_safetensors, FileTensor, Slot};
 use focal_retinanet::import::COCO_IDS;
-use focal_retinanet::{load_torchvision, BackboneNorm, Depth, P6Input, RetinaNet, RetinaNetConfig};
+use focal_retinanet::{
+    load_torchvision, BackboneName, BackboneNorm, P6Input, RetinaNet, RetinaNetConfig,
+};
 
 fn fnv1a64(name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -205,7 +207,7 @@ fn resnet50_frozen_bn_p5_loads_torchvision_names_and_agrees() {
 fn resnet18_group_norm_p6_from_c5_agrees() {
     let kind = "resnet18_c5_gn";
     let mut cfg = RetinaNetConfig::default();
-    cfg.model.depth = Depth::ResNet18;
+    cfg.model.depth = BackboneName::RESNET18;
     cfg.model.norm = BackboneNorm::GroupNorm;
     cfg.model.p6_input = P6Input::C5;
     cfg.model.fpn_channels = 128;

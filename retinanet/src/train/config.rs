@@ -41,8 +41,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    AnchorConfig, BackboneNorm, Depth, InferenceConfig, LossConfig, MatcherConfig, ModelConfig,
-    RetinaNetConfig,
+    AnchorConfig, BackboneName, BackboneNorm, InferenceConfig, LossConfig, MatcherConfig,
+    ModelConfig, RetinaNetConfig,
 };
 use crate::error::Error;
 
@@ -329,7 +329,7 @@ impl TrainConfig {
                 min_lr: 0.0,
             },
             model: ModelConfig {
-                depth: Depth::ResNet18,
+                depth: BackboneName::RESNET18,
                 norm: BackboneNorm::GroupNorm,
                 fpn_channels: 64,
                 head_width: 64,

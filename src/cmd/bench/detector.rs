@@ -21,12 +21,14 @@ use focal_nn::{Optimizer, Sgd};
 use focal_retinanet::loss::retinanet_loss;
 use focal_retinanet::postprocess::postprocess;
 use focal_retinanet::targets::assign_targets;
-use focal_retinanet::{BackboneNorm, Depth, GroundTruth, ImageSize, RetinaNet, RetinaNetConfig};
+use focal_retinanet::{
+    BackboneName, BackboneNorm, GroundTruth, ImageSize, RetinaNet, RetinaNetConfig,
+};
 
 #[derive(ClapArgs, Clone)]
 pub struct Options {
-    /// Backbone: resnet18, resnet34 or resnet50.
-    #[arg(long, default_value = "resnet18")]
+    /// Backbone: any registered one (`focal train --help` lists them).
+    #[arg(long, value_name = "NAME", default_value = "resnet18", help = backbone_help())]
     backbone: String,
     /// Backbone normalisation: gn, bn or frozen-bn.
     #[arg(long, default_value = "gn")]
@@ -65,6 +67,11 @@ pub struct Options {
     json: bool,
 }
 
+/// The help of `--backbone`: every registered backbone, by name.
+fn backbone_help() -> String {
+    format!("Backbone: {}", focal_retinanet::backbone::names())
+}
+
 /// Peak resident set size of this process in MiB (VmHWM), if the system reports it.
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -92,7 +99,7 @@ fn setup(o: &Options) -> Result<Setup> {
         bail!("--batch and --steps must be at least 1");
     }
     let mut config = RetinaNetConfig::default();
-    config.model.depth = Depth::parse(&o.backbone)?;
+    config.model.depth = BackboneName::parse(&o.backbone)?;
     config.model.norm = BackboneNorm::parse(&o.norm)?;
     config.model.num_classes = o.classes;
     if let Some(f) = o.fpn_channels {

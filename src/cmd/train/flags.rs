@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use focal_retinanet::config::{
-    BackboneNorm, BoxLoss, BoxLossKind, Depth, P6Input, DEFAULT_SMOOTH_L1_BETA,
+    BackboneName, BackboneNorm, BoxLoss, BoxLossKind, P6Input, DEFAULT_SMOOTH_L1_BETA,
 };
 use focal_retinanet::train::{CocoData, DecayKind, OptimizerKind, TrainConfig};
 
@@ -205,14 +205,21 @@ impl Section for DataFlags {
     }
 }
 
+/// The help of `--backbone`: every registered backbone, by name.
+fn backbone_help() -> String {
+    format!(
+        "Backbone: {} [synthetic default: resnet18; COCO: resnet50]",
+        focal_retinanet::backbone::names()
+    )
+}
+
 /// `[model]`: backbone, FPN and the two subnets.
 #[derive(clap::Args)]
 #[command(next_help_heading = "Model")]
 pub struct ModelFlags {
-    /// Backbone: resnet18, resnet34 or resnet50 [synthetic default: resnet18; COCO:
-    /// resnet50].
-    #[arg(long, value_name = "NAME", value_parser = Depth::parse)]
-    pub backbone: Option<Depth>,
+    /// Backbone (see `backbone_help`) [synthetic default: resnet18; COCO: resnet50].
+    #[arg(long, value_name = "NAME", value_parser = BackboneName::parse, help = backbone_help())]
+    pub backbone: Option<BackboneName>,
     /// Backbone norm: gn (GroupNorm 32), bn (trainable BatchNorm) or frozen-bn (for
     /// pretrained weights; stem and layer1 frozen too) [default: gn].
     #[arg(long, value_name = "KIND", value_parser = BackboneNorm::parse)]
