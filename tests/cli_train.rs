@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 /// The flags of a tiny run: 8 training and 4 validation images of 64 px, ResNet-18 with a
-/// 32-wide FPN and one-layer heads without GroupNorm, batches of 4, the spec's loss
+/// 32-wide FPN and one-layer heads without GroupNorm, batches of 4, the paper's loss
 /// (γ = 2, α = 0.25) and anchor ratios. (With GroupNorm in the heads, or the synthetic
 /// default's γ = 0.5, α = 0.5, six steps leave every score under the 0.05 threshold: the
 /// eval and detect tests would have no detection to compare.)
@@ -192,7 +192,7 @@ fn print_config_applies_file_then_flags() {
     assert!(stdout.contains("kind = \"sgd\""), "{stdout}");
     // The synthetic preset underneath.
     assert!(stdout.contains("[data.shapes]"), "{stdout}");
-    // With a COCO folder the specification's preset: 800/1333, SGD at 0.01 × batch/16.
+    // With a COCO folder the paper's preset: 800/1333, SGD at 0.01 × batch/16.
     let out = focal(&[
         "train",
         "--data",

@@ -1,7 +1,7 @@
 //! A COCO detection dataset for training and evaluation: an instances annotation file plus
 //! the folder its `file_name`s are relative to.
 //!
-//! The rules (rows 5 and 6 of Part 1 of the spec):
+//! The rules (docs/design-choices.md, "Labels" and "Training boxes"):
 //! - Labels are contiguous `0..K` in ascending category-id order; [`Dataset::categories`]
 //!   maps them back to COCO ids.
 //! - Boxes go from COCO `[x, y, w, h]` to `[x1, y1, x2, y2]` with `x2 = x + w` (no +1), are

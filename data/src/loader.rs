@@ -66,7 +66,8 @@ pub struct LoaderConfig {
     pub flip: bool,
     /// Resize so the short side is `min_size` ...
     pub min_size: usize,
-    /// ... unless the long side would then exceed `max_size` (spec row 2).
+    /// ... unless the long side would then exceed `max_size` (see
+    /// [`crate::transforms::resize_scale`]).
     pub max_size: usize,
     /// Fixes the order and the flips of every epoch.
     pub seed: u64,

@@ -11,8 +11,8 @@
 //! * Stats order: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl.
 //!
 //! The same cases were also run through pycocotools 2.0.11, which printed the same numbers
-//! (rounded to 12 digits):
-//! `/work/pyref/bin/python data/tests/fixtures/cocoeval/golden_check.py`.
+//! (rounded to 12 digits): `python data/tests/fixtures/cocoeval/golden_check.py`, with a
+//! Python that has pycocotools and NumPy (`pip install pycocotools numpy`).
 
 use std::path::Path;
 

@@ -2,7 +2,8 @@
 //! gradient clipping.
 //!
 //! The hand arithmetic is written next to each case. The same figures came out of PyTorch
-//! 2.x (`/work/pyref/bin/python optref.py`, script below), agreeing to the last printed digit:
+//! 2.x (`python optref.py` with a Python that has torch, `pip install torch`; the script is
+//! below), agreeing to the last printed digit:
 //!
 //! ```text
 //! import torch

@@ -211,9 +211,9 @@ fn export_then_import_round_trips_bitwise() {
 //
 //   FOCAL_NN_EXPORT_DIR=/tmp cargo test --release -p focal-nn --test weights \
 //       export_then_import -- --nocapture
-//   /work/pyref/bin/python tests/fixtures/check_focal_export.py /tmp/focal_tiny.safetensors
+//   python tests/fixtures/check_focal_export.py /tmp/focal_tiny.safetensors
 //
-// (the Python script loads the file with `load_state_dict(strict=True)` into the script's
+// (with a Python that has torch and safetensors, `pip install torch safetensors`; the script loads the file with `load_state_dict(strict=True)` into the script's
 // `Tiny` and runs it in eval mode on the same input). Output:
 //
 //   focal eval output of the exported model: [-0.8224846, -0.5062399, -0.013658617, 0.13626176,

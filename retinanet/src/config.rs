@@ -1,23 +1,25 @@
-//! Every choice of the detector in one place, with the defaults of the specification's
-//! Part 1 (rows 7–19) and every item of its Options column.
+//! Every choice of the detector in one place. The defaults are the paper's COCO model
+//! (ResNet-50-FPN, §4 and §4.1) with the details the paper leaves open settled as
+//! `docs/design-choices.md` explains; every alternative a user loading third-party weights
+//! or reproducing another codebase needs is a field here.
 //!
 //! The structs are serde-serialisable (the trainer writes them to a TOML file next to
 //! each checkpoint) and every field has a default, so a file that names only what it
 //! changes is complete.
 //!
-//! | spec row | option                         | field                                   |
-//! |----------|--------------------------------|-----------------------------------------|
-//! | 7        | depth                          | [`ModelConfig::depth`]                  |
-//! | 8        | norm gn / bn / frozen-bn       | [`ModelConfig::norm`]                   |
-//! | 9        | FPN channels F                 | [`ModelConfig::fpn_channels`]           |
-//! | 10       | P6 from C5 or P5               | [`ModelConfig::p6_input`]               |
-//! | 11       | tower width, depth, GroupNorm  | [`ModelConfig::head_width`], [`ModelConfig::head_depth`], [`ModelConfig::head_norm`] |
-//! | 11       | prior probability π            | [`ModelConfig::prior_probability`]      |
-//! | 13       | scales, ratios (sizes, strides)| [`AnchorConfig`]                        |
-//! | 14       | thresholds, low-quality        | [`MatcherConfig`]                       |
-//! | 16       | α, γ                           | [`LossConfig::alpha`], [`LossConfig::gamma`] |
-//! | 17       | l1 / smooth-l1 with any β      | [`LossConfig::box_loss`]                |
-//! | 19       | thresholds, k, max detections  | [`InferenceConfig`]                     |
+//! | choice (docs/design-choices.md) | paper     | default                    | field                                   |
+//! |---------------------------------|-----------|----------------------------|-----------------------------------------|
+//! | Backbone                        | §4        | resnet50                   | [`ModelConfig::depth`]                  |
+//! | Normalisation in the backbone   | —         | GroupNorm(32)              | [`ModelConfig::norm`]                   |
+//! | Feature pyramid                 | §4        | F = 256                    | [`ModelConfig::fpn_channels`]           |
+//! | P6 and P7                       | §4, fn. 2 | P6 from C5                 | [`ModelConfig::p6_input`]               |
+//! | Class and box subnets           | §4        | 4 × 256, no norm           | [`ModelConfig::head_width`], [`ModelConfig::head_depth`], [`ModelConfig::head_norm`] |
+//! | Prior initialisation            | §3.3      | π = 0.01                   | [`ModelConfig::prior_probability`]      |
+//! | Anchors                         | §4        | 32–512, 3 scales, 3 ratios | [`AnchorConfig`]                        |
+//! | Matching                        | §4        | 0.5 / 0.4, low-quality on  | [`MatcherConfig`]                       |
+//! | Classification loss             | eq. (5)   | α = 0.25, γ = 2            | [`LossConfig::alpha`], [`LossConfig::gamma`] |
+//! | Box loss                        | §4.1      | smooth L1, β = 0.11        | [`LossConfig::box_loss`]                |
+//! | Inference                       | §4.1      | 0.05, 1000, NMS 0.5, 100   | [`InferenceConfig`]                     |
 
 use crate::error::Error;
 use serde::{Deserialize, Serialize};
@@ -94,7 +96,8 @@ impl<'de> Deserialize<'de> for BackboneName {
     }
 }
 
-/// Normalisation in the backbone (spec row 8).
+/// Normalisation in the backbone (docs/design-choices.md, "Normalisation in the
+/// backbone"; the paper uses ImageNet-pretrained ResNets with frozen BatchNorm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BackboneNorm {
     /// GroupNorm with 32 groups: the default when training from scratch, because batch
@@ -123,7 +126,8 @@ impl BackboneNorm {
     }
 }
 
-/// Which map P6 is computed from (spec row 10).
+/// Which map P6 is computed from: the paper's C5 (§4, footnote 2), or P5 for
+/// torchvision's v1 weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum P6Input {
     /// The paper: P6 = 3×3 stride-2 conv on C5.
@@ -211,7 +215,8 @@ impl ModelConfig {
     }
 }
 
-/// Anchors (spec row 13).
+/// Anchors (§4 "Anchors"): three octave scales × three aspect ratios of a base size per
+/// level, A = 9 per location.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnchorConfig {
@@ -271,7 +276,8 @@ impl AnchorConfig {
     }
 }
 
-/// Anchor matching (spec row 14).
+/// Anchor matching (§4 "Anchors"): IoU ≥ 0.5 positive, < 0.4 background, ignored in
+/// between, plus each box's best anchors (low-quality matches).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MatcherConfig {
@@ -308,7 +314,8 @@ impl MatcherConfig {
     }
 }
 
-/// The box regression loss (spec row 17).
+/// The box regression loss: smooth L1 (§4.1 "Optimization"; β = 0.11 from the authors'
+/// Detectron code), or L1.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum BoxLoss {
@@ -352,7 +359,8 @@ impl BoxLoss {
     }
 }
 
-/// The losses (spec rows 16–18).
+/// The losses: the α-balanced focal loss, eq. (5), and the box loss, both normalised by
+/// the batch's positive anchors (§4.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossConfig {
@@ -401,7 +409,8 @@ impl LossConfig {
     }
 }
 
-/// Inference (spec row 19).
+/// Inference (§4.1 "Inference"): per level the best 1000 candidates above 0.05, then
+/// class-wise NMS at 0.5 and the best 100 per image.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InferenceConfig {

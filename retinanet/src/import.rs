@@ -45,7 +45,7 @@ impl RetinaNetConfig {
     }
 }
 
-/// Rows a·91 + COCO_IDS[k] of a (A·91, ...) tensor, in the order a·80 + k.
+/// Rows `a·91 + COCO_IDS[k]` of a (A·91, ...) tensor, in the order `a·80 + k`.
 pub fn remap_coco_rows(t: &Tensor, anchors_per_cell: usize) -> Tensor {
     let mut rows = Vec::with_capacity(anchors_per_cell * COCO_IDS.len());
     for a in 0..anchors_per_cell {

@@ -3,7 +3,7 @@
 //! RetinaNet (Lin et al., "Focal Loss for Dense Object Detection", 2017) on focal's
 //! engine, one concept per file in the paper's terms:
 //!
-//! - [`config`]: every choice, with the defaults of the specification;
+//! - [`config`]: every choice, with the paper's defaults (docs/design-choices.md);
 //! - [`boxes`]: xyxy boxes and IoU;
 //! - [`anchors`]: the anchors of P3..P7 and the feature-map sizes;
 //! - [`box_coder`]: boxes as (dx, dy, dw, dh) relative to an anchor;

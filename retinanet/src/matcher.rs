@@ -1,5 +1,5 @@
 //! The matcher: which ground-truth box, if any, each anchor is trained to detect
-//! (spec row 14).
+//! (§4 "Anchors"; the low-quality matches are torchvision's and Detectron2's).
 //!
 //! 1. The IoU matrix M (ground truth × anchor) is computed, in parallel.
 //! 2. Each anchor takes its best ground truth: the largest IoU in its column (on a tie,

@@ -6,7 +6,8 @@
 //!   towers, 3 classes, input 1×3×136×200 (not a multiple of 32: odd pyramid sizes).
 //!
 //! The fixtures (`tests/fixtures/tv_*.safetensors`) were made by
-//! `/work/pyref/bin/python retinanet/tests/fixtures/make_torchvision_reference.py`; they
+//! `python retinanet/tests/fixtures/make_torchvision_reference.py` (a Python with torch,
+//! torchvision and safetensors: `pip install torch torchvision safetensors`); they
 //! hold the input, torchvision's P3..P7, class logits and box regressions computed in
 //! float64 (the exact answer), torchvision's own float32 error on each, and torchvision's
 //! state-dict names and shapes. Every weight is a formula of its name and

@@ -24,7 +24,7 @@ fn scratch(test: &str) -> PathBuf {
 
 /// ResNet-18 (the smallest backbone) on 64-px images with a narrow FPN and one-layer
 /// heads: a step takes a fraction of a second. The loss and anchor ratios are the
-/// specification's (γ = 2, α = 0.25; ratios 0.5, 1, 2), so the first loss is the one
+/// paper's (γ = 2, α = 0.25; ratios 0.5, 1, 2), so the first loss is the one
 /// worked out in docs/focal-loss.md.
 fn tiny(iters: u64) -> TrainConfig {
     let mut c = TrainConfig::shapes();

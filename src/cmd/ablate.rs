@@ -79,7 +79,7 @@ const AFTER_HELP: &str = "\
 The base configuration is that of `focal train` on the synthetic shapes (ResNet-18 with \
 GroupNorm, FPN and heads 64 wide and 2 deep with GroupNorm, anchors 16-256, AdamW at 4e-3 \
 with 100 warm-up steps and a cosine decay, batches of 8) made about twice cheaper: the \
-64-px images at their own size (the default resizes them to 96 px), the spec's three \
+64-px images at their own size (the default resizes them to 96 px), the paper's three \
 anchor ratios, and 500 steps per cell instead of 800, so that the 17 cells of the default \
 grid take under an hour on 2 idle cores (about 3 minutes per cell with its evaluation on \
 the 200 validation images). Every cell starts from the same weights and sees the same \

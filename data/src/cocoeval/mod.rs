@@ -1,7 +1,8 @@
 //! COCO bounding-box evaluation, reproducing pycocotools' `COCOeval(iouType='bbox')`
 //! number for number.
 //!
-//! The algorithm, step by step (spec Part 2, section d):
+//! The algorithm of pycocotools' `cocoeval.py` (`evaluate`, `accumulate`, `summarize`),
+//! step by step:
 //!
 //! 1. **Prepare** ([`evaluate`]): images are the ground truth's image ids, sorted;
 //!    categories its category ids, sorted. Ground truths and detections are grouped into

@@ -320,7 +320,7 @@ mod tests {
         // With 0.1 repeated, the summation order shows in the last bits (a plain loop gives
         // 0.7999999999999999, 0.8999999999999999, 12.99999999999997 and
         // 100.99999999999854 for n = 8, 9, 130, 1010). Expected values
-        // printed by /work/pyref/bin/python (NumPy 2.4.6):
+        // printed by a Python with NumPy 2.4.6 (pip install numpy):
         //   import numpy as np
         //   for n in (7, 8, 9, 130, 1010): print(n, repr(float(np.sum(np.full(n, 0.1)))))
         let cases = [

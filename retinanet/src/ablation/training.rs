@@ -7,7 +7,7 @@
 //! 16–256, AdamW at 4e-3 with warm-up and a cosine decay, batches of 8) with two changes
 //! that halve its cost, so that the 17 cells of the default grid fit in about an hour on
 //! 2 cores: the 64-px shapes are fed at their own size (the default resizes them to
-//! 96 px) with the spec's three anchor ratios (the default keeps one), and each cell runs
+//! 96 px) with the paper's three anchor ratios (the default keeps one), and each cell runs
 //! [`ABLATION_ITERS`] steps. This is the setting of the table in docs/ablation-table.md.
 //! Only the classification loss's γ and α differ between cells; everything else, the
 //! seed included, is the same, so every cell starts from the same initial weights and

@@ -10,7 +10,7 @@
 //!
 //! **Adding a backbone** is one new file and one line: write a type that implements
 //! [`Backbone`] (and `focal_nn::Module`) and a [`BackboneSpec`] with its name, then list
-//! the spec in [`BACKBONES`]. The name is then valid in configurations (`depth = "..."`),
+//! that [`BackboneSpec`] in [`BACKBONES`]. The name is then valid in configurations (`depth = "..."`),
 //! in `focal train --backbone`, `focal bench train-step --backbone`, and in checkpoints.
 //! `resnet18_half.rs` is an example.
 

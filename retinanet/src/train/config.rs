@@ -1,5 +1,6 @@
-//! Everything a training run needs, in one serialisable struct: the detector (spec rows
-//! 7–19), the data, the optimiser and schedule (row 20), and the length of the run.
+//! Everything a training run needs, in one serialisable struct: the detector
+//! ([`crate::config`]), the data, the optimiser and schedule (§4.1 "Optimization"), and
+//! the length of the run. docs/design-choices.md gives the reason for each default.
 //!
 //! A run folder holds this struct as `config.toml`, and every checkpoint carries the same
 //! text, so a checkpoint alone is enough to rebuild its model (`focal eval`, `focal detect`)
@@ -32,7 +33,7 @@
 //!
 //! Two starting points: [`TrainConfig::shapes`], the quick synthetic run that `focal train`
 //! makes without a dataset (chosen to finish in a few minutes on 2 cores), and
-//! [`TrainConfig::coco`], the specification's recipe for real data. A TOML file is read
+//! [`TrainConfig::coco`], the paper's recipe for real data. A TOML file is read
 //! *over* one of them ([`TrainConfig::from_toml_over`]), so it only needs to name what it
 //! changes.
 
@@ -93,9 +94,10 @@ fn one() -> usize {
 pub struct DataConfig {
     /// Resize so the short side is `min_size` ...
     pub min_size: usize,
-    /// ... unless the long side would exceed `max_size` (spec row 2).
+    /// ... unless the long side would exceed `max_size`.
     pub max_size: usize,
-    /// Horizontal flips with probability 0.5 in training (spec row 4).
+    /// Horizontal flips with probability 0.5 in training (the paper's only augmentation,
+    /// §4.1).
     pub flip: bool,
     /// Images per batch when evaluating.
     pub eval_batch_size: usize,
@@ -192,7 +194,8 @@ impl OptimizerKind {
     }
 }
 
-/// The optimiser (spec row 20).
+/// The optimiser (§4.1 "Optimization": SGD, momentum 0.9, weight decay 1e-4, lr 0.01 at
+/// 16 images).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
@@ -206,7 +209,7 @@ pub struct OptimizerConfig {
     pub betas: [f32; 2],
     /// λ: L2 penalty for SGD, decoupled decay for AdamW.
     pub weight_decay: f32,
-    /// Also decay norm weights and biases (the spec: no).
+    /// Also decay norm weights and biases (default: no, as Detectron2 and torchvision).
     pub decay_norm_and_bias: bool,
     /// Rescale the gradients when their global L2 norm exceeds this (0: never).
     pub clip_grad_norm: f32,
@@ -238,7 +241,8 @@ impl DecayKind {
     }
 }
 
-/// The learning-rate schedule (spec row 20): linear warm-up, then decay.
+/// The learning-rate schedule: linear warm-up, then decay (the paper: ÷10 at 60k and 80k
+/// of 90k iterations, §4.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
@@ -262,7 +266,8 @@ pub const SHAPES_ITERS: u64 = 800;
 impl TrainConfig {
     /// The default of `focal train` without a dataset: a small RetinaNet on the synthetic
     /// shapes, chosen to finish (training and evaluation) within 5 minutes on 2 cores.
-    /// Departures from the spec's defaults, each for accuracy on a CPU budget of minutes:
+    /// Departures from the paper's COCO recipe ([`TrainConfig::coco`]), each for accuracy on
+    /// a CPU budget of minutes:
     ///
     /// - shapes drawn at 64 px (objects 12–45 px), **resized to 96 px** for the network:
     ///   the stem's stride of 4 leaves a 12-px object 3 feature pixels wide, and the
@@ -353,7 +358,8 @@ impl TrainConfig {
         }
     }
 
-    /// The specification's recipe for a COCO dataset at `data`: ResNet-50 with GroupNorm,
+    /// The paper's recipe (§4.1) for a COCO dataset at `data`, with focal's choices
+    /// (docs/design-choices.md): ResNet-50 with GroupNorm,
     /// F = 256, 4-deep towers, anchors 32–512, 800/1333 px, SGD with momentum 0.9 and
     /// weight decay 1e-4 at lr 0.01 × batch/16, warm-up 500 iterations from 1/1000,
     /// ÷10 at 2/3 and 8/9 of the run, 12 epochs.

@@ -88,7 +88,8 @@ AdamW at 4e-3 and a cosine schedule, then evaluates on 200 held-out images: 4 to
 minutes on 2 cores.
 
 With --data DIR (or --train-ann/--train-images/--val-ann/--val-images) the preset is the \
-specification's recipe: ResNet-50 with GroupNorm, F = 256, 4-deep towers, anchors 32-512, \
+paper's COCO recipe (docs/design-choices.md): ResNet-50 with GroupNorm, F = 256, 4-deep \
+towers, anchors 32-512, \
 800/1333 px, SGD (momentum 0.9, weight decay 1e-4) at lr 0.01 × batch/16 with 500 warm-up \
 steps and ÷10 at 2/3 and 8/9 of 12 epochs. On a CPU that takes days for COCO; shrink it \
 with the flags (e.g. --backbone resnet18 --min-size 384 --max-size 640).
