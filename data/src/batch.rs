@@ -113,14 +113,32 @@ impl RawBatch {
 /// [`collate`] without making the tensor.
 pub(crate) fn collate_raw(items: Vec<(usize, Transformed)>) -> RawBatch {
     assert!(!items.is_empty(), "collate: no images");
+    collate_raw_to(items, (1, 1))
+}
+
+/// `(H, W)` of a batch holding images of these network-input sizes `(height, width)`:
+/// the largest of each, rounded up to a multiple of [`SIZE_DIVISIBILITY`].
+pub fn padded_size(sizes: impl IntoIterator<Item = (usize, usize)>) -> (usize, usize) {
+    let (h, w) = sizes
+        .into_iter()
+        .fold((1, 1), |(h, w), (ih, iw)| (h.max(ih), w.max(iw)));
+    (
+        round_up(h, SIZE_DIVISIBILITY),
+        round_up(w, SIZE_DIVISIBILITY),
+    )
+}
+
+/// [`collate_raw`] padded to at least `(H, W)` = `at_least` (itself rounded up to a
+/// multiple of 32): the part of a batch that one process of a distributed run loads is
+/// padded to the size of the whole batch, so that its images see exactly the tensor they
+/// would see in one process. `items` may be empty then (a `(0, 3, H, W)` batch).
+pub(crate) fn collate_raw_to(items: Vec<(usize, Transformed)>, at_least: (usize, usize)) -> RawBatch {
     let n = items.len();
-    let h = round_up(
-        items.iter().map(|(_, t)| t.height).max().unwrap_or(1),
-        SIZE_DIVISIBILITY,
-    );
-    let w = round_up(
-        items.iter().map(|(_, t)| t.width).max().unwrap_or(1),
-        SIZE_DIVISIBILITY,
+    let (h, w) = padded_size(
+        items
+            .iter()
+            .map(|(_, t)| (t.height, t.width))
+            .chain([at_least]),
     );
     // Each image's slot is filled by one task (a plain copy, so the thread count cannot
     // change the result).

@@ -68,7 +68,7 @@ pub use cocoeval::{evaluate, CocoStats, EvalResult, STAT_NAMES};
 pub use dataset::{Category, Dataset, Sample};
 pub use error::{Error, Result};
 pub use image_io::RgbImage;
-pub use loader::{Epoch, Loader, LoaderConfig};
+pub use loader::{BatchPart, Epoch, Loader, LoaderConfig};
 pub use results::Detection;
 pub use synth::{Shape, ShapesConfig, ShapesDataset, Split};
 

@@ -46,10 +46,14 @@ use std::thread::JoinHandle;
 use focal_engine::Rng;
 use rayon::prelude::*;
 
-use crate::batch::{collate_raw, Batch, RawBatch};
+use crate::batch::{collate_raw, collate_raw_to, padded_size, Batch, RawBatch};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::transforms::transform;
+use crate::transforms::{resized_size, transform};
+
+/// Which images of a batch one process of a distributed run loads: `part(b, n)` is the
+/// range of positions, within batch `b` of `n` images, that are this process's.
+pub type BatchPart = Arc<dyn Fn(usize, usize) -> std::ops::Range<usize> + Send + Sync>;
 
 /// Stream keys for [`Rng::derive`], so the order and the flips never share a stream.
 const ORDER_KEY: u64 = 0x4f_5244_4552; // "ORDER"
@@ -166,6 +170,16 @@ impl Loader {
 
     /// [`Loader::load_batch`] without making the tensor.
     fn load_raw(&self, epoch: u64, indices: &[usize]) -> Result<Option<RawBatch>> {
+        let kept = self.load_transformed(epoch, indices)?;
+        Ok((!kept.is_empty()).then(|| collate_raw(kept)))
+    }
+
+    /// The images `indices` decoded and transformed (those the dataset skipped left out).
+    fn load_transformed(
+        &self,
+        epoch: u64,
+        indices: &[usize],
+    ) -> Result<Vec<(usize, crate::transforms::Transformed)>> {
         let (min_size, max_size) = (self.config.min_size, self.config.max_size);
         let items: Vec<Result<Option<_>>> = indices
             .par_iter()
@@ -180,7 +194,19 @@ impl Loader {
                 kept.push(t);
             }
         }
-        Ok((!kept.is_empty()).then(|| collate_raw(kept)))
+        Ok(kept)
+    }
+
+    /// `(H, W)` of the batch of images `indices`, from the sizes the dataset knows without
+    /// decoding ([`Dataset::image_size`]): the size [`collate`](crate::batch::collate)
+    /// pads them to when none is skipped.
+    pub fn padded_size(&self, indices: &[usize]) -> (usize, usize) {
+        let (min_size, max_size) = (self.config.min_size, self.config.max_size);
+        padded_size(indices.iter().map(|&i| {
+            let (w, h) = self.dataset.image_size(i);
+            let (rw, rh) = resized_size(w, h, min_size, max_size);
+            (rh, rw)
+        }))
     }
 
     /// The batches of epoch `epoch`, prepared in the background (see the module docs).
@@ -188,6 +214,21 @@ impl Loader {
     /// Decoding runs in a private rayon pool with as many threads as the pool this is
     /// called from (the global pool, or the one of `threads::with_threads`).
     pub fn epoch(&self, epoch: u64) -> Epoch {
+        self.start_epoch(epoch, None)
+    }
+
+    /// The batches of epoch `epoch` as one process of a distributed run sees them: for
+    /// batch `b` of `n` images, only the images `part(b, n)` (a range of positions in the
+    /// batch) are loaded, padded to the size of the whole batch ([`Loader::padded_size`]).
+    /// Every batch of the epoch is yielded, in order, even when this process's part of it
+    /// is empty (a `(0, 3, H, W)` batch), so that every process takes part in every step.
+    /// Skipped images are left out of their part; the batch is still padded to the size
+    /// of all its images.
+    pub fn epoch_part(&self, epoch: u64, part: BatchPart) -> Epoch {
+        self.start_epoch(epoch, Some(part))
+    }
+
+    fn start_epoch(&self, epoch: u64, part: Option<BatchPart>) -> Epoch {
         let threads = rayon::current_num_threads();
         let order = self.order(epoch);
         let (tx, rx) = sync_channel(self.config.prefetch);
@@ -208,11 +249,19 @@ impl Loader {
                     }
                 };
                 let bs = me.config.batch_size;
-                for chunk in order.chunks(bs) {
+                for (b, chunk) in order.chunks(bs).enumerate() {
                     if me.config.drop_last && chunk.len() < bs {
                         break;
                     }
-                    let result = pool.install(|| me.load_raw(epoch, chunk));
+                    let result = match &part {
+                        None => pool.install(|| me.load_raw(epoch, chunk)),
+                        Some(part) => {
+                            let range = part(b, chunk.len());
+                            let size = me.padded_size(chunk);
+                            pool.install(|| me.load_transformed(epoch, &chunk[range]))
+                                .map(|items| Some(collate_raw_to(items, size)))
+                        }
+                    };
                     let failed = result.is_err();
                     let message = match result {
                         Ok(None) => continue,

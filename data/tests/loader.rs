@@ -154,3 +154,121 @@ fn bad_configs_are_refused() {
     assert!(Loader::new(ds.clone(), LoaderConfig::train(0, 64, 64, 0)).is_err());
     assert!(Loader::new(ds, LoaderConfig::train(1, 0, 64, 0)).is_err());
 }
+
+/// Images of different sizes (so that a batch's padding depends on all of them), which
+/// records the indices it was asked to load.
+struct Sizes {
+    loaded: std::sync::Mutex<Vec<usize>>,
+    categories: Vec<focal_data::Category>,
+}
+
+impl Sizes {
+    fn new() -> Sizes {
+        Sizes {
+            loaded: std::sync::Mutex::new(Vec::new()),
+            categories: vec![focal_data::Category {
+                id: 1,
+                name: "thing".into(),
+            }],
+        }
+    }
+}
+
+impl Dataset for Sizes {
+    fn len(&self) -> usize {
+        7
+    }
+    fn load(&self, index: usize) -> focal_data::Result<Option<focal_data::Sample>> {
+        self.loaded.lock().unwrap().push(index);
+        let (w, h) = self.image_size(index);
+        let mut image = focal_data::RgbImage::new(w, h);
+        for (k, v) in image.data.iter_mut().enumerate() {
+            *v = ((k * 31 + index * 7) % 251) as u8;
+        }
+        Ok(Some(focal_data::Sample {
+            image,
+            boxes: vec![[1.0, 2.0, 9.0 + index as f32, 12.0]],
+            labels: vec![0],
+            image_id: index as i64 + 1,
+        }))
+    }
+    fn categories(&self) -> &[focal_data::Category] {
+        &self.categories
+    }
+    fn image_id(&self, index: usize) -> i64 {
+        index as i64 + 1
+    }
+    fn image_size(&self, index: usize) -> (u32, u32) {
+        (30 + 17 * index as u32, 50 - 5 * index as u32)
+    }
+    fn ground_truth(&self) -> focal_data::CocoFile {
+        focal_data::CocoFile::default() // the loader never asks
+    }
+    fn describe(&self) -> String {
+        "images of seven sizes".into()
+    }
+}
+
+/// The parts of a batch that the processes of a distributed run load (`epoch_part`) are,
+/// image for image and bit for bit, the slices of the batch one process loads, padded to
+/// the whole batch's size; each part loads only its own images, and a process whose part
+/// of a batch is empty still gets that batch, empty.
+#[test]
+fn batch_parts_are_slices_of_the_whole_batch() {
+    let ds = Arc::new(Sizes::new());
+    let config = LoaderConfig::train(3, 40, 90, 4);
+    let whole = all(&Loader::new(ds.clone(), config.clone()).unwrap(), 1);
+    assert_eq!(whole.len(), 3); // 7 images in batches of 3: 3, 3, 1
+    let loader = Loader::new(ds.clone(), config).unwrap();
+    // Three processes: the first takes the first image of each batch, the second the rest
+    // but for batches of one image, the third nothing.
+    let parts: [focal_data::BatchPart; 3] = [
+        Arc::new(|_, _| 0..1),
+        Arc::new(|_, n| 1.min(n)..n),
+        Arc::new(|_, n| n..n),
+    ];
+    let mut seen = Vec::new();
+    let mut got: Vec<Vec<Batch>> = Vec::new();
+    for part in parts {
+        ds.loaded.lock().unwrap().clear();
+        got.push(
+            loader
+                .epoch_part(1, part)
+                .map(|b| b.unwrap())
+                .collect::<Vec<_>>(),
+        );
+        let mut loaded = ds.loaded.lock().unwrap().clone();
+        loaded.sort_unstable();
+        seen.push(loaded);
+    }
+    for (b, w) in whole.iter().enumerate() {
+        let (h, wd) = w.padded_size();
+        let mut row = 0;
+        for p in &got {
+            let part = &p[b];
+            assert_eq!(part.padded_size(), (h, wd), "batch {b}");
+            let n = part.len();
+            assert_eq!(part.images.shape()[0], n);
+            assert_eq!(part.targets[..], w.targets[row..row + n]);
+            let slice = w.images.narrow(0, row, n);
+            assert!(
+                part.images.data().iter().map(|v| v.to_bits()).eq(slice
+                    .data()
+                    .iter()
+                    .map(|v| v.to_bits())),
+                "batch {b}, rows {row}..{}",
+                row + n
+            );
+            row += n;
+        }
+        assert_eq!(row, w.len());
+    }
+    // The sizes differ, so the padding of some part is set by an image it did not load.
+    assert!(whole.iter().any(|w| w.padded_size() != whole[0].padded_size()));
+    // Each process loaded only its own images: together, each image once.
+    assert!(seen[2].is_empty());
+    let mut every: Vec<usize> = seen.concat();
+    every.sort_unstable();
+    assert_eq!(every, (0..7).collect::<Vec<_>>());
+    assert_eq!(seen[0].len(), 3);
+}
