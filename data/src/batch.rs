@@ -132,7 +132,10 @@ pub fn padded_size(sizes: impl IntoIterator<Item = (usize, usize)>) -> (usize, u
 /// multiple of 32): the part of a batch that one process of a distributed run loads is
 /// padded to the size of the whole batch, so that its images see exactly the tensor they
 /// would see in one process. `items` may be empty then (a `(0, 3, H, W)` batch).
-pub(crate) fn collate_raw_to(items: Vec<(usize, Transformed)>, at_least: (usize, usize)) -> RawBatch {
+pub(crate) fn collate_raw_to(
+    items: Vec<(usize, Transformed)>,
+    at_least: (usize, usize),
+) -> RawBatch {
     let n = items.len();
     let (h, w) = padded_size(
         items

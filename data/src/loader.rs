@@ -146,6 +146,13 @@ impl Loader {
         }
     }
 
+    /// Images in batch `b` of an epoch (the last one may be smaller), skipped images
+    /// counted.
+    pub fn batch_len(&self, b: usize) -> usize {
+        let bs = self.config.batch_size;
+        self.dataset.len().saturating_sub(b * bs).min(bs)
+    }
+
     /// The dataset indices of epoch `epoch`, in visiting order.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();

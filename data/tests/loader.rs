@@ -252,10 +252,11 @@ fn batch_parts_are_slices_of_the_whole_batch() {
             assert_eq!(part.targets[..], w.targets[row..row + n]);
             let slice = w.images.narrow(0, row, n);
             assert!(
-                part.images.data().iter().map(|v| v.to_bits()).eq(slice
+                part.images
                     .data()
                     .iter()
-                    .map(|v| v.to_bits())),
+                    .map(|v| v.to_bits())
+                    .eq(slice.data().iter().map(|v| v.to_bits())),
                 "batch {b}, rows {row}..{}",
                 row + n
             );
@@ -264,7 +265,9 @@ fn batch_parts_are_slices_of_the_whole_batch() {
         assert_eq!(row, w.len());
     }
     // The sizes differ, so the padding of some part is set by an image it did not load.
-    assert!(whole.iter().any(|w| w.padded_size() != whole[0].padded_size()));
+    assert!(whole
+        .iter()
+        .any(|w| w.padded_size() != whole[0].padded_size()));
     // Each process loaded only its own images: together, each image once.
     assert!(seen[2].is_empty());
     let mut every: Vec<usize> = seen.concat();

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use focal_data::{Batch, Dataset, Detection, EvalResult, Loader, LoaderConfig, Target};
+use focal_data::{Batch, BatchPart, Dataset, Detection, EvalResult, Loader, LoaderConfig, Target};
 
+use super::comm::Comm;
 use crate::error::Error;
 use crate::model::RetinaNet;
 use crate::postprocess::{Detections, ImageSize};
@@ -97,4 +98,145 @@ pub fn evaluate(
         detections,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// [`evaluate`] shared by the ranks of `comm`: the evaluation loader's batches are split
+/// across ranks in order (rank r runs batches `r·B/N .. (r+1)·B/N` of the B batches, and
+/// loads only their images), so that every image is in the same batch, padded alike, as
+/// in one process and gets the same detections; the detections are then gathered in rank
+/// order — which is dataset order — and scored. Every rank scores them (COCOeval of the
+/// gathered detections, the same bits everywhere), so every rank holds the same result and
+/// takes the same decisions (the best AP) without another message. `progress` counts this
+/// rank's images. Collective. With one rank, exactly [`evaluate`].
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_on(
+    comm: &dyn Comm,
+    model: &mut RetinaNet,
+    dataset: &Arc<dyn Dataset>,
+    category_ids: &[i64],
+    min_size: usize,
+    max_size: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Evaluation, Error> {
+    let (rank, size) = (comm.rank(), comm.size());
+    if size == 1 {
+        return evaluate(
+            model,
+            dataset,
+            category_ids,
+            min_size,
+            max_size,
+            batch_size,
+            progress,
+        );
+    }
+    let started = Instant::now();
+    let loader = Loader::new(
+        Arc::clone(dataset),
+        LoaderConfig::eval(batch_size, min_size, max_size),
+    )?;
+    let batches = loader.batches_per_epoch();
+    let mine = (rank * batches / size)..((rank + 1) * batches / size);
+    let total: usize = mine.clone().map(|b| loader.batch_len(b)).sum();
+    let part: BatchPart = {
+        let mine = mine.clone();
+        Arc::new(move |b, n| if mine.contains(&b) { 0..n } else { n..n })
+    };
+    // A failing image ends this rank's loop with its error (and the run with it); the
+    // others are stopped by the launcher.
+    let mut local = Vec::new();
+    let mut done = 0;
+    for batch in loader.epoch_part(0, part) {
+        let batch = batch?;
+        if batch.is_empty() {
+            continue;
+        }
+        let per_image = detect_batch(model, &batch);
+        for (t, dets) in batch.targets.iter().zip(&per_image) {
+            local.extend(to_coco_results(t.image_id, dets, category_ids));
+        }
+        done += batch.len();
+        progress(done, total);
+    }
+    let mut detections = Vec::new();
+    for (r, bytes) in comm
+        .all_gather(&detections_to_bytes(&local))?
+        .iter()
+        .enumerate()
+    {
+        detections.extend(detections_from_bytes(bytes).ok_or_else(|| {
+            Error::invalid(format!("rank {r} sent a malformed list of detections"))
+        })?);
+    }
+    let result = focal_data::evaluate(&dataset.ground_truth(), &detections)
+        .map_err(|e| Error::context(format!("evaluating on {}", dataset.describe()), e))?;
+    Ok(Evaluation {
+        result,
+        detections,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Bytes of one detection on the wire: image id, category id (i64), box and score (f64),
+/// little-endian.
+const DETECTION_BYTES: usize = 2 * 8 + 5 * 8;
+
+fn detections_to_bytes(dets: &[Detection]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(dets.len() * DETECTION_BYTES);
+    for d in dets {
+        out.extend(d.image_id.to_le_bytes());
+        out.extend(d.category_id.to_le_bytes());
+        for v in d.bbox.iter().chain([&d.score]) {
+            out.extend(v.to_le_bytes());
+        }
+    }
+    out
+}
+
+fn detections_from_bytes(bytes: &[u8]) -> Option<Vec<Detection>> {
+    if bytes.len() % DETECTION_BYTES != 0 {
+        return None;
+    }
+    let word = |c: &[u8], k: usize| -> [u8; 8] { c[8 * k..8 * k + 8].try_into().expect("8 bytes") };
+    Some(
+        bytes
+            .chunks_exact(DETECTION_BYTES)
+            .map(|c| Detection {
+                image_id: i64::from_le_bytes(word(c, 0)),
+                category_id: i64::from_le_bytes(word(c, 1)),
+                bbox: [2, 3, 4, 5].map(|k| f64::from_le_bytes(word(c, k))),
+                score: f64::from_le_bytes(word(c, 6)),
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detections_travel_as_bytes_unchanged() {
+        let dets = vec![
+            Detection {
+                image_id: 7,
+                category_id: -3,
+                bbox: [1.5, -0.0, f64::MAX, 1e-300],
+                score: 0.25,
+            },
+            Detection {
+                image_id: i64::MAX,
+                category_id: 90,
+                bbox: [0.0, 2.0, 3.0, 4.0],
+                score: f64::MIN_POSITIVE,
+            },
+        ];
+        let bytes = detections_to_bytes(&dets);
+        assert_eq!(bytes.len(), 2 * DETECTION_BYTES);
+        let back = detections_from_bytes(&bytes).unwrap();
+        assert_eq!(back, dets);
+        assert_eq!(back[0].bbox[1].to_bits(), (-0.0f64).to_bits());
+        assert!(detections_from_bytes(&bytes[1..]).is_none());
+    }
 }

@@ -15,6 +15,12 @@
 //! already done. Because the loader's order and flips depend only on (seed, epoch, image)
 //! and every kernel is deterministic, the continued run writes exactly the losses an
 //! uninterrupted run would have written.
+//!
+//! **Several processes** ([`Trainer::new_on`], [`Trainer::resume_on`] with a [`Comm`] of
+//! N ranks) train one model: every rank runs this same loop over its part of every batch
+//! ([`super::distributed`]), the step's gradient is summed across ranks, and rank 0
+//! alone writes the run folder. Every decision that ends or forks the loop (stop, NaN
+//! loss, best AP) is taken from values every rank shares, so the ranks never part ways.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,12 +35,14 @@ use super::builders::{
     open_datasets,
 };
 use super::checkpoint::{ckpt_error, read_checkpoint, rebuild_model};
+use super::comm::{any, Comm, Local};
 use super::config::TrainConfig;
-use super::evaluate::{evaluate, Evaluation};
+use super::distributed::{check_agreement, check_rank_count, sync_buffers, train_part};
+use super::evaluate::{evaluate_on, Evaluation};
 use super::observer::Observer;
 use super::records::{ClassName, EvalRecord, MetricRow, RunMetadata, StepRecord};
 use super::run_folder::RunFolder;
-use super::step::{optimizer_step, StepOutcome};
+use super::step::{distributed_optimizer_step, optimizer_step, StepOutcome};
 use crate::error::{Error, Result};
 use crate::model::RetinaNet;
 
@@ -72,6 +80,8 @@ pub struct Trainer {
     /// Stop after this many steps of this invocation (writing `last.ckpt`).
     stop_after: Option<u64>,
     metrics_flushed_at: u64,
+    /// The processes training this model together (one: [`Local`]).
+    comm: Arc<dyn Comm>,
 }
 
 impl Trainer {
@@ -79,8 +89,19 @@ impl Trainer {
     /// already holds a run (`metrics.jsonl` or `last.ckpt`): resume it instead.
     ///
     /// The model's number of classes is taken from the training set.
-    pub fn new(mut config: TrainConfig, run_dir: &Path) -> Result<Trainer> {
-        let folder = RunFolder::fresh(run_dir)?;
+    pub fn new(config: TrainConfig, run_dir: &Path) -> Result<Trainer> {
+        Trainer::new_on(Arc::new(Local), config, run_dir)
+    }
+
+    /// [`Trainer::new`] for rank `comm.rank()` of the processes that train together
+    /// (every rank calls it with the same arguments; only rank 0 touches `run_dir`).
+    pub fn new_on(comm: Arc<dyn Comm>, mut config: TrainConfig, run_dir: &Path) -> Result<Trainer> {
+        check_rank_count(config.shards, comm.size())?;
+        let folder = if comm.is_root() {
+            RunFolder::fresh(run_dir)?
+        } else {
+            RunFolder::new(run_dir)
+        };
         let (train, val) = open_datasets(&config)?;
         config.model.num_classes = train.num_classes();
         config.validate()?;
@@ -88,8 +109,10 @@ impl Trainer {
         let mut rng = Rng::new(config.seed);
         let model = RetinaNet::new(&config.retinanet(), &mut rng)?;
         let categories = class_names(&*train);
-        let trainer = Trainer::assemble(config, model, rng, train, val, categories, folder)?;
-        trainer.folder.start(&trainer.config)?;
+        let trainer = Trainer::assemble(config, model, rng, train, val, categories, folder, comm)?;
+        if trainer.comm.is_root() {
+            trainer.folder.start(&trainer.config)?;
+        }
         Ok(trainer)
     }
 
@@ -101,7 +124,20 @@ impl Trainer {
         run_dir: Option<&Path>,
         threads: Option<usize>,
     ) -> Result<Trainer> {
+        Trainer::resume_on(Arc::new(Local), checkpoint, run_dir, threads)
+    }
+
+    /// [`Trainer::resume`] for rank `comm.rank()` (every rank reads the checkpoint; only
+    /// rank 0 touches the run folder). The number of ranks may differ from the run's
+    /// earlier invocations: it must divide the run's shards.
+    pub fn resume_on(
+        comm: Arc<dyn Comm>,
+        checkpoint: &Path,
+        run_dir: Option<&Path>,
+        threads: Option<usize>,
+    ) -> Result<Trainer> {
         let (ckpt, mut config, metadata) = read_checkpoint(checkpoint)?;
+        check_rank_count(config.shards, comm.size()).map_err(|e| ckpt_error(checkpoint, e))?;
         if ckpt.optimizer.is_none() {
             return Err(ckpt_error(
                 checkpoint,
@@ -142,6 +178,7 @@ impl Trainer {
             val,
             categories,
             folder,
+            comm,
         )?;
         ckpt.restore_optimizer(&mut trainer.model, trainer.optimizer.as_mut())
             .map_err(|e| ckpt_error(checkpoint, e))?;
@@ -149,14 +186,17 @@ impl Trainer {
         trainer.epoch = ckpt.epoch;
         trainer.batch_in_epoch = metadata.batch_in_epoch;
         trainer.best = metadata.best_ap.zip(metadata.best_step);
-        // Keep the rows written up to the checkpoint, drop the later ones.
-        trainer.history = trainer.folder.read_metrics_until(trainer.step)?;
-        trainer.folder.start(&trainer.config)?;
-        trainer.write_metrics()?;
+        if trainer.comm.is_root() {
+            // Keep the rows written up to the checkpoint, drop the later ones.
+            trainer.history = trainer.folder.read_metrics_until(trainer.step)?;
+            trainer.folder.start(&trainer.config)?;
+            trainer.write_metrics()?;
+        }
         Ok(trainer)
     }
 
     /// The parts every run has, fresh or resumed, built from `config` (step 0).
+    #[allow(clippy::too_many_arguments)]
     fn assemble(
         config: TrainConfig,
         model: RetinaNet,
@@ -165,6 +205,7 @@ impl Trainer {
         val: Arc<dyn Dataset>,
         categories: Vec<ClassName>,
         folder: RunFolder,
+        comm: Arc<dyn Comm>,
     ) -> Result<Trainer> {
         let train_loader = build_train_loader(&config, train)?;
         let total_steps = config.total_steps(train_loader.batches_per_epoch());
@@ -191,6 +232,7 @@ impl Trainer {
             history: Vec::new(),
             stop_after: None,
             metrics_flushed_at: 0,
+            comm,
         })
     }
 
@@ -203,6 +245,11 @@ impl Trainer {
     /// Stop after `n` more steps (writing `last.ckpt`), e.g. to split a run in parts.
     pub fn stop_after(&mut self, n: u64) {
         self.stop_after = Some(n);
+    }
+
+    /// The processes training together (one unless started with `new_on`/`resume_on`).
+    pub fn comm(&self) -> &dyn Comm {
+        &*self.comm
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -256,10 +303,22 @@ impl Trainer {
     /// `eval_every` steps and at the end.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<Outcome> {
         observer.on_start(self);
+        check_agreement(
+            &*self.comm,
+            &self.config,
+            [&**self.train_loader.dataset(), &*self.val],
+            &mut self.model,
+        )?;
         let first_step = self.step;
         let mut last_eval: Option<EvalResult> = None;
         'epochs: while self.step < self.total_steps {
-            let mut batches = self.train_loader.epoch(self.epoch);
+            let mut batches = match self.comm.size() {
+                1 => self.train_loader.epoch(self.epoch),
+                n => {
+                    let part = train_part(self.config.shards, self.comm.rank(), n);
+                    self.train_loader.epoch_part(self.epoch, part)
+                }
+            };
             // Skip the batches of this epoch that a resumed run already trained on.
             for _ in 0..self.batch_in_epoch {
                 match batches.next() {
@@ -272,7 +331,9 @@ impl Trainer {
             let mut step_started = Instant::now();
             for batch in batches.by_ref() {
                 let batch = batch?;
-                let record = self.train_step(&batch, step_started)?;
+                let Some(record) = self.train_step(&batch, step_started)? else {
+                    continue;
+                };
                 self.history.push(MetricRow::Step(record.clone()));
                 observer.on_step(&record, self);
                 last_eval = None;
@@ -289,6 +350,8 @@ impl Trainer {
                 }
                 let stop_requested = observer.should_stop()
                     || self.stop_after.is_some_and(|n| self.step - first_step >= n);
+                // Every rank stops at the same step, if any rank was asked to.
+                let stop_requested = any(&*self.comm, stop_requested)?;
                 if stop_requested && !at_end {
                     self.save_last(observer)?;
                     return Ok(Outcome::Stopped { step: self.step });
@@ -306,25 +369,45 @@ impl Trainer {
             None => self.evaluate_and_record(observer)?,
         };
         self.save_last(observer)?;
-        let path = self.folder.write_final_metrics(&result)?;
-        observer.on_saved(&path);
+        if self.comm.is_root() {
+            let path = self.folder.write_final_metrics(&result)?;
+            observer.on_saved(&path);
+        }
         Ok(Outcome::Finished(result))
     }
 
     /// One optimiser step on `batch` ([`optimizer_step`]) at the scheduled rate, and its
-    /// row of `metrics.jsonl`.
-    fn train_step(&mut self, batch: &Batch, started: Instant) -> Result<StepRecord> {
+    /// row of `metrics.jsonl`; `None` for a distributed batch whose every image the
+    /// dataset skipped ([`StepOutcome::Empty`]).
+    fn train_step(&mut self, batch: &Batch, started: Instant) -> Result<Option<StepRecord>> {
         let lr = self.schedule.lr_at(self.step);
-        let outcome = optimizer_step(
-            &mut self.model,
-            self.optimizer.as_mut(),
-            batch,
-            lr,
-            self.config.shards,
-            self.config.optimizer.clip_grad_norm,
-        )?;
+        let (shards, clip) = (self.config.shards, self.config.optimizer.clip_grad_norm);
+        let outcome = match self.comm.size() {
+            1 => optimizer_step(
+                &mut self.model,
+                self.optimizer.as_mut(),
+                batch,
+                lr,
+                shards,
+                clip,
+            )?,
+            _ => distributed_optimizer_step(
+                &*self.comm,
+                &mut self.model,
+                self.optimizer.as_mut(),
+                batch,
+                self.train_loader.batch_len(self.batch_in_epoch as usize),
+                lr,
+                shards,
+                clip,
+            )?,
+        };
         let r = match outcome {
             StepOutcome::Updated(r) => r,
+            StepOutcome::Empty => {
+                self.batch_in_epoch += 1;
+                return Ok(None);
+            }
             StepOutcome::NonFinite {
                 classification,
                 box_regression,
@@ -348,7 +431,7 @@ impl Trainer {
         self.step += 1;
         self.batch_in_epoch += 1;
         let seconds = started.elapsed().as_secs_f64();
-        Ok(StepRecord {
+        Ok(Some(StepRecord {
             step: self.step,
             epoch: self.epoch,
             loss: r.loss,
@@ -357,8 +440,8 @@ impl Trainer {
             lr,
             num_pos: r.num_positive,
             grad_norm: r.grad_norm,
-            images_per_s: batch.len() as f64 / seconds.max(1e-9),
-        })
+            images_per_s: r.images as f64 / seconds.max(1e-9),
+        }))
     }
 
     /// Evaluates the model on the validation set now.
@@ -367,7 +450,10 @@ impl Trainer {
         let ids: Vec<i64> = self.categories.iter().map(|c| c.id).collect();
         let d = &self.config.data;
         let (min_size, max_size, bs) = (d.min_size, d.max_size, d.eval_batch_size);
-        let eval = evaluate(
+        // Every rank evaluates rank 0's BatchNorm statistics, which rank 0 saves.
+        sync_buffers(&*self.comm, &mut self.model)?;
+        let eval = evaluate_on(
+            &*self.comm,
             &mut self.model,
             &self.val,
             &ids,
@@ -386,9 +472,11 @@ impl Trainer {
         let ap = eval.result.stats.ap;
         if self.best.is_none_or(|(best, _)| ap > best) {
             self.best = Some((ap, self.step));
-            let path = self.folder.best_checkpoint();
-            self.checkpoint(false).save(&path)?;
-            observer.on_saved(&path);
+            if self.comm.is_root() {
+                let path = self.folder.best_checkpoint();
+                self.checkpoint(false).save(&path)?;
+                observer.on_saved(&path);
+            }
         }
         observer.on_eval(&record, &eval.result, self);
         self.write_metrics()?;
@@ -417,17 +505,23 @@ impl Trainer {
         Checkpoint::capture(&mut self.model, optimizer, &state, &self.config.to_toml())
     }
 
-    /// Writes `metrics.jsonl` and then `last.ckpt` (both atomically).
+    /// Writes `metrics.jsonl` and then `last.ckpt` (both atomically; rank 0 alone), then
+    /// waits for every rank: once any rank goes on, the checkpoint is on disk.
     pub fn save_last(&mut self, observer: &mut dyn Observer) -> Result<()> {
-        self.write_metrics()?;
-        let path = self.folder.last_checkpoint();
-        self.checkpoint(true).save(&path)?;
-        observer.on_saved(&path);
-        Ok(())
+        if self.comm.is_root() {
+            self.write_metrics()?;
+            let path = self.folder.last_checkpoint();
+            self.checkpoint(true).save(&path)?;
+            observer.on_saved(&path);
+        }
+        self.comm.barrier()
     }
 
-    /// Rewrites `metrics.jsonl` from the rows in memory.
+    /// Rewrites `metrics.jsonl` from the rows in memory (rank 0 alone).
     fn write_metrics(&mut self) -> Result<()> {
+        if !self.comm.is_root() {
+            return Ok(());
+        }
         self.folder.write_metrics(&self.history)?;
         self.metrics_flushed_at = self.step;
         Ok(())

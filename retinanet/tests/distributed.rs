@@ -1,0 +1,243 @@
+//! A run shared by several processes, with the ranks as threads of this process
+//! (`ThreadRanks`, which exchange through memory as MPI ranks exchange messages): the
+//! same losses, checkpoint and COCO numbers, bit for bit, as one process cutting its
+//! batches into the same shards, with 1, 2 or 4 ranks; a run resumed on another number of
+//! ranks; ranks that disagree, and a rank that fails, stop every rank with an error.
+//! (The same run over real MPI processes is `tests/mpi.rs` of the focal binary.)
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use focal_retinanet::train::{
+    Comm, EvalRecord, MetricRow, Outcome, Silent, ThreadRanks, TrainConfig, Trainer,
+};
+use focal_retinanet::LossConfig;
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("focal-dist-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The tiny configuration of `tests/train.rs` with 10 training images in batches of 4
+/// (4, 4 and a last batch of 2, which leaves some ranks without an image) cut into 4
+/// shards, evaluated one image per batch on 4 images every 2 steps.
+fn tiny(iters: u64) -> TrainConfig {
+    let mut c = TrainConfig::shapes();
+    c.batch_size = 4;
+    c.shards = 4;
+    c.iters = Some(iters);
+    let s = c.data.shapes.as_mut().unwrap();
+    s.train_images = 10;
+    s.val_images = 4;
+    s.size = 64;
+    c.data.min_size = 64;
+    c.data.max_size = 64;
+    c.data.eval_batch_size = 1;
+    c.eval_every = 2;
+    c.model.fpn_channels = 32;
+    c.model.head_width = 32;
+    c.model.head_depth = 1;
+    c.schedule.warmup_iters = 2;
+    c.optimizer.lr = 2e-3;
+    c.loss = LossConfig::default();
+    c.anchors.ratios = vec![0.5, 1.0, 2.0];
+    c
+}
+
+/// What a finished (or stopped) run leaves: every row of metrics.jsonl as written, and the
+/// bytes of last.ckpt (model, optimiser state, step, RNG).
+#[derive(Debug, PartialEq)]
+struct RunFiles {
+    metrics: String,
+    last_ckpt: Vec<u8>,
+}
+
+impl RunFiles {
+    fn read(dir: &Path) -> RunFiles {
+        // Evaluation rows carry their wall time: blank it, keep the rest.
+        let metrics = std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| match serde_json::from_str::<MetricRow>(l).unwrap() {
+                MetricRow::Eval(e) => {
+                    serde_json::to_string(&MetricRow::Eval(EvalRecord { seconds: 0.0, ..e }))
+                        .unwrap()
+                }
+                MetricRow::Step(mut s) => {
+                    s.images_per_s = 0.0;
+                    serde_json::to_string(&MetricRow::Step(s)).unwrap()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        RunFiles {
+            metrics,
+            last_ckpt: std::fs::read(dir.join("last.ckpt")).unwrap(),
+        }
+    }
+}
+
+/// Runs `body(rank's comm)` on `ranks` threads, each with its rank of one `ThreadRanks`
+/// group; returns each rank's result in rank order.
+fn on_ranks<T: Send>(ranks: usize, body: impl Fn(Arc<dyn Comm>) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ThreadRanks::world(ranks)
+            .into_iter()
+            .map(|c| {
+                let body = &body;
+                s.spawn(move || body(Arc::new(c)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// A fresh run of `iters` steps on `ranks` ranks (1: one process, `Trainer::new`), stopped
+/// after `stop` steps if given; returns each rank's outcome.
+fn train(ranks: usize, dir: &Path, iters: u64, stop: Option<u64>) -> Vec<Outcome> {
+    let go = |mut t: Trainer| {
+        if let Some(n) = stop {
+            t.stop_after(n);
+        }
+        t.run(&mut Silent).unwrap()
+    };
+    if ranks == 1 {
+        return vec![go(Trainer::new(tiny(iters), dir).unwrap())];
+    }
+    on_ranks(ranks, |comm| {
+        go(Trainer::new_on(comm, tiny(iters), dir).unwrap())
+    })
+}
+
+/// Resumes `dir/last.ckpt` on `ranks` ranks, stopped after `stop` more steps if given.
+fn resume(ranks: usize, dir: &Path, stop: Option<u64>) -> Vec<Outcome> {
+    let ckpt = dir.join("last.ckpt");
+    on_ranks(ranks, |comm| {
+        let mut t = Trainer::resume_on(comm, &ckpt, None, None).unwrap();
+        if let Some(n) = stop {
+            t.stop_after(n);
+        }
+        t.run(&mut Silent).unwrap()
+    })
+}
+
+fn final_stats(outcomes: &[Outcome]) -> Vec<focal_data::CocoStats> {
+    outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Finished(r) => r.stats,
+            Outcome::Stopped { step } => panic!("stopped at step {step}"),
+        })
+        .collect()
+}
+
+/// 1, 2 and 4 ranks sharing 4 shards write the metrics (losses, learning rates, positives,
+/// gradient norms, evaluations) and last.ckpt of one process with 4 shards, byte for byte,
+/// and every rank ends with the same COCO numbers; a repeat gives the same bytes again.
+#[test]
+fn ranks_train_the_bits_of_one_process_with_the_same_shards() {
+    let one = scratch("one");
+    let reference_stats = final_stats(&train(1, &one, 3, None))[0];
+    let reference = RunFiles::read(&one);
+    assert_eq!(
+        reference.metrics.lines().count(),
+        3 + 2,
+        "3 steps, 2 evaluations"
+    );
+    for (ranks, repeat) in [(2, 0), (4, 0), (2, 1)] {
+        let dir = scratch(&format!("ranks-{ranks}-{repeat}"));
+        let stats = final_stats(&train(ranks, &dir, 3, None));
+        assert_eq!(stats.len(), ranks);
+        for s in &stats {
+            assert_eq!(*s, reference_stats, "{ranks} ranks: other COCO numbers");
+        }
+        let files = RunFiles::read(&dir);
+        assert_eq!(
+            files.metrics, reference.metrics,
+            "{ranks} ranks wrote other metrics than one process"
+        );
+        assert!(
+            files.last_ckpt == reference.last_ckpt,
+            "{ranks} ranks saved another last.ckpt than one process"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&one);
+}
+
+/// A run started on 2 ranks, continued in one process and finished on 4 ranks writes the
+/// same metrics and checkpoint as one uninterrupted process.
+#[test]
+fn a_run_resumes_on_another_number_of_ranks() {
+    let whole = scratch("resume-whole");
+    train(1, &whole, 5, None);
+    let split = scratch("resume-split");
+    let stopped = train(2, &split, 5, Some(2));
+    assert!(stopped
+        .iter()
+        .all(|o| matches!(o, Outcome::Stopped { step: 2 })));
+    // One process, as `focal train --resume` without mpirun.
+    let mut t = Trainer::resume(&split.join("last.ckpt"), None, None).unwrap();
+    t.stop_after(1);
+    assert!(matches!(
+        t.run(&mut Silent).unwrap(),
+        Outcome::Stopped { step: 3 }
+    ));
+    drop(t);
+    final_stats(&resume(4, &split, None));
+    assert_eq!(RunFiles::read(&split), RunFiles::read(&whole));
+    let _ = std::fs::remove_dir_all(&whole);
+    let _ = std::fs::remove_dir_all(&split);
+}
+
+/// A rank with another configuration is found before the first step: every rank stops
+/// with an error naming it. A number of ranks that does not divide the shards is refused.
+#[test]
+fn ranks_that_disagree_are_refused() {
+    let dir = scratch("disagree");
+    let errors = on_ranks(2, |comm| {
+        let mut c = tiny(2);
+        if comm.rank() == 1 {
+            c.optimizer.lr = 1e-3;
+        }
+        let mut t = Trainer::new_on(comm, c, &dir).unwrap();
+        t.run(&mut Silent).unwrap_err().to_string()
+    });
+    for e in &errors {
+        assert!(e.contains("rank 1 of 2 has another configuration"), "{e}");
+    }
+    assert!(!dir.join("metrics.jsonl").exists());
+    let e = on_ranks(3, |comm| {
+        Trainer::new_on(comm, tiny(2), &dir)
+            .err()
+            .map(|e| e.to_string())
+    });
+    assert!(
+        e.iter().all(|e| e
+            .as_deref()
+            .is_some_and(|e| e.contains("run it on 1, 2, 4 processes"))),
+        "{e:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A rank that fails (here: its dataset cannot be built) leaves the run; the ranks
+/// waiting for it in a collective get an error instead of waiting forever.
+#[test]
+fn a_rank_that_fails_stops_the_others() {
+    let dir = scratch("fails");
+    let results = on_ranks(2, |comm| {
+        let mut c = tiny(2);
+        if comm.rank() == 1 {
+            c.data.shapes.as_mut().unwrap().size = 0;
+        }
+        match Trainer::new_on(comm, c, &dir) {
+            Ok(mut t) => t.run(&mut Silent).map(|_| ()).unwrap_err().to_string(),
+            Err(e) => format!("setup: {e}"),
+        }
+    });
+    assert!(results[1].starts_with("setup: "), "{}", results[1]);
+    assert!(results[0].contains("rank 1 left the run"), "{}", results[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
