@@ -14,6 +14,9 @@ mod cmd;
 mod draw;
 mod files;
 mod interrupt;
+mod launch;
+#[cfg(feature = "mpi")]
+mod mpi_comm;
 mod plot;
 
 #[derive(Parser)]
@@ -63,6 +66,21 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `focal train` may be one of several processes started by an MPI launcher: find out
+    // (and initialise MPI) before any thread is started.
+    let is_train = matches!(cli.command, Command::Train(_));
+    let world = if is_train {
+        match launch::World::start() {
+            Ok(world) => world,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        launch::World::alone()
+    };
+    let explicit_threads = cli.threads.is_some() || std::env::var_os("FOCAL_THREADS").is_some();
     let threads = match cli.threads {
         Some(n) => focal_engine::threads::set_num_threads(n as usize),
         None => focal_engine::threads::init_from_env(),
@@ -71,8 +89,14 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    if is_train {
+        if let Err(e) = world.set_threads(explicit_threads) {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
-        Command::Train(a) => cmd::train::run(*a, cli.threads),
+        Command::Train(a) => cmd::train::run(*a, cli.threads, &world),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Detect(a) => cmd::detect::run(a),
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
@@ -85,6 +109,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            // With several processes, this one's error ends them all (MPI abort).
+            world.fail(&e);
             // The whole chain, outermost first, joined by ": " (anyhow's alternate form):
             // "checkpoint runs/a/last.ckpt: cannot read: No such file or directory". The
             // library errors keep each cause as their source() for this.

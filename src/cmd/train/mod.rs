@@ -17,10 +17,12 @@ use anyhow::{bail, Context, Result};
 use focal_retinanet::train::{CocoData, Outcome, TrainConfig, Trainer};
 
 use crate::interrupt::EXIT_INTERRUPTED;
+use crate::launch::World;
 
 pub mod flags;
 pub mod plots;
 pub mod progress;
+pub mod ranks;
 
 use flags::{
     AnchorFlags, DataFlags, Given, InferenceFlags, LossFlags, MatcherFlags, ModelFlags,
@@ -193,52 +195,75 @@ fn default_run_dir() -> PathBuf {
 }
 
 /// The trainer of a resumed run (`--resume`) or of a fresh one; `None` after
-/// `--print-config`, which only prints the configuration.
-fn open_trainer(args: &Args, threads: Option<u32>) -> Result<Option<Trainer>> {
+/// `--print-config`, which only prints the configuration. With several processes
+/// (`world`), rank 0 alone prints.
+fn open_trainer(args: &Args, threads: Option<u32>, world: &World) -> Result<Option<Trainer>> {
+    let root = world.is_root();
     if let Some(ckpt) = &args.resume {
         args.refuse_with_resume()?;
-        let trainer = Trainer::resume(ckpt, args.out.as_deref(), threads.map(|t| t as usize))?;
+        let trainer = Trainer::resume_on(
+            world.comm(),
+            ckpt,
+            args.out.as_deref(),
+            threads.map(|t| t as usize),
+        )?;
         if args.print_config {
-            print!("{}", trainer.config().to_toml());
+            if root {
+                print!("{}", trainer.config().to_toml());
+            }
             return Ok(None);
         }
-        eprintln!(
-            "resuming {} at step {}/{} (epoch {})",
-            ckpt.display(),
-            trainer.step(),
-            trainer.total_steps(),
-            trainer.epoch() + 1
-        );
+        if root {
+            eprintln!(
+                "resuming {} at step {}/{} (epoch {})",
+                ckpt.display(),
+                trainer.step(),
+                trainer.total_steps(),
+                trainer.epoch() + 1
+            );
+        }
         return Ok(Some(trainer));
     }
-    let config = args.resolve(threads)?;
+    let mut config = args.resolve(threads)?;
+    ranks::share_batches(&mut config, world);
     if args.print_config {
-        print!("{}", config.to_toml());
+        if root {
+            print!("{}", config.to_toml());
+        }
         return Ok(None);
     }
-    let out = args.out.clone().unwrap_or_else(default_run_dir);
-    let mut trainer = Trainer::new(config, &out)?;
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => ranks::same_on_every_rank(default_run_dir(), world)?,
+    };
+    let mut trainer = Trainer::new_on(world.comm(), config, &out)?;
     if let Some(init) = &args.init {
         let report = trainer.init_from(init)?;
-        eprintln!(
-            "initialised {} of the model's tensors from {}",
-            report.loaded.len(),
-            init.display()
-        );
-        for p in report.problems() {
-            eprintln!("  kept fresh ({p})");
+        if root {
+            eprintln!(
+                "initialised {} of the model's tensors from {}",
+                report.loaded.len(),
+                init.display()
+            );
+            for p in report.problems() {
+                eprintln!("  kept fresh ({p})");
+            }
         }
     }
     Ok(Some(trainer))
 }
 
-pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
+pub fn run(args: Args, threads: Option<u32>, world: &World) -> Result<ExitCode> {
     let started = Instant::now();
-    let Some(mut trainer) = open_trainer(&args, threads)? else {
+    let Some(mut trainer) = open_trainer(&args, threads, world)? else {
         return Ok(ExitCode::SUCCESS);
     };
     if let Some(n) = args.stop_after {
         trainer.stop_after(n);
+    }
+    if !world.is_root() {
+        // The other ranks train in silence; rank 0 reports and writes.
+        return ranks::run_quietly(&mut trainer);
     }
     let c = trainer.config();
     eprintln!(
@@ -250,7 +275,7 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
         super::count(trainer.total_steps(), "step"),
         c.batch_size,
         trainer.batches_per_epoch(),
-        super::threads_text()
+        ranks::threads_text(world, c.shards)
     );
 
     let interrupted =
