@@ -63,7 +63,8 @@ pub fn init() -> Result<(Universe, MpiComm)> {
     let local = world.split_shared(world.rank());
     let library = mpi::environment::library_version()
         .ok()
-        .and_then(|v| v.lines().next().map(|l| l.trim().to_string()))
+        // "Open MPI v4.1.4, package: ...": the name and version.
+        .and_then(|v| v.split([',', '\n']).next().map(|l| l.trim().to_string()))
         .unwrap_or_else(|| "MPI".into());
     let comm = MpiComm {
         rank: world.rank() as usize,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use focal_retinanet::train::{
     Comm, EvalRecord, MetricRow, Outcome, Silent, ThreadRanks, TrainConfig, Trainer,
 };
-use focal_retinanet::LossConfig;
+use focal_retinanet::{BackboneName, LossConfig};
 
 fn scratch(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("focal-dist-{}-{test}", std::process::id()));
@@ -19,7 +19,8 @@ fn scratch(test: &str) -> PathBuf {
     dir
 }
 
-/// The tiny configuration of `tests/train.rs` with 10 training images in batches of 4
+/// The tiny configuration of `tests/train.rs` on ResNet-18 at half width, with 10
+/// training images in batches of 4
 /// (4, 4 and a last batch of 2, which leaves some ranks without an image) cut into 4
 /// shards, evaluated one image per batch on 4 images every 2 steps.
 fn tiny(iters: u64) -> TrainConfig {
@@ -35,6 +36,7 @@ fn tiny(iters: u64) -> TrainConfig {
     c.data.max_size = 64;
     c.data.eval_batch_size = 1;
     c.eval_every = 2;
+    c.model.depth = BackboneName::parse("resnet18-half").unwrap();
     c.model.fpn_channels = 32;
     c.model.head_width = 32;
     c.model.head_depth = 1;
@@ -42,6 +44,8 @@ fn tiny(iters: u64) -> TrainConfig {
     c.optimizer.lr = 2e-3;
     c.loss = LossConfig::default();
     c.anchors.ratios = vec![0.5, 1.0, 2.0];
+    // Detections of any score, so that every rank has some to send after so few steps.
+    c.inference.score_threshold = 0.0;
     c
 }
 
@@ -139,6 +143,7 @@ fn final_stats(outcomes: &[Outcome]) -> Vec<focal_data::CocoStats> {
 fn ranks_train_the_bits_of_one_process_with_the_same_shards() {
     let one = scratch("one");
     let reference_stats = final_stats(&train(1, &one, 3, None))[0];
+    assert!(reference_stats.ar100 > 0.0, "no detection matched");
     let reference = RunFiles::read(&one);
     assert_eq!(
         reference.metrics.lines().count(),

@@ -201,6 +201,8 @@ struct Exchange {
 struct ExchangeState {
     /// Each rank's contribution to the collective in progress.
     slots: Vec<Option<Vec<u8>>>,
+    /// Each rank's buffer (then its summed slice) in a sum, shared rather than copied.
+    floats: Vec<Option<Arc<Vec<f32>>>>,
     /// Ranks waiting at the current barrier, and how many barriers have been passed.
     arrived: usize,
     generation: u64,
@@ -216,6 +218,7 @@ impl ThreadRanks {
             size,
             state: Mutex::new(ExchangeState {
                 slots: vec![None; size],
+                floats: vec![None; size],
                 arrived: 0,
                 generation: 0,
                 left: None,
@@ -286,27 +289,46 @@ impl Comm for ThreadRanks {
         self.exchange.size
     }
 
+    /// A reduce-scatter and an all-gather through shared memory, as the MPI one does
+    /// through messages: each rank adds its slice of every rank's buffer, then every rank
+    /// copies every summed slice.
     fn sum_in_rank_order(&self, buf: &mut [f32]) -> Result<()> {
-        let bytes: Vec<u8> = buf.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let all = self.all_gather(&bytes)?;
-        let mut stacked: Vec<f32> = Vec::with_capacity(buf.len() * all.len());
-        for (rank, theirs) in all.iter().enumerate() {
-            if theirs.len() != bytes.len() {
-                return Err(Error::invalid(format!(
-                    "rank {rank} summed {} values where rank {} has {}",
-                    theirs.len() / 4,
-                    self.rank,
-                    buf.len()
-                )));
-            }
-            stacked.extend(
-                theirs
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
-            );
+        let n = self.exchange.size;
+        let mut state = self.lock();
+        state.floats[self.rank] = Some(Arc::new(buf.to_vec()));
+        let mut state = self.wait_all(state)?;
+        let buffers: Vec<Arc<Vec<f32>>> = state
+            .floats
+            .iter()
+            .map(|f| Arc::clone(f.as_ref().expect("every rank shared its buffer")))
+            .collect();
+        drop(state);
+        let len = buf.len();
+        if let Some(r) = buffers.iter().position(|b| b.len() != len) {
+            return Err(Error::invalid(format!(
+                "rank {r} summed {} values where rank {} has {len}",
+                buffers[r].len(),
+                self.rank
+            )));
         }
-        pairwise_sum_slices(&mut stacked, all.len());
-        buf.copy_from_slice(&stacked[..buf.len()]);
+        let (lo, hi) = (self.rank * len / n, (self.rank + 1) * len / n);
+        let mut stacked: Vec<f32> = Vec::with_capacity(n * (hi - lo));
+        for b in &buffers {
+            stacked.extend_from_slice(&b[lo..hi]);
+        }
+        drop(buffers);
+        pairwise_sum_slices(&mut stacked, n);
+        stacked.truncate(hi - lo);
+        // Everyone has read the buffers: share the summed slices instead.
+        let mut state = self.wait_all(self.lock())?;
+        state.floats[self.rank] = Some(Arc::new(stacked));
+        let state = self.wait_all(state)?;
+        for (r, slice) in state.floats.iter().enumerate() {
+            let slice = slice.as_ref().expect("every rank shared its slice");
+            buf[r * len / n..(r + 1) * len / n].copy_from_slice(slice);
+        }
+        let mut state = self.wait_all(state)?;
+        state.floats[self.rank] = None;
         Ok(())
     }
 
