@@ -158,6 +158,12 @@ impl World {
                  cores, so its kernels run on one thread: give mpirun --bind-to none (or \
                  --map-by ppr:1:node:PE=N)"
             );
+        } else if self.local_size > machine {
+            eprintln!(
+                "warning: {} processes share this machine's {machine} cores: each waits for \
+                 the others; start at most {machine} per machine",
+                self.local_size
+            );
         } else if self.size() > 1 && !bound && pool * self.local_size > machine {
             eprintln!(
                 "warning: {} processes of {pool} threads each share this machine's {machine} \

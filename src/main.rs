@@ -68,8 +68,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `focal train` may be one of several processes started by an MPI launcher: find out
     // (and initialise MPI) before any thread is started.
-    let is_train = matches!(cli.command, Command::Train(_));
-    let world = if is_train {
+    let several = match &cli.command {
+        Command::Train(_) => true,
+        Command::Bench(b) => b.on_several_processes(),
+        _ => false,
+    };
+    let world = if several {
         match launch::World::start() {
             Ok(world) => world,
             Err(e) => {
@@ -89,7 +93,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    if is_train {
+    if several {
         if let Err(e) = world.set_threads(explicit_threads) {
             eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
@@ -102,7 +106,7 @@ fn main() -> ExitCode {
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Cocoeval(a) => cmd::cocoeval::run(a),
-        Command::Bench(a) => cmd::bench::run(a),
+        Command::Bench(a) => cmd::bench::run(a, &world),
         Command::Ablate(a) => cmd::ablate::run(a, cli.threads),
         Command::LossCdf(a) => cmd::loss_cdf::run(a),
     };

@@ -296,7 +296,7 @@ impl Comm for ThreadRanks {
         let n = self.exchange.size;
         let mut state = self.lock();
         state.floats[self.rank] = Some(Arc::new(buf.to_vec()));
-        let mut state = self.wait_all(state)?;
+        let state = self.wait_all(state)?;
         let buffers: Vec<Arc<Vec<f32>>> = state
             .floats
             .iter()
