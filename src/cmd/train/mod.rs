@@ -99,6 +99,10 @@ with the flags (e.g. --backbone resnet18 --min-size 384 --max-size 640).
 Order of precedence: preset < --config FILE < flags. --print-config shows the result. \
 The worker threads are set with the global --threads (results do not depend on it).
 
+Several machines: `mpirun -np N focal train ...` (a focal built with --features mpi) \
+trains one model with N processes, the same to the bit as --shards N in one process \
+(README, \"Training on several machines\"; give Open MPI --bind-to none).
+
 Ctrl-C finishes the current step, writes last.ckpt and exits with status 130 (a second \
 Ctrl-C exits at once; files are written atomically, so nothing is left half-written). \
 A NaN or infinite loss stops the run with an error naming the step; last.ckpt then still \
