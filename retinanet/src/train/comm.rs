@@ -425,7 +425,9 @@ mod tests {
 
     #[test]
     fn thread_ranks_gather_sum_broadcast_and_report_a_rank_that_left() {
-        let results: Vec<(Vec<Vec<u8>>, Vec<f32>, Vec<u8>, Vec<u64>)> = std::thread::scope(|s| {
+        /// What each rank saw: gathered bytes, summed floats, broadcast bytes, counts.
+        type Seen = (Vec<Vec<u8>>, Vec<f32>, Vec<u8>, Vec<u64>);
+        let results: Vec<Seen> = std::thread::scope(|s| {
             let handles: Vec<_> = ThreadRanks::world(3)
                 .into_iter()
                 .map(|c| {

@@ -352,8 +352,8 @@ impl GradientLayout {
         ));
         for (id, shape) in &self.params {
             match grads.get(*id) {
-                Some(g) => buf.extend_from_slice(&g.data()),
-                None => buf.extend(std::iter::repeat(-0.0f32).take(shape.iter().product())),
+                Some(g) => buf.extend_from_slice(g.data()),
+                None => buf.extend(std::iter::repeat_n(-0.0f32, shape.iter().product())),
             }
         }
         buf

@@ -184,7 +184,7 @@ pub fn sync_buffers(comm: &dyn Comm, model: &mut RetinaNet) -> Result<()> {
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                 .collect();
-            *t = Tensor::from_vec(&t.shape().to_vec(), values);
+            *t = Tensor::from_vec(t.shape(), values);
             at += 4 * n;
         }
         Slot::Counter(c) => {

@@ -195,7 +195,7 @@ fn detections_to_bytes(dets: &[Detection]) -> Vec<u8> {
 }
 
 fn detections_from_bytes(bytes: &[u8]) -> Option<Vec<Detection>> {
-    if bytes.len() % DETECTION_BYTES != 0 {
+    if !bytes.len().is_multiple_of(DETECTION_BYTES) {
         return None;
     }
     let word = |c: &[u8], k: usize| -> [u8; 8] { c[8 * k..8 * k + 8].try_into().expect("8 bytes") };
