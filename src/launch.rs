@@ -106,6 +106,15 @@ impl World {
         Ok(World::alone())
     }
 
+    /// Whether MPI was initialised (this process was started by an MPI launcher, in a
+    /// build with the `mpi` feature).
+    pub fn uses_mpi(&self) -> bool {
+        #[cfg(feature = "mpi")]
+        return self._universe.is_some();
+        #[cfg(not(feature = "mpi"))]
+        false
+    }
+
     pub fn comm(&self) -> Arc<dyn Comm> {
         Arc::clone(&self.comm)
     }

@@ -1,8 +1,8 @@
 //! A run shared by several processes, with the ranks as threads of this process
 //! (`ThreadRanks`, which exchange through memory as MPI ranks exchange messages): the
 //! same losses, checkpoint and COCO numbers, bit for bit, as one process cutting its
-//! batches into the same shards, with 1, 2 or 4 ranks; a run resumed on another number of
-//! ranks; ranks that disagree, and a rank that fails, stop every rank with an error.
+//! batches into the same shards, with 1, 2 or 4 ranks (and with BatchNorm); a run resumed
+//! on another number of ranks; ranks that disagree, and a rank that fails, stop every rank with an error.
 //! (The same run over real MPI processes is `tests/mpi.rs` of the focal binary.)
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use focal_retinanet::train::{
     Comm, EvalRecord, MetricRow, Outcome, Silent, ThreadRanks, TrainConfig, Trainer,
 };
-use focal_retinanet::{BackboneName, LossConfig};
+use focal_retinanet::{BackboneName, BackboneNorm, LossConfig};
 
 fn scratch(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("focal-dist-{}-{test}", std::process::id()));
@@ -97,9 +97,9 @@ fn on_ranks<T: Send>(ranks: usize, body: impl Fn(Arc<dyn Comm>) -> T + Sync) -> 
     })
 }
 
-/// A fresh run of `iters` steps on `ranks` ranks (1: one process, `Trainer::new`), stopped
+/// A fresh run of `config` on `ranks` ranks (1: one process, `Trainer::new`), stopped
 /// after `stop` steps if given; returns each rank's outcome.
-fn train(ranks: usize, dir: &Path, iters: u64, stop: Option<u64>) -> Vec<Outcome> {
+fn train(ranks: usize, dir: &Path, config: &TrainConfig, stop: Option<u64>) -> Vec<Outcome> {
     let go = |mut t: Trainer| {
         if let Some(n) = stop {
             t.stop_after(n);
@@ -107,10 +107,10 @@ fn train(ranks: usize, dir: &Path, iters: u64, stop: Option<u64>) -> Vec<Outcome
         t.run(&mut Silent).unwrap()
     };
     if ranks == 1 {
-        return vec![go(Trainer::new(tiny(iters), dir).unwrap())];
+        return vec![go(Trainer::new(config.clone(), dir).unwrap())];
     }
     on_ranks(ranks, |comm| {
-        go(Trainer::new_on(comm, tiny(iters), dir).unwrap())
+        go(Trainer::new_on(comm, config.clone(), dir).unwrap())
     })
 }
 
@@ -142,7 +142,7 @@ fn final_stats(outcomes: &[Outcome]) -> Vec<focal_data::CocoStats> {
 #[test]
 fn ranks_train_the_bits_of_one_process_with_the_same_shards() {
     let one = scratch("one");
-    let reference_stats = final_stats(&train(1, &one, 3, None))[0];
+    let reference_stats = final_stats(&train(1, &one, &tiny(3), None))[0];
     assert!(reference_stats.ar100 > 0.0, "no detection matched");
     let reference = RunFiles::read(&one);
     assert_eq!(
@@ -152,7 +152,7 @@ fn ranks_train_the_bits_of_one_process_with_the_same_shards() {
     );
     for (ranks, repeat) in [(2, 0), (4, 0), (2, 1)] {
         let dir = scratch(&format!("ranks-{ranks}-{repeat}"));
-        let stats = final_stats(&train(ranks, &dir, 3, None));
+        let stats = final_stats(&train(ranks, &dir, &tiny(3), None));
         assert_eq!(stats.len(), ranks);
         for s in &stats {
             assert_eq!(*s, reference_stats, "{ranks} ranks: other COCO numbers");
@@ -171,14 +171,35 @@ fn ranks_train_the_bits_of_one_process_with_the_same_shards() {
     let _ = std::fs::remove_dir_all(&one);
 }
 
+/// With trainable BatchNorm, each rank's running statistics come from its own shards;
+/// rank 0's (those of the first shard, which one process keeps) are sent to every rank
+/// before each evaluation, so the evaluations and the checkpoint still are one process's.
+#[test]
+fn batchnorm_statistics_are_rank_0s() {
+    let mut config = tiny(2);
+    config.model.norm = BackboneNorm::BatchNorm;
+    let one = scratch("bn-one");
+    let reference = final_stats(&train(1, &one, &config, None))[0];
+    let two = scratch("bn-two");
+    for stats in final_stats(&train(2, &two, &config, None)) {
+        assert_eq!(
+            stats, reference,
+            "a rank evaluated other BatchNorm statistics"
+        );
+    }
+    assert_eq!(RunFiles::read(&two), RunFiles::read(&one));
+    let _ = std::fs::remove_dir_all(&one);
+    let _ = std::fs::remove_dir_all(&two);
+}
+
 /// A run started on 2 ranks, continued in one process and finished on 4 ranks writes the
 /// same metrics and checkpoint as one uninterrupted process.
 #[test]
 fn a_run_resumes_on_another_number_of_ranks() {
     let whole = scratch("resume-whole");
-    train(1, &whole, 5, None);
+    train(1, &whole, &tiny(5), None);
     let split = scratch("resume-split");
-    let stopped = train(2, &split, 5, Some(2));
+    let stopped = train(2, &split, &tiny(5), Some(2));
     assert!(stopped
         .iter()
         .all(|o| matches!(o, Outcome::Stopped { step: 2 })));

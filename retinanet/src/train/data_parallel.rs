@@ -339,7 +339,8 @@ impl GradientLayout {
             .map(|(_, s)| s.iter().product::<usize>())
             .sum();
         let mut buf = Vec::with_capacity(2 + self.params.len() + values);
-        let (cls, boxl, grads) = local.unwrap_or_default();
+        // A rank without images adds nothing: -0.0 is the identity of IEEE addition.
+        let (cls, boxl, grads) = local.unwrap_or((-0.0, -0.0, Gradients::default()));
         buf.extend([cls, boxl]);
         buf.extend(self.params.iter().map(
             |(id, _)| {

@@ -76,6 +76,12 @@ pub fn run(o: Options, world: &World) -> Result<ExitCode> {
     if o.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
+    if !world.uses_mpi() {
+        bail!(
+            "focal bench reduce measures a sum across MPI processes: start it with mpirun, \
+             e.g. `mpirun -np 2 --bind-to none focal bench reduce`"
+        );
+    }
     if world.is_root() && !o.json {
         println!(
             "# {n} processes ({}); median and best of {} calls, ms",
