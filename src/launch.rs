@@ -106,13 +106,10 @@ impl World {
         Ok(World::alone())
     }
 
-    /// Whether MPI was initialised (this process was started by an MPI launcher, in a
-    /// build with the `mpi` feature).
+    /// Whether MPI was initialised (this process was started by an MPI launcher).
+    #[cfg(feature = "mpi")]
     pub fn uses_mpi(&self) -> bool {
-        #[cfg(feature = "mpi")]
-        return self._universe.is_some();
-        #[cfg(not(feature = "mpi"))]
-        false
+        self._universe.is_some()
     }
 
     pub fn comm(&self) -> Arc<dyn Comm> {
