@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use focal_data::results::write_results;
-use focal_data::{CocoDataset, Dataset};
+use focal_data::{check_dataset, CocoDataset, Dataset};
+use focal_retinanet::train::config::{MAX_BATCH, MAX_IMAGE_SIDE};
 use focal_retinanet::train::{class_names, evaluate, load_trained_model, open_datasets};
 
 #[derive(clap::Args)]
@@ -46,15 +47,19 @@ pub struct Args {
     /// Also write the detections here as a COCO results file (JSON).
     #[arg(long, value_name = "FILE.json")]
     out: Option<PathBuf>,
-    /// Images per batch [default: the checkpoint's evaluation batch size].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Images per batch, 1 to 1024 [default: the checkpoint's evaluation batch size].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH as u64))]
     batch_size: Option<u64>,
-    /// Resize so the short side is this [default: the checkpoint's].
-    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Resize so the short side is this, 1 to 4096 [default: the checkpoint's].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..=MAX_IMAGE_SIDE as u64))]
     min_size: Option<u64>,
-    /// ...unless the long side would exceed this [default: the checkpoint's].
-    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..))]
+    /// ...unless the long side would exceed this, 1 to 4096 [default: the checkpoint's].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..=MAX_IMAGE_SIDE as u64))]
     max_size: Option<u64>,
+    /// Leave out the images that cannot be used (missing, truncated, corrupt, of another
+    /// size than annotated) instead of refusing to evaluate; their number is reported.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Also print the results as one JSON object on the last line (AP, AP50, ..., ARl and
     /// per_category).
     #[arg(long)]
@@ -101,6 +106,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
             names.len(),
             names.iter().take(5).map(|c| c.id).collect::<Vec<_>>()
         );
+    }
+    // Every image checked before any inference, all bad ones reported at once.
+    let report = check_dataset(&*dataset, args.skip_bad_images, &|_, _| {})?;
+    if !report.left_out.is_empty() {
+        eprintln!(
+            "left out {} of {} images that cannot be used:",
+            report.left_out.len(),
+            report.checked
+        );
+        for p in &report.left_out {
+            eprintln!("  {p}");
+        }
     }
     let d = &trained.config.data;
     let min_size = args.min_size.map_or(d.min_size, |v| v as usize);
