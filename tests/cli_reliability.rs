@@ -675,3 +675,95 @@ fn thread_counts_are_validated() {
     assert!(e.contains("out of range"), "{e}");
     succeeds(&focal(&["--threads", "2", "train", "--print-config"]));
 }
+
+/// Case 15: decoded images share one budget across all threads. Eight copies of an
+/// 8000 x 8000 PNG (192 MB of RGB each, a 200 kB file), trained on with 4 threads
+/// under `ulimit -v` 1.1 GB: with a 300 MB budget the images are decoded one at a time
+/// and the run finishes; with the budget lifted (as before: every thread decoding at
+/// once) the same run cannot allocate.
+#[test]
+fn huge_images_are_decoded_within_one_budget_whatever_the_threads() {
+    let dir = scratch("cli-reliability", "budget");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let side = 8000u32;
+    let img = image::RgbImage::from_pixel(side, side, image::Rgb([40, 90, 200]));
+    img.save(images.join("big.png")).unwrap();
+    let entries: Vec<serde_json::Value> = (1..=8)
+        .map(
+            |i| serde_json::json!({"id": i, "file_name": "big.png", "width": side, "height": side}),
+        )
+        .collect();
+    let anns: Vec<serde_json::Value> = (1..=8)
+        .map(|i| {
+            serde_json::json!({"id": i, "image_id": i, "category_id": 1,
+                "bbox": [100, 100, 2000, 3000], "area": 6.0e6, "iscrowd": 0})
+        })
+        .collect();
+    let ann = dir.join("ann.json");
+    let coco = serde_json::json!({"images": entries, "annotations": anns,
+        "categories": [{"id": 1, "name": "x"}]});
+    std::fs::write(&ann, coco.to_string()).unwrap();
+    let run = |budget_mb: &str| {
+        let out = dir.join(format!("run-{budget_mb}"));
+        let mut args = vec![
+            "--threads".to_string(),
+            "4".into(),
+            "train".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        for (flag, value) in [
+            ("--train-ann", &ann),
+            ("--train-images", &images),
+            ("--val-ann", &ann),
+            ("--val-images", &images),
+        ] {
+            args.push(flag.into());
+            args.push(value.display().to_string());
+        }
+        args.extend(
+            [
+                "--iters",
+                "1",
+                "--batch-size",
+                "4",
+                "--eval-batch-size",
+                "4",
+                "--min-size",
+                "64",
+                "--max-size",
+                "64",
+                "--fpn-channels",
+                "32",
+                "--head-width",
+                "32",
+                "--head-depth",
+                "1",
+                "--anchor-ratios",
+                "1",
+                "--no-progress",
+            ]
+            .map(String::from),
+        );
+        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 1100000; exec '{}' {}",
+                env!("CARGO_BIN_EXE_focal"),
+                quoted.join(" ")
+            ))
+            .env("FOCAL_DECODE_BUDGET_MB", budget_mb)
+            .output()
+            .unwrap()
+    };
+    let bounded = run("300");
+    succeeds(&bounded);
+    let unbounded = run("100000");
+    assert!(
+        !unbounded.status.success(),
+        "4 threads decoding at once fit in 1.1 GB after all: {}",
+        text(&unbounded.stderr)
+    );
+}
