@@ -767,3 +767,45 @@ fn huge_images_are_decoded_within_one_budget_whatever_the_threads() {
         text(&unbounded.stderr)
     );
 }
+
+/// An image whose end is intact but whose data is corrupt passes the check and fails
+/// when decoded: the run writes last.ckpt before stopping with the error, and continues
+/// with --resume --skip-bad-images, leaving the image out.
+#[test]
+fn an_image_failing_mid_run_saves_last_ckpt_first() {
+    let dir = scratch("cli-reliability", "mid-run");
+    let (root, data) = synth_coco(&dir, 4, 2);
+    let mut bad = jpeg_bytes(64, 64);
+    let n = bad.len();
+    for b in &mut bad[n / 2..n / 2 + 40] {
+        *b = 0xFF;
+    }
+    std::fs::write(root.join("train/000003.png"), &bad).unwrap();
+    let mut args = coco_train("run", &data, &["--iters", "4"]);
+    let i = args.iter().position(|a| a == "--batch-size").unwrap();
+    args[i + 1] = "1".into();
+    let out = run_in(&dir, &args);
+    let e = fails_with(&out, 1);
+    assert!(
+        e.contains("training stopped at step") && e.contains("000003.png"),
+        "{e}"
+    );
+    let last = dir.join("run/last.ckpt");
+    assert!(last.is_file(), "{e}");
+    let out = run_in(
+        &dir,
+        &[
+            "train".to_string(),
+            "--resume".into(),
+            last.display().to_string(),
+            "--skip-bad-images".into(),
+            "--no-progress".into(),
+        ],
+    );
+    succeeds(&out);
+    assert!(
+        text(&out.stderr).contains("skipping an image"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use focal_data::results::write_results;
-use focal_data::{check_dataset, CocoDataset, Dataset};
+use focal_data::{check_dataset, CocoDataset, CocoOptions, Dataset};
 use focal_retinanet::train::config::{MAX_BATCH, MAX_IMAGE_SIDE};
 use focal_retinanet::train::{class_names, evaluate, load_trained_model, open_datasets};
 
@@ -68,18 +68,22 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut trained = load_trained_model(&args.weights)?;
+    let options = CocoOptions {
+        skip_bad_images: args.skip_bad_images,
+    };
     let dataset: Arc<dyn Dataset> = match (&args.data, &args.ann, &args.images) {
         (Some(root), _, _) => {
             if !root.is_dir() {
                 bail!("--data {}: no such folder", root.display());
             }
-            let ann = root
-                .join("annotations")
-                .join(format!("instances_{}.json", args.split));
-            Arc::new(CocoDataset::open(&ann, &root.join(&args.split))?)
+            Arc::new(CocoDataset::open_split(root, &args.split, options)?)
         }
-        (None, Some(ann), Some(images)) => Arc::new(CocoDataset::open(ann, images)?),
-        _ => open_datasets(&trained.config)?.1,
+        (None, Some(ann), Some(images)) => Arc::new(CocoDataset::open_with(ann, images, options)?),
+        _ => {
+            let mut config = trained.config.clone();
+            config.data.skip_bad_images |= args.skip_bad_images;
+            open_datasets(&config)?.1
+        }
     };
     let names = class_names(&*dataset);
     if names.iter().map(|c| c.id).collect::<Vec<_>>()
