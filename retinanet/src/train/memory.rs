@@ -47,7 +47,7 @@ use crate::train::config::{OptimizerKind, TrainConfig};
 pub const BASE_BYTES: u64 = 256 << 20;
 
 /// The share of the saved-tensor count taken as the activations' memory (see the module
-/// documentation), as a fraction `numerator / 5`.
+/// documentation), as a fraction (numerator, denominator).
 pub const ACTIVATION_SHARE: (u64, u64) = (3, 5);
 
 /// The estimate of a training run, by part (bytes).
@@ -116,8 +116,9 @@ pub fn estimate(config: &TrainConfig, decode_bytes: u64) -> MemoryEstimate {
     MemoryEstimate {
         parameters: p,
         model_bytes: 4 * p * (2 + states),
-        activation_bytes: 4 * n * saved_floats_per_image(config, h, w) * ACTIVATION_SHARE.0
-            / ACTIVATION_SHARE.1,
+        activation_bytes: 4
+            * n
+            * (saved_floats_per_image(config, h, w) * ACTIVATION_SHARE.0 / ACTIVATION_SHARE.1),
         loader_bytes: 4 * 4 * n * 3 * (h * w) as u64,
         decode_bytes,
         input: (h, w),

@@ -57,6 +57,21 @@ impl RunFolder {
     /// one (a crash before its first checkpoint), which could not be continued. Returns
     /// the names of the files removed.
     pub fn prepare_fresh(&self) -> Result<Vec<String>> {
+        self.check_fresh()?;
+        let mut removed = Vec::new();
+        for name in RUN_LOGS {
+            let path = self.dir.join(name);
+            if path.is_file() {
+                std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                removed.push(name.to_string());
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Refuses a folder that holds a checkpoint, without changing anything (the first
+    /// half of [`RunFolder::prepare_fresh`], done before the long checks of a start).
+    pub fn check_fresh(&self) -> Result<()> {
         let last = self.last_checkpoint();
         if last.exists() {
             return Err(Error::invalid(format!(
@@ -73,15 +88,7 @@ impl RunFolder {
                 self.dir.display()
             )));
         }
-        let mut removed = Vec::new();
-        for name in RUN_LOGS {
-            let path = self.dir.join(name);
-            if path.is_file() {
-                std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
-                removed.push(name.to_string());
-            }
-        }
-        Ok(removed)
+        Ok(())
     }
 
     /// Takes the folder's lock for the life of the returned [`RunLock`], creating the

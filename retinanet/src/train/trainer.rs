@@ -155,7 +155,11 @@ impl Trainer {
         };
         let folder = RunFolder::new(run_dir);
         let lock = folder.lock()?;
+        folder.check_fresh()?;
         let mut notes = Vec::new();
+        note_removed_temp_files(&folder, &mut notes)?;
+        check_images(&config, &train, &val, options, &mut notes)?;
+        // Only now, with everything checked, are the logs of an unfinished run replaced.
         let replaced = folder.prepare_fresh()?;
         if !replaced.is_empty() {
             notes.push(format!(
@@ -165,8 +169,6 @@ impl Trainer {
                 replaced.join(", ")
             ));
         }
-        note_removed_temp_files(&folder, &mut notes)?;
-        check_images(&config, &train, &val, options, &mut notes)?;
         let fingerprints = (train.fingerprint(), val.fingerprint());
         let mut rng = Rng::new(config.seed);
         let model = RetinaNet::new(&config.retinanet(), &mut rng)?;
