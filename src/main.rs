@@ -25,8 +25,8 @@ mod plot;
                   Run `focal <command> --help` for the options of each command."
 )]
 struct Cli {
-    /// Worker threads for all kernels (default: every core; also FOCAL_THREADS).
-    /// Results are bitwise identical whatever the count.
+    /// Worker threads for all kernels, at most four per core (default: every core; also
+    /// FOCAL_THREADS). Results are bitwise identical whatever the count.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
 

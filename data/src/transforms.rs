@@ -159,12 +159,12 @@ pub fn transform(sample: Sample, min_size: usize, max_size: usize, flip: bool) -
         image_id,
     } = sample;
     let (orig_width, orig_height) = (image.width, image.height);
-    let image = if flip {
+    let mut image = image;
+    if flip {
+        // In place: a huge image is not held twice.
         flip_boxes(&mut boxes, orig_width as f32);
-        image.flip_horizontal()
-    } else {
-        image
-    };
+        image.flip_horizontal_in_place();
+    }
     let (width, height) = resized_size(orig_width, orig_height, min_size, max_size);
     let scale = [
         width as f32 / orig_width as f32,

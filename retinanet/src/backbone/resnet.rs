@@ -37,7 +37,7 @@ use focal_nn::init::{kaiming_normal, FanMode};
 use focal_nn::{Conv2d, MaxPool2d, Module, Visitor};
 
 use super::norm::Norm;
-use super::{Backbone, BackboneOptions, BackboneSpec};
+use super::{Backbone, BackboneMemory, BackboneOptions, BackboneSpec};
 use crate::config::BackboneNorm;
 
 /// ResNet-18 (torchvision's `resnet18`).
@@ -45,6 +45,7 @@ pub const RESNET18: BackboneSpec = BackboneSpec {
     name: "resnet18",
     about: "ResNet-18, basic blocks [2, 2, 2, 2], C3-C5 = 128, 256, 512 channels",
     build: |o, rng| Box::new(ResNet::new(&ResNetLayout::RESNET18, o, rng)),
+    memory: |norm, h, w| ResNetLayout::RESNET18.memory(norm, h, w),
 };
 
 /// ResNet-34 (torchvision's `resnet34`).
@@ -52,6 +53,7 @@ pub const RESNET34: BackboneSpec = BackboneSpec {
     name: "resnet34",
     about: "ResNet-34, basic blocks [3, 4, 6, 3], C3-C5 = 128, 256, 512 channels",
     build: |o, rng| Box::new(ResNet::new(&ResNetLayout::RESNET34, o, rng)),
+    memory: |norm, h, w| ResNetLayout::RESNET34.memory(norm, h, w),
 };
 
 /// ResNet-50 (torchvision's `resnet50`, v1.5).
@@ -59,6 +61,7 @@ pub const RESNET50: BackboneSpec = BackboneSpec {
     name: "resnet50",
     about: "ResNet-50, bottleneck blocks [3, 4, 6, 3], C3-C5 = 512, 1024, 2048 channels",
     build: |o, rng| Box::new(ResNet::new(&ResNetLayout::RESNET50, o, rng)),
+    memory: |norm, h, w| ResNetLayout::RESNET50.memory(norm, h, w),
 };
 
 /// The shape of a ResNet: blocks per stage, block kind and width.
@@ -74,6 +77,77 @@ pub struct ResNetLayout {
 }
 
 impl ResNetLayout {
+    /// Channels of C3, C4, C5: layer2..layer4's outputs.
+    pub fn out_channels(&self) -> [usize; 3] {
+        let e = if self.bottleneck { 4 } else { 1 };
+        [2 * self.width * e, 4 * self.width * e, 8 * self.width * e]
+    }
+
+    /// The backbone's parameters and the floats its forward pass saves for one `h` x `w`
+    /// input, counted from the layout (torchvision's ResNet without its classifier: the
+    /// test `memory_counts_the_parameters_of_the_built_resnet` checks the count against the
+    /// built network)
+    ///
+    /// Saved floats, an upper bound of what the tape keeps: a convolution's output, a
+    /// norm's output and normalised input (frozen BatchNorm, an affine map, only its
+    /// output), a ReLU's output, a residual sum, at each layer's resolution.
+    pub fn memory(&self, norm: BackboneNorm, h: usize, w: usize) -> BackboneMemory {
+        let n = match norm {
+            BackboneNorm::FrozenBatchNorm => 1,
+            _ => 2,
+        };
+        let (width, e) = (self.width as u64, if self.bottleneck { 4 } else { 1 });
+        // A convolution's weights (no bias: a norm follows every one) and a norm's two
+        // vectors.
+        let conv = |cin: u64, cout: u64, k: u64| k * k * cin * cout;
+        let half = |(a, b): (usize, usize)| (a.div_ceil(2), b.div_ceil(2));
+        let area = |(a, b): (usize, usize)| (a * b) as u64;
+        let s1 = half((h, w)); // conv1, stride 2
+        let mut size = half(s1); // the max-pool, stride 4
+
+        // Stem: conv, norm, ReLU at stride 2, max-pool at stride 4.
+        let mut parameters = conv(3, width, 7) + 2 * width;
+        let mut saved = width * area(s1) * (2 + n) + width * area(size);
+        let mut cin = width;
+        for (stage, &blocks) in self.blocks.iter().enumerate() {
+            let planes = width << stage;
+            let input = area(size);
+            if stage > 0 {
+                size = half(size);
+            }
+            let out = area(size);
+            for b in 0..blocks {
+                let s_in = if b == 0 { input } else { out };
+                let shortcut = b == 0 && (stage > 0 || cin != planes * e);
+                if self.bottleneck {
+                    // 1×1 reduce (at the input's resolution), 3×3 (the stride), 1×1 ×4,
+                    // each with its norm, ReLU after all but the last; the sum, its ReLU.
+                    parameters += conv(cin, planes, 1)
+                        + conv(planes, planes, 3)
+                        + conv(planes, 4 * planes, 1)
+                        + 2 * (planes + planes + 4 * planes);
+                    saved += planes * s_in * (2 + n)
+                        + planes * out * (2 + n)
+                        + 4 * planes * out * (1 + n + 2);
+                } else {
+                    // conv, norm, ReLU, conv, norm, the sum, its ReLU.
+                    parameters += conv(cin, planes, 3) + conv(planes, planes, 3) + 4 * planes;
+                    saved += planes * out * (5 + 2 * n);
+                }
+                if shortcut {
+                    parameters += conv(cin, planes * e, 1) + 2 * planes * e;
+                    saved += planes * e * out * (1 + n);
+                }
+                cin = planes * e;
+            }
+        }
+        BackboneMemory {
+            parameters,
+            out_channels: self.out_channels(),
+            saved_floats: saved,
+        }
+    }
+
     pub const RESNET18: ResNetLayout = ResNetLayout {
         blocks: [2, 2, 2, 2],
         bottleneck: false,

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use focal_data::{CocoDataset, Dataset, Loader, LoaderConfig, ShapesConfig, ShapesDataset, Split};
+use focal_data::{
+    CocoDataset, CocoOptions, Dataset, Loader, LoaderConfig, ShapesConfig, ShapesDataset, Split,
+};
 use focal_nn::{AdamW, Decay, Optimizer, Schedule, Sgd};
 
 use super::config::{DecayKind, OptimizerKind, TrainConfig};
@@ -30,8 +32,14 @@ pub fn open_datasets(config: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn 
             ))
         }
         (None, Some(c)) => {
-            let train = CocoDataset::open(&c.train_annotations, &c.train_images)?;
-            let val = CocoDataset::open(&c.val_annotations, &c.val_images)?;
+            // With skip_bad_images, an image that fails only when decoded mid-run (a
+            // corrupt JPEG whose end is intact) is left out too.
+            let options = CocoOptions {
+                skip_bad_images: d.skip_bad_images,
+            };
+            let train =
+                CocoDataset::open_with(&c.train_annotations, &c.train_images, options.clone())?;
+            let val = CocoDataset::open_with(&c.val_annotations, &c.val_images, options)?;
             Ok((Arc::new(train), Arc::new(val)))
         }
         (None, None) => Err(Error::config("data: no dataset configured")),

@@ -66,6 +66,33 @@ pub fn evaluate(
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Evaluation, Error> {
+    let eval = evaluate_until(
+        model,
+        dataset,
+        category_ids,
+        min_size,
+        max_size,
+        batch_size,
+        &mut |done, total| {
+            progress(done, total);
+            true
+        },
+    )?;
+    Ok(eval.expect("an evaluation that is never told to stop finishes"))
+}
+
+/// [`evaluate`], where `progress(done, total)` returns whether to go on: `false` abandons
+/// the evaluation after that batch (Ctrl-C need not wait for the whole validation set),
+/// and the result is `None`.
+pub fn evaluate_until(
+    model: &mut RetinaNet,
+    dataset: &Arc<dyn Dataset>,
+    category_ids: &[i64],
+    min_size: usize,
+    max_size: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Option<Evaluation>, Error> {
     let started = Instant::now();
     if category_ids.len() != model.config.model.num_classes {
         return Err(Error::invalid(format!(
@@ -88,13 +115,15 @@ pub fn evaluate(
             detections.extend(to_coco_results(t.image_id, dets, category_ids));
         }
         done += batch.len();
-        progress(done, total);
+        if !progress(done, total) {
+            return Ok(None);
+        }
     }
     let result = focal_data::evaluate(&dataset.ground_truth(), &detections)
         .map_err(|e| Error::context(format!("evaluating on {}", dataset.describe()), e))?;
-    Ok(Evaluation {
+    Ok(Some(Evaluation {
         result,
         detections,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    }))
 }

@@ -14,6 +14,7 @@
 //! - [`checkpoint`]: reading a trainer checkpoint back (for eval/detect, and to resume);
 //! - [`evaluate`](mod@evaluate): inference over a dataset scored by focal's COCOeval;
 //! - [`init`]: starting from torchvision or ImageNet weights;
+//! - [`memory`]: the memory estimate a run is checked against before it starts;
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -32,6 +33,7 @@ pub mod config;
 pub mod data_parallel;
 pub mod evaluate;
 pub mod init;
+pub mod memory;
 pub mod observer;
 pub mod records;
 pub mod run_folder;
@@ -46,9 +48,11 @@ pub use config::{
     CocoData, DataConfig, DecayKind, OptimizerConfig, OptimizerKind, ScheduleConfig, ShapesData,
     TrainConfig,
 };
-pub use evaluate::{detect_batch, evaluate, image_size, to_coco_results, Evaluation};
+pub use evaluate::{
+    detect_batch, evaluate, evaluate_until, image_size, to_coco_results, Evaluation,
+};
 pub use init::init_from_safetensors;
 pub use observer::{Observer, Silent};
 pub use records::{ClassName, EvalRecord, MetricRow, RunMetadata, StepRecord};
-pub use run_folder::RunFolder;
-pub use trainer::{Outcome, Trainer};
+pub use run_folder::{RunFolder, RunLock};
+pub use trainer::{Outcome, StartOptions, Trainer};

@@ -50,9 +50,15 @@ pub struct RunFlags {
     /// [default: 0 = only at the end].
     #[arg(long, value_name = "N")]
     pub eval_every: Option<u64>,
-    /// Write last.ckpt every N steps [default: 0 = at each evaluation and at the end].
+    /// Write last.ckpt every N steps [default: 0 = only by time, at each evaluation and
+    /// at the end].
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
+    /// Also write last.ckpt whenever this many minutes have passed since it was last
+    /// written, so a crash or a kill loses at most that much work; 0: never by time
+    /// [default: 10].
+    #[arg(long, value_name = "MIN")]
+    pub checkpoint_every_min: Option<f64>,
 }
 
 impl Section for RunFlags {
@@ -73,6 +79,11 @@ impl Section for RunFlags {
             "--checkpoint-every",
             &self.checkpoint_every,
             &mut c.checkpoint_every,
+        );
+        given.set(
+            "--checkpoint-every-min",
+            &self.checkpoint_every_min,
+            &mut c.checkpoint_every_min,
         );
         Ok(())
     }

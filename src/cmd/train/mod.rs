@@ -14,9 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use focal_retinanet::train::{CocoData, Outcome, TrainConfig, Trainer};
-
-use crate::interrupt::EXIT_INTERRUPTED;
+use focal_retinanet::train::{CocoData, Outcome, StartOptions, TrainConfig, Trainer};
 
 pub mod flags;
 pub mod plots;
@@ -27,7 +25,7 @@ use flags::{
     OptimizerFlags, RunFlags, ScheduleFlags, Section,
 };
 use plots::write_plots;
-use progress::Progress;
+use progress::{CheckProgress, Progress};
 
 #[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
@@ -59,6 +57,18 @@ pub struct Args {
     /// No progress bar: one line every 5% of the run instead.
     #[arg(long, help_heading = "Run")]
     pub no_progress: bool,
+    /// Leave out the images that cannot be used (missing, truncated, corrupt, of another
+    /// size than annotated) instead of refusing to start; their number is reported.
+    /// Also with --resume.
+    #[arg(long, help_heading = "Run")]
+    pub skip_bad_images: bool,
+    /// With --resume: continue although the dataset differs from the one the run was
+    /// trained on (another annotation file, images added or removed).
+    #[arg(long, help_heading = "Run", requires = "resume")]
+    pub accept_data_change: bool,
+    /// Start even if the memory estimate of the run exceeds the machine's memory.
+    #[arg(long, help_heading = "Run")]
+    pub no_memory_check: bool,
 
     #[command(flatten)]
     pub run: RunFlags,
@@ -97,10 +107,22 @@ with the flags (e.g. --backbone resnet18 --min-size 384 --max-size 640).
 Order of precedence: preset < --config FILE < flags. --print-config shows the result. \
 The worker threads are set with the global --threads (results do not depend on it).
 
-Ctrl-C finishes the current step, writes last.ckpt and exits with status 130 (a second \
-Ctrl-C exits at once; files are written atomically, so nothing is left half-written). \
-A NaN or infinite loss stops the run with an error naming the step; last.ckpt then still \
-holds the last good state.";
+What a run saves: last.ckpt (model, optimiser, position; what --resume continues) every \
+--checkpoint-every-min minutes (default 10) and every --checkpoint-every steps, at each \
+evaluation and at the end; best.ckpt at each evaluation that improves the AP; \
+metrics.jsonl every 20 steps. Every file is written atomically, so a kill at any moment \
+leaves the previous version intact, and temporary files left by a killed run are removed \
+by the next.
+
+Stopping: Ctrl-C or SIGTERM (kill, docker stop, Slurm) finishes the current step (or \
+abandons an evaluation, which --resume repeats), writes last.ckpt and exits with status \
+130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as a shell reports it); a second \
+signal exits at once. A NaN or infinite loss stops the run with an error naming the step; \
+last.ckpt then still holds the last good state.
+
+Before step 1 the run checks, and refuses with what it found: the memory estimate against \
+the machine's memory, that no other run holds the folder (focal.lock), and every image of \
+both sets (exists, inside its folder, decodes, has its annotated size).";
 
 impl Args {
     /// The flag groups, one per section of the configuration.
@@ -195,13 +217,26 @@ fn default_run_dir() -> PathBuf {
 /// The trainer of a resumed run (`--resume`) or of a fresh one; `None` after
 /// `--print-config`, which only prints the configuration.
 fn open_trainer(args: &Args, threads: Option<u32>) -> Result<Option<Trainer>> {
+    let check_progress = CheckProgress::new(args.no_progress);
+    let options = StartOptions {
+        accept_data_change: args.accept_data_change,
+        skip_bad_images: args.skip_bad_images,
+        check_memory: !args.no_memory_check,
+        progress: &|what, done, total| check_progress.report(what, done, total),
+    };
     if let Some(ckpt) = &args.resume {
         args.refuse_with_resume()?;
-        let trainer = Trainer::resume(ckpt, args.out.as_deref(), threads.map(|t| t as usize))?;
         if args.print_config {
-            print!("{}", trainer.config().to_toml());
+            let (_, config, _) = focal_retinanet::train::checkpoint::read_checkpoint(ckpt)?;
+            print!("{}", config.to_toml());
             return Ok(None);
         }
+        let trainer = Trainer::resume_with(
+            ckpt,
+            args.out.as_deref(),
+            threads.map(|t| t as usize),
+            &options,
+        )?;
         eprintln!(
             "resuming {} at step {}/{} (epoch {})",
             ckpt.display(),
@@ -217,7 +252,7 @@ fn open_trainer(args: &Args, threads: Option<u32>) -> Result<Option<Trainer>> {
         return Ok(None);
     }
     let out = args.out.clone().unwrap_or_else(default_run_dir);
-    let mut trainer = Trainer::new(config, &out)?;
+    let mut trainer = Trainer::start(config, &out, &options)?;
     if let Some(init) = &args.init {
         let report = trainer.init_from(init)?;
         eprintln!(
@@ -240,7 +275,13 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
     if let Some(n) = args.stop_after {
         trainer.stop_after(n);
     }
+    for note in trainer.notes() {
+        eprintln!("note: {note}");
+    }
     let c = trainer.config();
+    if let Some(e) = trainer.memory_estimate() {
+        eprintln!("memory: about {}", e.describe(c.batch_size));
+    }
     eprintln!(
         "training on {}\nvalidating on {}\nrun folder {}: {} of {} images ({} per epoch), \
          {}",
@@ -253,8 +294,9 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
         super::threads_text()
     );
 
-    let interrupted =
-        crate::interrupt::install("finishing the current step, then writing last.ckpt")?;
+    let interrupted = crate::interrupt::install(
+        "finishing the current step (or abandoning the evaluation), then writing last.ckpt",
+    )?;
     let mut progress = Progress::new(args.no_progress, interrupted);
     let outcome = trainer.run(&mut progress);
     progress.finish();
@@ -282,7 +324,7 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
                 "stopped after step {step}; continue with: focal train --resume {dir}/last.ckpt"
             );
             if progress.interrupted() {
-                Ok(ExitCode::from(EXIT_INTERRUPTED))
+                Ok(ExitCode::from(crate::interrupt::exit_code()))
             } else {
                 Ok(ExitCode::SUCCESS)
             }
