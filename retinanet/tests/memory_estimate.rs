@@ -5,7 +5,7 @@
 
 use focal_data::{Dataset, Loader, LoaderConfig, ShapesConfig, ShapesDataset, Split};
 use focal_engine::Rng;
-use focal_retinanet::config::{BackboneNorm, Depth};
+use focal_retinanet::config::{BackboneName, BackboneNorm};
 use focal_retinanet::train::memory::estimate;
 use focal_retinanet::train::step::optimizer_step;
 use focal_retinanet::train::{build_optimizer, TrainConfig};
@@ -48,7 +48,7 @@ fn estimate_bounds_the_measured_peak() {
     let mut bottleneck = small.clone();
     bottleneck.data.min_size = 160;
     bottleneck.data.max_size = 160;
-    bottleneck.model.depth = Depth::ResNet50;
+    bottleneck.model.depth = BackboneName::RESNET50;
     bottleneck.model.norm = BackboneNorm::BatchNorm;
     bottleneck.model.fpn_channels = 64;
     bottleneck.model.head_width = 64;
