@@ -66,7 +66,7 @@ pub struct LoaderConfig {
     pub flip: bool,
     /// Resize so the short side is `min_size` ...
     pub min_size: usize,
-    /// ... unless the long side would then exceed `max_size` (spec row 2).
+    /// ... unless the long side would then exceed `max_size`.
     pub max_size: usize,
     /// Fixes the order and the flips of every epoch.
     pub seed: u64,
