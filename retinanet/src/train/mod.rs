@@ -13,7 +13,8 @@
 //! - [`run_folder`]: the files of a run folder, written atomically;
 //! - [`checkpoint`]: reading a trainer checkpoint back (for eval/detect, and to resume);
 //! - [`evaluate`](mod@evaluate): inference over a dataset scored by focal's COCOeval;
-//! - [`init`]: starting from torchvision or ImageNet weights;
+//! - [`init`]: starting from torchvision, focal-exported or ImageNet weights, with the
+//!   class output matched to the dataset's classes;
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -47,7 +48,7 @@ pub use config::{
     TrainConfig,
 };
 pub use evaluate::{detect_batch, evaluate, image_size, to_coco_results, Evaluation};
-pub use init::init_from_safetensors;
+pub use init::{init_from_safetensors, ClassHead, InitReport};
 pub use observer::{Observer, Silent};
 pub use records::{ClassName, EvalRecord, MetricRow, RunMetadata, StepRecord};
 pub use run_folder::RunFolder;
