@@ -17,7 +17,7 @@
 //!   `extra_blocks.p6`), the depth, width and GroupNorm of the head towers, the anchors per
 //!   cell and the classes. What the tensors cannot tell is torchvision's default:
 //!   torchvision's anchors ([`AnchorStyle::Torchvision`]), score threshold 0.05, 1000
-//!   candidates per level, NMS 0.5, 100 detections, and ε of frozen BatchNorm 0 for
+//!   candidates per level, NMS 0.5, 300 detections, and ε of frozen BatchNorm 0 for
 //!   torchvision's v1 layout (ResNet-50, P6 from P5, no GroupNorm in the head: the value
 //!   torchvision's `retinanet_resnet50_fpn` sets for its COCO weights) and 1e-5 otherwise.
 //!   torchvision's COCO head has 91 outputs per anchor (background and 11 unused ids
@@ -659,12 +659,12 @@ fn detector_architecture(file: &WeightsFile, opts: &ArchitectureOptions) -> Resu
         };
     }
     config.anchors.style = AnchorStyle::Torchvision;
-    notes.push(
+    config.inference.detections_per_image = TORCHVISION_DETECTIONS_PER_IMAGE;
+    notes.push(format!(
         "torchvision's defaults for the rest: its anchors (32-512, 3 scales, ratios 0.5, 1, \
          2, rounded as torchvision rounds them), score 0.05, 1000 candidates per level, NMS \
-         0.5, 100 detections"
-            .into(),
-    );
+         0.5, {TORCHVISION_DETECTIONS_PER_IMAGE} detections per image"
+    ));
     config.validate()?;
     Ok(Architecture {
         config,
@@ -673,6 +673,10 @@ fn detector_architecture(file: &WeightsFile, opts: &ArchitectureOptions) -> Resu
         train_config: None,
     })
 }
+
+/// torchvision's RetinaNet keeps 300 detections per image (COCO's AP reads the best 100
+/// of them, so the AP is the same as with 100).
+pub const TORCHVISION_DETECTIONS_PER_IMAGE: usize = 300;
 
 /// The class rows transform: a file output with 91 rows per anchor loads into an 80-class
 /// model through [`remap_coco_rows`]; anything else is left to the shape check.

@@ -34,7 +34,8 @@ pub struct ModelFlags {
     /// NMS suppresses boxes with IoU above this [default: the checkpoint's; 0.5].
     #[arg(long, value_name = "IOU", value_parser = parse_unit)]
     pub nms_iou: Option<f32>,
-    /// Detections kept per image [default: the checkpoint's; 100].
+    /// Detections kept per image [default: the checkpoint's; 300 for a torchvision file,
+    /// torchvision's].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub detections_per_image: Option<u64>,
 }
