@@ -201,7 +201,12 @@ fn torchvision_detections(fx: &HashMap<String, FileTensor>, case: &str, i: usize
     let (boxes, scores) = (floats("boxes"), floats("scores"));
     (0..scores.len())
         .map(|k| {
-            let b = [boxes[4 * k], boxes[4 * k + 1], boxes[4 * k + 2], boxes[4 * k + 3]];
+            let b = [
+                boxes[4 * k],
+                boxes[4 * k + 1],
+                boxes[4 * k + 2],
+                boxes[4 * k + 3],
+            ];
             (labels[k], scores[k], b)
         })
         .collect()
@@ -269,7 +274,13 @@ fn detections_agree_with_torchvisions_retinanet() {
         for (i, dets) in found.iter().enumerate() {
             let want = torchvision_detections(&fx, case, i);
             let got: Vec<Det> = (0..dets.len())
-                .map(|k| (COCO_IDS[dets.labels[k]] as i64, dets.scores[k], dets.boxes[k]))
+                .map(|k| {
+                    (
+                        COCO_IDS[dets.labels[k]] as i64,
+                        dets.scores[k],
+                        dets.boxes[k],
+                    )
+                })
                 .collect();
             let mut used = vec![false; got.len()];
             let mut unmatched = Vec::new();

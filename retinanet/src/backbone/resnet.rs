@@ -28,8 +28,8 @@
 //! `trainable_backbone_layers`): the five stages from the top are layer4, layer3, layer2,
 //! layer1 and the stem conv1; with n of them trainable, every parameter whose name starts
 //! with none of the first n is frozen, and with all five the stem's norm `bn1` trains too
-//! (torchvision's exact rule: with 4, `conv1` trains but `bn1` does not). The detector
-//! sets 3 with frozen BatchNorm and 5 otherwise unless the configuration says.
+//! (torchvision's exact rule: with 4, layer1-4 train and the whole stem is frozen). The
+//! detector sets 3 with frozen BatchNorm and 5 otherwise unless the configuration says.
 //!
 //! **Initialisation** as torchvision's ResNet: convolutions Kaiming-normal with fan-out
 //! and the ReLU gain, norm weights 1 and biases 0.

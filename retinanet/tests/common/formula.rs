@@ -100,7 +100,10 @@ pub fn write_detection_weights(path: &Path) {
             b[a * 91 + id] = f.data()[a * 91 + id] + boost;
         }
     }
-    output.bias.as_mut().expect("the class output has a bias").value =
-        Tensor::from_vec(&[9 * 91], b);
+    output
+        .bias
+        .as_mut()
+        .expect("the class output has a bias")
+        .value = Tensor::from_vec(&[9 * 91], b);
     focal_nn::export_safetensors(&mut model, path, None).expect("the weights are written");
 }
