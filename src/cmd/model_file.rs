@@ -3,9 +3,10 @@
 //! or a `focal weights export`), told apart by the file's first bytes. Both become a model
 //! in evaluation mode with its class names and the image sizes to run it at.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use focal_retinanet::pretrained::{load_weights, ArchitectureOptions, Classes};
 use focal_retinanet::train::{load_trained_model, ClassName};
 use focal_retinanet::RetinaNet;
@@ -72,6 +73,29 @@ pub struct LoadedModel {
     pub notes: Vec<String>,
 }
 
+/// Whether `path` is to be read as a safetensors weights file (rather than a checkpoint):
+/// it starts like one, or it is named `*.safetensors` (then its parser says what is
+/// wrong). A file that is neither is an error naming both formats.
+fn is_weights_file(path: &Path) -> Result<bool> {
+    if focal_nn::looks_like_safetensors(path) {
+        return Ok(true);
+    }
+    let mut head = [0u8; 8];
+    let starts_as_checkpoint = std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head == focal_nn::checkpoint::MAGIC;
+    let named_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    if !starts_as_checkpoint && !named_safetensors && path.is_file() {
+        bail!(
+            "{}: neither a focal checkpoint (written by focal train) nor a safetensors \
+             weights file",
+            path.display()
+        );
+    }
+    Ok(!starts_as_checkpoint && named_safetensors)
+}
+
 /// torchvision's sizes and its evaluation batch of one image (its detection reference
 /// scripts evaluate one image at a time, so each image is padded only to its own size).
 const TORCHVISION_MIN_SIZE: usize = 800;
@@ -81,7 +105,7 @@ impl ModelFlags {
     /// Loads the model and applies the inference flags.
     pub fn load(&self) -> Result<LoadedModel> {
         let path = &self.weights;
-        let mut loaded = if focal_nn::looks_like_safetensors(path) {
+        let mut loaded = if is_weights_file(path)? {
             let opts = ArchitectureOptions {
                 frozen_bn_eps: self.frozen_bn_eps,
             };
@@ -102,7 +126,7 @@ impl ModelFlags {
             }
         } else {
             if self.frozen_bn_eps.is_some() {
-                anyhow::bail!(
+                bail!(
                     "--frozen-bn-eps applies to safetensors weights; a checkpoint carries its own"
                 );
             }
