@@ -99,7 +99,16 @@ fn eval_and_detect_with_torchvision_weights_give_the_in_process_models_detection
     let mut loaded = load_weights(&weights, &ArchitectureOptions::default()).unwrap();
     let dataset: Arc<dyn Dataset> = Arc::new(CocoDataset::open(&ann, &images).unwrap());
     let ids: Vec<i64> = loaded.classes.iter().map(|c| c.id).collect();
-    let here = evaluate(&mut loaded.model, &dataset, &ids, 160, 267, 1, &mut |_, _| {}).unwrap();
+    let here = evaluate(
+        &mut loaded.model,
+        &dataset,
+        &ids,
+        160,
+        267,
+        1,
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert!(
         here.detections.len() >= IMAGES * 250,
         "the class output should give hundreds of detections per image, got {}",
@@ -125,7 +134,15 @@ fn eval_and_detect_with_torchvision_weights_give_the_in_process_models_detection
         .iter()
         .map(|(_, f)| images.join(f).to_str().unwrap().to_string())
         .collect();
-    let mut args = vec!["detect", "--weights", w, "--min-size", "160", "--max-size", "267"];
+    let mut args = vec![
+        "detect",
+        "--weights",
+        w,
+        "--min-size",
+        "160",
+        "--max-size",
+        "267",
+    ];
     args.extend(["--score", "0.6", "--out", drawn.to_str().unwrap()]);
     args.extend(paths.iter().map(String::as_str));
     let out = focal(&args);
@@ -149,7 +166,9 @@ fn eval_and_detect_with_torchvision_weights_give_the_in_process_models_detection
     // detect does) with the boxes' colours on it.
     for (_, file) in &first_two {
         let stem = Path::new(file).file_stem().unwrap().to_str().unwrap();
-        let png = image::open(drawn.join(format!("{stem}.png"))).unwrap().to_rgb8();
+        let png = image::open(drawn.join(format!("{stem}.png")))
+            .unwrap()
+            .to_rgb8();
         let photo = image::open(images.join(file)).unwrap().to_rgb8();
         let f = png.width() / photo.width();
         assert_eq!(png.dimensions(), (f * photo.width(), f * photo.height()));
