@@ -180,3 +180,117 @@ fn eval_and_detect_with_torchvision_weights_give_the_in_process_models_detection
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `focal train --init FILE` with a COCO dataset selects the fine-tuning preset around the
+/// architecture of FILE (here a small torchvision-named detector with COCO's 91 classes),
+/// `--min-size` with several sizes trains multi-scale, and a dataset whose classes are not
+/// COCO's gets its class head re-initialised with the prior, which the run reports. Runs
+/// on a synthetic COCO folder written by `focal synth` (no tiny COCO needed).
+#[test]
+fn init_on_a_coco_dataset_fine_tunes_with_the_preset_and_reports_the_class_head() {
+    let dir = scratch("pretrained", "finetune");
+    let data = dir.join("shapes");
+    succeeds(&focal(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--train",
+        "4",
+        "--val",
+        "2",
+        "--size",
+        "64",
+    ]));
+    let init = dir.join("small.safetensors");
+    formula::write_small_detector(&init);
+    let coco = [
+        "--train-ann",
+        data.join("annotations/instances_train.json")
+            .to_str()
+            .unwrap(),
+        "--train-images",
+        data.join("train").to_str().unwrap(),
+        "--val-ann",
+        data.join("annotations/instances_val.json")
+            .to_str()
+            .unwrap(),
+        "--val-images",
+        data.join("val").to_str().unwrap(),
+    ]
+    .map(String::from);
+    let mut args: Vec<String> = ["train", "--init", init.to_str().unwrap()]
+        .map(String::from)
+        .to_vec();
+    args.extend(coco.iter().cloned());
+    let run = |extra: &[&str]| {
+        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+        a.extend_from_slice(extra);
+        focal(&a)
+    };
+    // The preset, as --print-config shows it.
+    let out = run(&["--print-config"]);
+    succeeds(&out);
+    let config = text(&out.stdout);
+    for line in [
+        "depth = \"resnet18-half\"",
+        "norm = \"frozen-bn\"",
+        "fpn_channels = 64",
+        "head_depth = 1",
+        "trainable_layers = 3",
+        "train_min_sizes = [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800]",
+        "min_size = 800",
+        "max_size = 1333",
+        "style = \"torchvision\"",
+        "kind = \"sgd\"",
+        "lr = 0.00125",
+    ] {
+        assert!(config.contains(line), "{line:?} not in:\n{config}");
+    }
+    // Flags over the preset: sizes as a list, trainable layers.
+    let out = run(&[
+        "--print-config",
+        "--min-size",
+        "64,96",
+        "--trainable-layers",
+        "5",
+    ]);
+    succeeds(&out);
+    let config = text(&out.stdout);
+    for line in [
+        "train_min_sizes = [64, 96]",
+        "min_size = 96",
+        "trainable_layers = 5",
+    ] {
+        assert!(config.contains(line), "{line:?} not in:\n{config}");
+    }
+    let out = run(&["--print-config", "--trainable-layers", "6"]);
+    let stderr = common::fails_with(&out, 2);
+    assert!(stderr.contains("--trainable-layers"), "{stderr}");
+
+    // Two steps of fine-tuning: the synthetic shapes are not COCO categories.
+    let run_dir = dir.join("run");
+    let out = run(&[
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--iters",
+        "2",
+        "--batch-size",
+        "2",
+        "--min-size",
+        "64,80,96",
+        "--max-size",
+        "128",
+        "--no-progress",
+    ]);
+    succeeds(&out);
+    let stderr = text(&out.stderr);
+    for said in [
+        "a RetinaNet state dict under torchvision's names",
+        "class head re-initialised with the prior π = 0.01",
+        "the file's classes are COCO's 80 categories",
+    ] {
+        assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
+    }
+    assert!(run_dir.join("last.ckpt").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,27 +11,8 @@ mod formula;
 use std::path::{Path, PathBuf};
 
 use common::{fails_with, focal, last_json_line, scratch, succeeds, text};
-use focal_engine::Rng;
-use focal_retinanet::{BackboneName, BackboneNorm, RetinaNet, RetinaNetConfig};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
-
-/// A small RetinaNet state dict under torchvision's names (ResNet-18 at half width with
-/// frozen BatchNorm, F = 64, P6 from C5, one-layer heads, 91 classes), values by the
-/// formula.
-fn small_detector(path: &Path) {
-    let mut c = RetinaNetConfig::default();
-    c.model.depth = BackboneName::parse("resnet18-half").unwrap();
-    c.model.norm = BackboneNorm::FrozenBatchNorm;
-    c.model.fpn_channels = 64;
-    c.model.head_width = 64;
-    c.model.head_depth = 1;
-    c.model.num_classes = 91;
-    let mut m =
-        focal_nn::init::without_random_init(|| RetinaNet::new(&c, &mut Rng::new(0))).unwrap();
-    formula::set_by_formula(&mut m);
-    focal_nn::export_safetensors(&mut m, path, None).unwrap();
-}
 
 /// `source` rewritten with `drop` left out and `replace`'s tensors put in (F32).
 fn rewrite(source: &Path, out: &Path, drop: &[&str], replace: &[(&str, Vec<usize>)]) {
@@ -98,14 +79,14 @@ fn synth(dir: &Path) -> PathBuf {
 fn inspect_reads_the_architecture_and_maps_every_tensor() {
     let dir = scratch("weights", "inspect-good");
     let file = dir.join("small.safetensors");
-    small_detector(&file);
+    formula::write_small_detector(&file);
     let out = inspect(&file);
     succeeds(&out);
     let stdout = text(&out.stdout);
     for said in [
         "a RetinaNet state dict under torchvision's names",
         "backbone resnet18-half with frozen BatchNorm",
-        "FPN 64 channels, P6 from C5 (backbone.fpn.extra_blocks.p6.weight [64, 256, 3, 3])",
+        "FPN 64 channels, P6 from P5 (backbone.fpn.extra_blocks.p6.weight [64, 64, 3, 3])",
         "head towers 1 × 64 channels, no norm",
         "91 classes: torchvision's COCO ids",
         "ε of frozen BatchNorm 1e-5",
@@ -132,7 +113,7 @@ fn bad_weights_files_are_clear_errors_naming_the_tensors() {
     let dir = scratch("weights", "bad");
     let data = synth(&dir);
     let good = dir.join("good.safetensors");
-    small_detector(&good);
+    formula::write_small_detector(&good);
 
     // A tensor missing: inspect lists it, eval refuses the file naming it.
     let missing = dir.join("missing.safetensors");

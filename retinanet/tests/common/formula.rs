@@ -22,7 +22,7 @@ use std::path::Path;
 
 use focal_engine::{Rng, Tensor};
 use focal_nn::{for_each_named, Slot};
-use focal_retinanet::{RetinaNet, RetinaNetConfig};
+use focal_retinanet::{BackboneName, BackboneNorm, P6Input, RetinaNet, RetinaNetConfig};
 
 pub fn fnv1a64(name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -106,4 +106,22 @@ pub fn write_detection_weights(path: &Path) {
         .expect("the class output has a bias")
         .value = Tensor::from_vec(&[9 * 91], b);
     focal_nn::export_safetensors(&mut model, path, None).expect("the weights are written");
+}
+
+/// A small RetinaNet state dict under torchvision's names, written to `path`: ResNet-18
+/// at half width with frozen BatchNorm, F = 64, P6 from P5, one-layer heads, 91 classes,
+/// values by the formula. Quick to write and to run.
+pub fn write_small_detector(path: &Path) {
+    let mut c = RetinaNetConfig::default();
+    c.model.depth = BackboneName::parse("resnet18-half").expect("registered");
+    c.model.norm = BackboneNorm::FrozenBatchNorm;
+    c.model.p6_input = P6Input::P5;
+    c.model.fpn_channels = 64;
+    c.model.head_width = 64;
+    c.model.head_depth = 1;
+    c.model.num_classes = 91;
+    let mut m = focal_nn::init::without_random_init(|| RetinaNet::new(&c, &mut Rng::new(0)))
+        .expect("the small detector builds");
+    set_by_formula(&mut m);
+    focal_nn::export_safetensors(&mut m, path, None).expect("the weights are written");
 }
