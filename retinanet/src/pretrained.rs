@@ -1018,6 +1018,7 @@ pub fn backbone_detector(file: &WeightsFile, opts: &ArchitectureOptions) -> Resu
     config.model.norm = norm;
     config.model.p6_input = P6Input::P5;
     config.anchors.style = AnchorStyle::Torchvision;
+    config.inference.detections_per_image = TORCHVISION_DETECTIONS_PER_IMAGE;
     if let Some(eps) = opts.frozen_bn_eps {
         config.model.frozen_bn_eps = eps;
     }
