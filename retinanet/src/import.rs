@@ -68,16 +68,8 @@ pub fn load_torchvision(
 ) -> Result<ImportReport, focal_nn::Error> {
     let a = model.config.anchors.anchors_per_cell();
     let k = model.config.model.num_classes;
-    let remap = move |name: &str, t: Tensor, shape: &[usize]| -> Result<Tensor, focal_nn::Error> {
-        let is_cls = name == "head.classification_head.cls_logits.weight"
-            || name == "head.classification_head.cls_logits.bias";
-        if is_cls && k == COCO_IDS.len() && t.dim(0) == a * TORCHVISION_COCO_CLASSES {
-            let r = remap_coco_rows(&t, a);
-            debug_assert_eq!(r.shape(), shape);
-            return Ok(r);
-        }
-        Ok(t)
-    };
-    let opts = ImportOptions::new().transform(remap).strict(true);
+    let opts = ImportOptions::new()
+        .transform(crate::pretrained::coco_remap_transform(a, k))
+        .strict(true);
     import_safetensors(model, path, &opts)
 }

@@ -680,7 +680,7 @@ pub const TORCHVISION_DETECTIONS_PER_IMAGE: usize = 300;
 
 /// The class rows transform: a file output with 91 rows per anchor loads into an 80-class
 /// model through [`remap_coco_rows`]; anything else is left to the shape check.
-fn coco_remap_transform(
+pub(crate) fn coco_remap_transform(
     a: usize,
     k: usize,
 ) -> impl Fn(&str, Tensor, &[usize]) -> focal_nn::Result<Tensor> {
