@@ -29,10 +29,12 @@ pub struct ModelFlags {
     /// safetensors weights, torchvision's].
     #[arg(long, value_name = "S", value_parser = parse_unit)]
     pub score_threshold: Option<f32>,
-    /// Candidates kept per pyramid level before NMS [default: the checkpoint's; 1000].
+    /// Candidates kept per pyramid level before NMS [default: the checkpoint's; 1000 for a
+    /// torchvision file].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     pub candidates_per_level: Option<u64>,
-    /// NMS suppresses boxes with IoU above this [default: the checkpoint's; 0.5].
+    /// NMS suppresses boxes with IoU above this [default: the checkpoint's; 0.5 for a
+    /// torchvision file].
     #[arg(long, value_name = "IOU", value_parser = parse_unit)]
     pub nms_iou: Option<f32>,
     /// Detections kept per image [default: the checkpoint's; 300 for a torchvision file,
