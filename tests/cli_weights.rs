@@ -208,7 +208,7 @@ fn bad_weights_files_are_clear_errors_naming_the_tensors() {
     std::fs::write(&unknown, "neither").unwrap();
     let stderr = fails_with(&eval(&unknown, &data), 1);
     assert!(
-        stderr.contains("neither a focal checkpoint") && stderr.contains("nor a safetensors"),
+        stderr.contains("not a focal checkpoint") && stderr.contains("nor a safetensors"),
         "{stderr}"
     );
     let stderr = fails_with(&inspect(&dir.join("absent.safetensors")), 1);

@@ -50,7 +50,7 @@ fn parse_unit(s: &str) -> std::result::Result<f32, String> {
     }
 }
 
-fn parse_eps(s: &str) -> std::result::Result<f32, String> {
+pub fn parse_eps(s: &str) -> std::result::Result<f32, String> {
     match s.trim().parse::<f32>() {
         Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
         _ => Err(format!("expected a number ≥ 0, got {s:?}")),
@@ -90,8 +90,8 @@ fn is_weights_file(path: &Path) -> Result<bool> {
     let named_safetensors = path.extension().is_some_and(|e| e == "safetensors");
     if !starts_as_checkpoint && !named_safetensors && path.is_file() {
         bail!(
-            "{}: neither a focal checkpoint (written by focal train) nor a safetensors \
-             weights file",
+            "{}: not a focal checkpoint (written by focal train), nor a safetensors weights \
+             file",
             path.display()
         );
     }

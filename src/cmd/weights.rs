@@ -35,7 +35,7 @@ struct InspectArgs {
     #[arg(value_name = "FILE.safetensors")]
     file: PathBuf,
     /// ε of frozen BatchNorm to assume (as for focal eval).
-    #[arg(long, value_name = "EPS")]
+    #[arg(long, value_name = "EPS", value_parser = super::model_file::parse_eps)]
     frozen_bn_eps: Option<f32>,
 }
 
