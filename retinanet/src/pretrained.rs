@@ -216,8 +216,9 @@ impl WeightsFile {
             return Err(weights_error(
                 path,
                 format!(
-                    "neither a RetinaNet state dict (tensors backbone.body.*, backbone.fpn.*, \
-                     head.*) nor an ImageNet ResNet (conv1.weight, layer1.*, ...): it holds {}",
+                    "no tensor fits a RetinaNet: the file is neither a RetinaNet state dict \
+                     (tensors backbone.body.*, backbone.fpn.*, head.*) nor an ImageNet ResNet \
+                     (conv1.weight, layer1.*, ...); it holds {}",
                     list_tensors(&tensors, "", 8)
                 ),
             ));
