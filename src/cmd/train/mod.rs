@@ -99,10 +99,10 @@ With --init FILE and a COCO dataset the preset is fine-tuning, as torchvision's 
 references do it: the architecture of the weights (an ImageNet ResNet gets torchvision's \
 RetinaNet around it: F = 256, P6 from P5, 4-deep heads, its anchors), frozen BatchNorm, \
 the top 3 backbone stages training (--trainable-layers), multi-scale training at a short \
-side of 480, 512, ..., 800 per batch (max 1333; evaluation at 800), batch 2, SGD at \
-0.00125 with 100 warm-up steps, ÷10 at 2/3 and 8/9 of 12 epochs. On 2 cores a step of \
-ResNet-50 at these sizes takes tens of seconds (docs/pretrained.md); shrink it with e.g. \
---min-size 320,352,384,416,448,480 --max-size 800.
+side of 480, 512, ..., 800 per batch (max 1333; evaluation at 800, one image at a time), \
+batch 2, SGD at 0.00125 with 100 warm-up steps, ÷10 at 2/3 and 8/9 of 12 epochs. A step of \
+ResNet-50 at these sizes costs about 22 CPU-seconds, ~11 s on two idle cores \
+(docs/pretrained.md); shrink it with e.g. --min-size 320,352,384,416,448,480 --max-size 800.
 
 Order of precedence: preset < --config FILE < flags. --print-config shows the result. \
 The worker threads are set with the global --threads (results do not depend on it).
