@@ -139,16 +139,24 @@ pub enum FileTensor {
     Unsupported(String),
 }
 
+/// The bytes of the weights file at `path`, or "weights PATH: cannot read: ...".
+fn read_weights_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::in_weights(
+            path,
+            Error::Io {
+                action: "read",
+                source: e,
+            },
+        )
+    })
+}
+
 /// Reads every tensor of a safetensors file, in name order. Float types are converted to
 /// f32; the second value is the original type.
 pub fn read_safetensors(path: &Path) -> Result<Vec<(String, FileTensor, Dtype)>> {
     let err = |e: Error| Error::in_weights(path, e);
-    let bytes = std::fs::read(path).map_err(|e| {
-        err(Error::Io {
-            action: "read",
-            source: e,
-        })
-    })?;
+    let bytes = read_weights_file(path)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         err(Error::Safetensors {
             what: "not a valid safetensors file".into(),
@@ -185,12 +193,7 @@ pub struct TensorInfo {
 /// or malformed file is an error naming it), but no tensor is decoded.
 pub fn read_safetensors_info(path: &Path) -> Result<(Vec<TensorInfo>, HashMap<String, String>)> {
     let err = |e: Error| Error::in_weights(path, e);
-    let bytes = std::fs::read(path).map_err(|e| {
-        err(Error::Io {
-            action: "read",
-            source: e,
-        })
-    })?;
+    let bytes = read_weights_file(path)?;
     let not_safetensors = |e| {
         err(Error::Safetensors {
             what: "not a valid safetensors file".into(),
