@@ -39,12 +39,15 @@ enum Command {
     /// Train a RetinaNet (on the built-in synthetic shapes by default, or a COCO dataset)
     /// and write a run folder: configuration, metrics, checkpoints, plots.
     Train(Box<cmd::train::Args>),
-    /// Evaluate a trained checkpoint on a COCO dataset: the 12 COCO numbers and a results
-    /// file.
+    /// Evaluate a trained checkpoint or pretrained weights (torchvision's RetinaNet
+    /// state dict) on a COCO dataset: the 12 COCO numbers and a results file.
     Eval(cmd::eval::Args),
-    /// Run a trained checkpoint on images: PNG copies with the detections drawn, and a
-    /// COCO results file.
+    /// Run a trained checkpoint or pretrained weights on images: PNG copies with the
+    /// detections drawn, and a COCO results file.
     Detect(cmd::detect::Args),
+    /// Safetensors weights: inspect a file (torchvision's RetinaNet, an ImageNet ResNet, a
+    /// focal export) or export a checkpoint under torchvision's names.
+    Weights(cmd::weights::Args),
     /// Check every op's backward against finite differences and print a table.
     Gradcheck(cmd::gradcheck::Args),
     /// Write the synthetic shapes dataset to disk as COCO (annotations + PNG images).
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Train(a) => cmd::train::run(*a, cli.threads),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Detect(a) => cmd::detect::run(a),
+        Command::Weights(a) => cmd::weights::run(a),
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Cocoeval(a) => cmd::cocoeval::run(a),

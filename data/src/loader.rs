@@ -30,6 +30,8 @@
 //!   left as is without `shuffle`);
 //! - whether image `i` is flipped in epoch `e` is drawn from its own generator
 //!   `Rng::derive(seed, [FLIP, e, i])`, whichever thread processes it;
+//! - with several `min_sizes` (multi-scale training), batch `b` of epoch `e` is resized
+//!   to the one drawn from `Rng::derive(seed, [SCALE, e, b])` ([`Loader::batch_min_size`]);
 //! - images are put into their batch in the epoch's order.
 //!
 //! So the same seed and epoch give bitwise the same batches on 1 thread or 16.
@@ -55,6 +57,7 @@ use crate::transforms::transform;
 /// Stream keys for [`Rng::derive`], so the order and the flips never share a stream.
 const ORDER_KEY: u64 = 0x4f_5244_4552; // "ORDER"
 const FLIP_KEY: u64 = 0x464c_4950; // "FLIP"
+const SCALE_KEY: u64 = 0x53_4341_4c45; // "SCALE"
 
 /// How to batch a dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,8 +70,11 @@ pub struct LoaderConfig {
     pub flip: bool,
     /// Resize so the short side is `min_size` ...
     pub min_size: usize,
-    /// ... unless the long side would then exceed `max_size` (see
-    /// [`crate::transforms::resize_scale`]).
+    /// ... or, when not empty, one of these, drawn for each batch (multi-scale training,
+    /// as detectron2's `ResizeShortestEdge` with its "choice" style and torchvision's
+    /// detection references do it; see [`Loader::batch_min_size`]).
+    pub min_sizes: Vec<usize>,
+    /// ... unless the long side would then exceed `max_size`.
     pub max_size: usize,
     /// Fixes the order and the flips of every epoch.
     pub seed: u64,
@@ -86,6 +92,7 @@ impl LoaderConfig {
             shuffle: true,
             flip: true,
             min_size,
+            min_sizes: Vec::new(),
             max_size,
             seed,
             prefetch: 2,
@@ -115,7 +122,7 @@ impl Loader {
         if config.batch_size == 0 {
             return Err(Error::new("loader: batch_size must be at least 1"));
         }
-        if config.min_size == 0 || config.max_size == 0 {
+        if config.min_size == 0 || config.max_size == 0 || config.min_sizes.contains(&0) {
             return Err(Error::new(format!(
                 "loader: min_size and max_size must be at least 1 (got {} and {})",
                 config.min_size, config.max_size
@@ -158,16 +165,33 @@ impl Loader {
             && Rng::derive(self.config.seed, &[FLIP_KEY, epoch, index as u64]).bernoulli(0.5)
     }
 
-    /// Loads, transforms and collates the images `indices` (as in epoch `epoch`, which
-    /// fixes the flips) on the calling thread's rayon pool. `Ok(None)` when the dataset
-    /// skipped all of them. The first failing image (in `indices` order) is the error.
-    pub fn load_batch(&self, epoch: u64, indices: &[usize]) -> Result<Option<Batch>> {
-        Ok(self.load_raw(epoch, indices)?.map(RawBatch::into_batch))
+    /// The short side batch `batch` of epoch `epoch` is resized to: `min_size`, or with
+    /// several `min_sizes` the one drawn from `Rng::derive(seed, [SCALE, epoch, batch])`,
+    /// uniformly. It depends on nothing else, so a resumed run draws the same sizes.
+    pub fn batch_min_size(&self, epoch: u64, batch: usize) -> usize {
+        match self.config.min_sizes.len() {
+            0 => self.config.min_size,
+            n => {
+                let mut rng = Rng::derive(self.config.seed, &[SCALE_KEY, epoch, batch as u64]);
+                self.config.min_sizes[rng.below(n)]
+            }
+        }
     }
 
-    /// [`Loader::load_batch`] without making the tensor.
-    fn load_raw(&self, epoch: u64, indices: &[usize]) -> Result<Option<RawBatch>> {
-        let (min_size, max_size) = (self.config.min_size, self.config.max_size);
+    /// Loads, transforms and collates the images `indices` (as in epoch `epoch`, which
+    /// fixes the flips) on the calling thread's rayon pool, at `min_size`. `Ok(None)` when
+    /// the dataset skipped all of them. The first failing image (in `indices` order) is
+    /// the error.
+    pub fn load_batch(&self, epoch: u64, indices: &[usize]) -> Result<Option<Batch>> {
+        let min_size = self.config.min_size;
+        Ok(self
+            .load_raw(epoch, indices, min_size)?
+            .map(RawBatch::into_batch))
+    }
+
+    /// [`Loader::load_batch`] at `min_size`, without making the tensor.
+    fn load_raw(&self, epoch: u64, indices: &[usize], min_size: usize) -> Result<Option<RawBatch>> {
+        let max_size = self.config.max_size;
         let items: Vec<Result<Option<_>>> = indices
             .par_iter()
             .map(|&i| {
@@ -214,11 +238,12 @@ impl Loader {
                     }
                 };
                 let bs = me.config.batch_size;
-                for chunk in order.chunks(bs) {
+                for (b, chunk) in order.chunks(bs).enumerate() {
                     if me.config.drop_last && chunk.len() < bs {
                         break;
                     }
-                    let result = pool.install(|| me.load_raw(epoch, chunk));
+                    let min_size = me.batch_min_size(epoch, b);
+                    let result = pool.install(|| me.load_raw(epoch, chunk, min_size));
                     let failed = result.is_err();
                     let message = match result {
                         Ok(None) => continue,

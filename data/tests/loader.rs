@@ -154,3 +154,44 @@ fn bad_configs_are_refused() {
     assert!(Loader::new(ds.clone(), LoaderConfig::train(0, 64, 64, 0)).is_err());
     assert!(Loader::new(ds, LoaderConfig::train(1, 0, 64, 0)).is_err());
 }
+
+/// Multi-scale training: each batch is resized to one of `min_sizes`, drawn from (seed,
+/// epoch, batch index) alone: the same on 1 or 2 threads and on a second run, different
+/// for another seed or epoch, and every image of a batch at the same size.
+#[test]
+fn multi_scale_picks_one_size_per_batch_deterministically_by_seed() {
+    let ds = shapes(24, 64);
+    let sizes = vec![64, 80, 96, 112, 128];
+    let make = |seed| {
+        let mut c = LoaderConfig::train(2, 64, 1000, seed);
+        c.min_sizes = sizes.clone();
+        Loader::new(ds.clone(), c).unwrap()
+    };
+    let loader = make(3);
+    let picks = |l: &Loader, epoch| {
+        (0..12)
+            .map(|b| l.batch_min_size(epoch, b))
+            .collect::<Vec<_>>()
+    };
+    let p0 = picks(&loader, 0);
+    assert!(p0.iter().all(|s| sizes.contains(s)));
+    let distinct: std::collections::BTreeSet<_> = p0.iter().collect();
+    assert!(
+        distinct.len() >= 3,
+        "12 batches should use several sizes: {p0:?}"
+    );
+    assert_eq!(p0, picks(&make(3), 0), "same seed, same picks");
+    assert_ne!(p0, picks(&make(4), 0), "another seed, other picks");
+    assert_ne!(p0, picks(&loader, 1), "another epoch, other picks");
+    // The batches are resized to the picks (square 64-px images: the short side is it).
+    let one = with_threads(1, || all(&loader, 0));
+    for (b, batch) in one.iter().enumerate() {
+        for t in &batch.targets {
+            assert_eq!((t.input_width, t.input_height), (p0[b], p0[b]), "batch {b}");
+        }
+    }
+    assert!(same(&one, &with_threads(2, || all(&loader, 0))));
+    // Without a list, min_size as before.
+    let plain = Loader::new(ds, LoaderConfig::train(2, 72, 1000, 3)).unwrap();
+    assert!((0..5).all(|b| plain.batch_min_size(0, b) == 72));
+}

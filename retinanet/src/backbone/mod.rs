@@ -42,6 +42,10 @@ pub trait Backbone: Module + Send + Sync {
     /// A copy that shares the parameters' storage (for the replicas of a data-parallel
     /// step; see `crate::train::data_parallel`).
     fn clone_box(&self) -> Box<dyn Backbone>;
+    /// Lets the top `n` of its five stages train and freezes the parameters below them,
+    /// as torchvision's `trainable_backbone_layers` does (0: none train, 5: all); the
+    /// detector calls it once after building ([`crate::ModelConfig::trainable_layers`]).
+    fn set_trainable_layers(&mut self, n: usize);
 }
 
 impl Clone for Box<dyn Backbone> {

@@ -22,8 +22,14 @@
 //! the width changes) to its output before the last ReLU.
 //!
 //! **Norm.** GroupNorm(32) by default (trained from scratch), or BatchNorm (trainable), or
-//! frozen BatchNorm for pretrained weights, in which case the stem and layer1 are
-//! frozen too (torchvision's `trainable_backbone_layers = 3`).
+//! frozen BatchNorm for pretrained weights.
+//!
+//! **Trainable stages** ([`ResNet::set_trainable_layers`], torchvision's
+//! `trainable_backbone_layers`): the five stages from the top are layer4, layer3, layer2,
+//! layer1 and the stem conv1; with n of them trainable, every parameter whose name starts
+//! with none of the first n is frozen, and with all five the stem's norm `bn1` trains too
+//! (torchvision's exact rule: with 4, layer1-4 train and the whole stem is frozen). The
+//! detector sets 3 with frozen BatchNorm and 5 otherwise unless the configuration says.
 //!
 //! **Initialisation** as torchvision's ResNet: convolutions Kaiming-normal with fan-out
 //! and the ReLU gain, norm weights 1 and biases 0.
@@ -34,7 +40,7 @@
 
 use focal_engine::{Conv2dOptions, Rng, Tensor};
 use focal_nn::init::{kaiming_normal, FanMode};
-use focal_nn::{Conv2d, MaxPool2d, Module, Visitor};
+use focal_nn::{Conv2d, MaxPool2d, Module, Slot, Visitor};
 
 use super::norm::Norm;
 use super::{Backbone, BackboneMemory, BackboneOptions, BackboneSpec};
@@ -319,18 +325,32 @@ impl ResNet {
             4 * width * expansion,
             8 * width * expansion,
         ];
-        let mut net = ResNet {
+        ResNet {
             conv1,
             bn1,
             maxpool: MaxPool2d::new(3, 2, 1),
             layers,
             out_channels,
-        };
-        if options.norm == BackboneNorm::FrozenBatchNorm {
-            focal_nn::freeze(&mut net, "conv1");
-            focal_nn::freeze(&mut net, "layer1");
         }
-        net
+    }
+
+    /// Freezes every parameter outside the top `n` stages (see the module
+    /// documentation); the parameters inside them train. Frozen BatchNorm's γ and β are
+    /// constants either way.
+    pub fn set_trainable_layers(&mut self, n: usize) {
+        let mut train: Vec<&str> = ["layer4", "layer3", "layer2", "layer1", "conv1"]
+            .into_iter()
+            .take(n)
+            .collect();
+        if n >= 5 {
+            train.push("bn1");
+        }
+        focal_nn::for_each_named(self, |name, slot| {
+            if let Slot::Param(p) = slot {
+                // torchvision's test is a plain prefix test on the name.
+                p.frozen = !train.iter().any(|t| name.starts_with(t));
+            }
+        });
     }
 
     /// C3, C4, C5 of an (N, 3, H, W) batch.
@@ -375,5 +395,9 @@ impl Backbone for ResNet {
 
     fn clone_box(&self) -> Box<dyn Backbone> {
         Box::new(self.clone())
+    }
+
+    fn set_trainable_layers(&mut self, n: usize) {
+        ResNet::set_trainable_layers(self, n)
     }
 }

@@ -70,13 +70,15 @@ pub fn check_same_categories(train: &dyn Dataset, val: &dyn Dataset) -> Result<(
     Ok(())
 }
 
-/// The training loader: batches of `batch_size`, resized to `min_size`/`max_size`,
-/// flipped if `flip`, in an order fixed by the seed.
+/// The training loader: batches of `batch_size`, resized to `min_size` (or one of
+/// `train_min_sizes` per batch) and `max_size`, flipped if `flip`, in an order fixed by
+/// the seed.
 pub fn build_train_loader(config: &TrainConfig, train: Arc<dyn Dataset>) -> Result<Loader> {
     let d = &config.data;
     let mut loader_config =
         LoaderConfig::train(config.batch_size, d.min_size, d.max_size, config.seed);
     loader_config.flip = d.flip;
+    loader_config.min_sizes = d.train_min_sizes.clone();
     Ok(Loader::new(train, loader_config)?)
 }
 

@@ -115,8 +115,15 @@ pub const MAX_BATCH: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Resize so the short side is `min_size` ...
+    /// Resize so the short side is `min_size` (in training unless `train_min_sizes` is
+    /// set, and always in evaluation) ...
     pub min_size: usize,
+    /// Multi-scale training: each training batch is resized to one of these short sides,
+    /// drawn per batch from the seed (`focal_data::Loader::batch_min_size`); evaluation
+    /// stays at `min_size`. Empty: every batch at `min_size`. Written to a configuration
+    /// file only when set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_min_sizes: Vec<usize>,
     /// ... unless the long side would exceed `max_size`.
     pub max_size: usize,
     /// Horizontal flips with probability 0.5 in training (the paper's only augmentation,
@@ -335,6 +342,7 @@ impl TrainConfig {
             threads: 0,
             data: DataConfig {
                 min_size: 96,
+                train_min_sizes: Vec::new(),
                 max_size: 96,
                 flip: true,
                 eval_batch_size: 8,
@@ -406,6 +414,7 @@ impl TrainConfig {
             threads: 0,
             data: DataConfig {
                 min_size: 800,
+                train_min_sizes: Vec::new(),
                 max_size: 1333,
                 flip: true,
                 eval_batch_size: 2,
@@ -455,6 +464,33 @@ impl TrainConfig {
                 }
             }
         }
+        c
+    }
+
+    /// The preset of `focal train --init FILE` on a COCO dataset: fine-tuning pretrained
+    /// weights the way torchvision's detection references do, on `model` (the detector
+    /// the weights describe, `crate::pretrained::architecture`; for an ImageNet backbone,
+    /// torchvision's RetinaNet around it):
+    ///
+    /// - the weights' architecture and anchors, the backbone's top 3 stages training
+    ///   (layer2-4; torchvision's default `trainable_backbone_layers`), frozen BatchNorm
+    ///   when the weights have BatchNorm statistics;
+    /// - multi-scale training: each batch's short side one of 480, 512, ..., 800 (max
+    ///   1333), evaluation at 800/1333, horizontal flips (torchvision's "multiscale"
+    ///   augmentation, detectron2's `ResizeShortestEdge`), one image per evaluation batch
+    ///   (as torchvision's reference evaluation);
+    /// - batch 2, SGD with momentum 0.9 and weight decay 1e-4 at lr 0.01 × 2/16 = 0.00125
+    ///   (the paper's rule), 100 warm-up steps from 1/1000, ÷10 at 2/3 and 8/9 of 12
+    ///   epochs.
+    pub fn coco_finetune(data: CocoData, model: &RetinaNetConfig) -> TrainConfig {
+        let mut c = TrainConfig::coco(data);
+        c.data.train_min_sizes = (480..=800).step_by(32).collect();
+        c.model = model.model.clone();
+        c.model.trainable_layers = Some(3);
+        c.anchors = model.anchors.clone();
+        c.inference = model.inference.clone();
+        c.schedule.warmup_iters = 100;
+        c.data.eval_batch_size = 1;
         c
     }
 
@@ -566,9 +602,13 @@ impl TrainConfig {
             _ => {}
         }
         let d = &self.data;
-        if d.min_size == 0 || d.max_size == 0 || d.eval_batch_size == 0 {
+        if d.min_size == 0
+            || d.max_size == 0
+            || d.eval_batch_size == 0
+            || d.train_min_sizes.contains(&0)
+        {
             return Err(Error::config(
-                "data: min_size, max_size and eval_batch_size must be at least 1",
+                "data: min_size, train_min_sizes, max_size and eval_batch_size must be at least 1",
             ));
         }
         match (&d.shapes, &d.coco) {

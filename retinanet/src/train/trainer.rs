@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use focal_data::{Batch, Dataset, EvalResult, Fingerprint, Loader};
 use focal_engine::Rng;
-use focal_nn::{Checkpoint, ImportReport, Optimizer, Schedule, TrainState};
+use focal_nn::{Checkpoint, Optimizer, Schedule, TrainState};
 
 use super::builders::{
     build_optimizer, build_schedule, build_train_loader, check_same_categories, class_names,
@@ -40,6 +40,7 @@ use super::builders::{
 use super::checkpoint::{ckpt_error, read_checkpoint, rebuild_model};
 use super::config::TrainConfig;
 use super::evaluate::{evaluate_until, Evaluation};
+use super::init::InitReport;
 use super::memory;
 use super::observer::Observer;
 use super::records::{ClassName, EvalRecord, MetricRow, RunMetadata, StepRecord};
@@ -373,10 +374,11 @@ impl Trainer {
         &self.notes
     }
 
-    /// Loads weights (torchvision's RetinaNet, or an ImageNet ResNet) into the model
-    /// before training; see [`crate::train::init_from_safetensors`].
-    pub fn init_from(&mut self, path: &Path) -> Result<ImportReport> {
-        super::init::init_from_safetensors(&mut self.model, path)
+    /// Loads weights (torchvision's RetinaNet, a focal export, or an ImageNet ResNet) into
+    /// the model before training, matching the class output to the dataset's classes; see
+    /// [`crate::train::init_from_safetensors`].
+    pub fn init_from(&mut self, path: &Path) -> Result<InitReport> {
+        super::init::init_from_safetensors(&mut self.model, path, &self.categories)
     }
 
     /// Stop after `n` more steps (writing `last.ckpt`), e.g. to split a run in parts.

@@ -44,8 +44,10 @@ pub struct Args {
     #[arg(long, value_name = "CKPT", help_heading = "Run")]
     pub resume: Option<PathBuf>,
     /// Start from pretrained weights: a safetensors RetinaNet state dict (torchvision
-    /// names; 91 COCO classes are remapped to 80) or an ImageNet ResNet. What does not fit
-    /// keeps its fresh initialisation and is reported.
+    /// names), a `focal weights export`, or an ImageNet ResNet. With a COCO dataset it
+    /// selects the fine-tuning preset (see below). The class output keeps the rows of the
+    /// dataset's classes (torchvision's COCO ids, an export's class names) or is
+    /// re-initialised with the prior when they differ; all is reported.
     #[arg(long, value_name = "FILE.safetensors", help_heading = "Run")]
     pub init: Option<PathBuf>,
     /// Stop after N steps of this invocation, writing last.ckpt (continue with --resume).
@@ -103,6 +105,15 @@ towers, anchors 32-512, \
 800/1333 px, SGD (momentum 0.9, weight decay 1e-4) at lr 0.01 × batch/16 with 500 warm-up \
 steps and ÷10 at 2/3 and 8/9 of 12 epochs. On a CPU that takes days for COCO; shrink it \
 with the flags (e.g. --backbone resnet18 --min-size 384 --max-size 640).
+
+With --init FILE and a COCO dataset the preset is fine-tuning, as torchvision's detection \
+references do it: the architecture of the weights (an ImageNet ResNet gets torchvision's \
+RetinaNet around it: F = 256, P6 from P5, 4-deep heads, its anchors), frozen BatchNorm, \
+the top 3 backbone stages training (--trainable-layers), multi-scale training at a short \
+side of 480, 512, ..., 800 per batch (max 1333; evaluation at 800, one image at a time), \
+batch 2, SGD at 0.00125 with 100 warm-up steps, ÷10 at 2/3 and 8/9 of 12 epochs. A step of \
+ResNet-50 at these sizes costs about 22 CPU-seconds, ~11 s on two idle cores \
+(docs/pretrained.md); shrink it with e.g. --min-size 320,352,384,416,448,480 --max-size 800.
 
 Order of precedence: preset < --config FILE < flags. --print-config shows the result. \
 The worker threads are set with the global --threads (results do not depend on it).
@@ -162,10 +173,16 @@ impl Args {
         let file_names_coco = file_text
             .as_deref()
             .is_some_and(TrainConfig::names_coco_dataset);
-        let mut config = match &coco {
-            Some(data) => TrainConfig::coco(data.clone()),
-            None if file_names_coco => TrainConfig::coco(CocoData::from_root(Path::new("."))),
-            None => TrainConfig::shapes(),
+        let mut config = match (&coco, &self.init) {
+            (Some(data), Some(init)) => {
+                TrainConfig::coco_finetune(data.clone(), &init_model(init)?)
+            }
+            (Some(data), None) => TrainConfig::coco(data.clone()),
+            (None, Some(init)) if file_names_coco => {
+                TrainConfig::coco_finetune(CocoData::from_root(Path::new(".")), &init_model(init)?)
+            }
+            (None, _) if file_names_coco => TrainConfig::coco(CocoData::from_root(Path::new("."))),
+            (None, _) => TrainConfig::shapes(),
         };
         if let (Some(text), Some(path)) = (&file_text, &self.config) {
             config = TrainConfig::from_toml_over(&config, text)
@@ -203,6 +220,20 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// The detector the `--init` weights describe, for the fine-tuning preset.
+fn init_model(path: &Path) -> Result<focal_retinanet::RetinaNetConfig> {
+    use focal_retinanet::pretrained::{
+        architecture, backbone_detector, ArchitectureOptions, WeightsFile, WeightsKind,
+    };
+    let file = WeightsFile::read(path)?;
+    let opts = ArchitectureOptions::default();
+    let arch = match file.kind {
+        WeightsKind::Backbone => backbone_detector(&file, &opts)?,
+        _ => architecture(&file, &opts)?,
+    };
+    Ok(arch.config)
 }
 
 /// The first `runs/run-N` that does not exist.
@@ -255,13 +286,9 @@ fn open_trainer(args: &Args, threads: Option<u32>) -> Result<Option<Trainer>> {
     let mut trainer = Trainer::start(config, &out, &options)?;
     if let Some(init) = &args.init {
         let report = trainer.init_from(init)?;
-        eprintln!(
-            "initialised {} of the model's tensors from {}",
-            report.loaded.len(),
-            init.display()
-        );
-        for p in report.problems() {
-            eprintln!("  kept fresh ({p})");
+        eprintln!("initialised from {}:", init.display());
+        for line in report.lines(trainer.config().model.prior_probability) {
+            eprintln!("  {line}");
         }
     }
     Ok(Some(trainer))
