@@ -71,6 +71,11 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    // The GEMM path (FOCAL_ISA, or the best the CPU has), checked before any work.
+    if let Err(e) = focal_engine::gemm::isa::init_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(*a, cli.threads),
         Command::Eval(a) => cmd::eval::run(a),

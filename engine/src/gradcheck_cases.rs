@@ -13,7 +13,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(reductions());
     v.extend(shapes());
     v.extend(crate::ops::matmul::gradcheck_cases());
-    v.extend(crate::ops::conv2d::gradcheck_cases());
+    v.extend(crate::ops::conv::gradcheck_cases::gradcheck_cases());
     v.extend(crate::ops::pool::gradcheck_cases());
     v.extend(crate::ops::upsample::gradcheck_cases());
     v.extend(crate::ops::norm::gradcheck_cases());
