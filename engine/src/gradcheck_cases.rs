@@ -2,7 +2,7 @@
 //! shapes, axes, keepdim, strides, padding, dilation, groups, ...) has its own case, so a
 //! failure names exactly what broke. `focal gradcheck` prints one row per case.
 
-use crate::gradcheck::{away_from_zero, distinct, randn, Case};
+use crate::gradcheck::case::{away_from_zero, distinct, randn, Case};
 use crate::op::Op;
 use crate::rng::Rng;
 use crate::tensor::Tensor;

@@ -28,7 +28,7 @@
 
 mod avx2;
 mod avx512;
-pub mod driver;
+pub(crate) mod driver;
 pub mod isa;
 mod kernel;
 mod pack;

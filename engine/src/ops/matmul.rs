@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use crate::gemm::{gemm, MatMut, MatRef};
-use crate::gradcheck::{randn, Case};
+use crate::gradcheck::case::{randn, Case};
 use crate::op::Op;
 use crate::rng::Rng;
 use crate::shape::ShapeFmt;

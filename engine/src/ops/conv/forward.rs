@@ -19,34 +19,35 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::geometry::Geom;
+use super::geometry::SMALL_PLANE;
 use super::im2col::Im2col;
-use super::{with_buffer, SMALL_PLANE};
-use crate::gemm::{gemm_packed, MatMut, MatRef, PackedA, Start};
+use super::scratch::with_buffer;
+use crate::gemm::{gemm_packed, isa, Isa, MatMut, MatRef, PackedA, Start};
 
 thread_local! {
     /// `Y_g` of the small-plane product, kept between calls.
     static Y_T: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// `W_g` packed for the GEMM, one per group.
-pub(crate) fn packed_weights(g: &Geom, w: &[f32]) -> Vec<PackedA> {
+/// `W_g` packed for the GEMM on `isa`, one per group.
+fn packed_weights(g: &Geom, w: &[f32], isa: Isa) -> Vec<PackedA> {
     let (og, k) = (g.og(), g.k());
     (0..g.groups)
         .map(|grp| {
-            PackedA::new(
-                1.0,
-                MatRef::row_major(&w[grp * og * k..(grp + 1) * og * k], og, k),
-            )
+            let wg = MatRef::row_major(&w[grp * og * k..(grp + 1) * og * k], og, k);
+            PackedA::from_panels(isa, 1.0, &wg.t())
         })
         .collect()
 }
 
 /// `y = conv(x, w) + b` into `out` (`N·O·P` floats, every one written).
 pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    forward_with(g, x, w, bias, out, g.p() < SMALL_PLANE && g.n > 1)
+    let batched = g.p() < SMALL_PLANE && g.n > 1;
+    forward_with(g, x, w, bias, out, batched, isa::active())
 }
 
-/// [`forward`] with the batched layout chosen by the caller (tests run both).
+/// [`forward`] with the batched layout and the GEMM path chosen by the caller (tests
+/// run them all).
 pub(crate) fn forward_with(
     g: &Geom,
     x: &[f32],
@@ -54,13 +55,14 @@ pub(crate) fn forward_with(
     bias: Option<&[f32]>,
     out: &mut [f32],
     batched: bool,
+    isa: Isa,
 ) {
     let (cg, og, p) = (g.cg(), g.og(), g.p());
     if out.is_empty() {
         return;
     }
     let win = g.window();
-    let packed = packed_weights(g, w);
+    let packed = packed_weights(g, w, isa);
     let start = |grp: usize| match bias {
         Some(b) => Start::RowBias(&b[grp * og..(grp + 1) * og]),
         None => Start::Beta(0.0),

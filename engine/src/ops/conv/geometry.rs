@@ -14,7 +14,62 @@
 
 use crate::shape::ShapeFmt;
 
-use super::Conv2dOptions;
+/// Stride, padding and dilation as (vertical, horizontal), and the number of groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dOptions {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl Default for Conv2dOptions {
+    /// Stride 1, no padding, no dilation, one group.
+    fn default() -> Self {
+        Conv2dOptions {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dOptions {
+    /// The same stride in both directions.
+    pub fn with_stride(mut self, s: usize) -> Self {
+        self.stride = (s, s);
+        self
+    }
+
+    /// The same zero padding on all four sides.
+    pub fn with_padding(mut self, p: usize) -> Self {
+        self.padding = (p, p);
+        self
+    }
+
+    /// The same dilation in both directions.
+    pub fn with_dilation(mut self, d: usize) -> Self {
+        self.dilation = (d, d);
+        self
+    }
+
+    pub fn with_groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+
+    /// Stride `s` and padding `p`, the common case (`3x3, s, p=1`; `7x7, 2, 3`).
+    pub fn sp(s: usize, p: usize) -> Self {
+        Conv2dOptions::default().with_stride(s).with_padding(p)
+    }
+}
+
+/// Output planes with fewer pixels than this run as one product for the whole batch
+/// (`forward.rs`, `input_grad.rs`). At 256 pixels (a 16x16 map) the per-sample
+/// products are already wide enough (`focal bench conv --preset small`, heads and FPN
+/// at 16²).
+pub(crate) const SMALL_PLANE: usize = 256;
 
 /// Output length along one axis (PyTorch's formula), or `None` when the dilated kernel
 /// does not fit in the padded input (or a size is 0).

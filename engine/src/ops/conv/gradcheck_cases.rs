@@ -2,8 +2,9 @@
 //! groups, bias, 1x1, small and large planes, each input alone), listed by
 //! `focal gradcheck`.
 
-use super::{conv2d, Conv2dOptions};
-use crate::gradcheck::{randn, Case};
+use super::conv2d::conv2d;
+use super::geometry::Conv2dOptions;
+use crate::gradcheck::case::{randn, Case};
 use crate::op::Op;
 use crate::rng::Rng;
 
@@ -126,9 +127,18 @@ pub(crate) fn gradcheck_cases() -> Vec<Case> {
             true,
             Conv2dOptions::sp(1, 1),
         ),
-        // 24·24 = 576 output pixels > TILE: several column tiles.
+        // 16·16 = 256 output pixels, batch 2: one product per sample (not batched),
+        // input gradient as a convolution of ∂y.
         case(
-            "several tiles 24x24 output",
+            "3x3 s1 batch 2, 16x16 (per-sample products)",
+            &[2, 2, 16, 16],
+            &[3, 2, 3, 3],
+            true,
+            Conv2dOptions::sp(1, 1),
+        ),
+        // 24·24 = 576 output pixels: several GEMM column blocks.
+        case(
+            "several blocks 24x24 output",
             &[1, 1, 24, 24],
             &[2, 1, 3, 3],
             true,

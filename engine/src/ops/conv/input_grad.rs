@@ -37,10 +37,11 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::col2im::col2im;
+use super::geometry::SMALL_PLANE;
 use super::geometry::{Geom, Window};
 use super::im2col::{Grad, Im2col};
-use super::{with_buffer, SMALL_PLANE};
-use crate::gemm::{gemm_packed, MatMut, MatRef, PackedA, Start};
+use super::scratch::with_buffer;
+use crate::gemm::{gemm_packed, isa, Isa, MatMut, MatRef, PackedA, Start};
 
 thread_local! {
     /// `∂X_g` of the small-plane product, or a block of `∂cols`, kept between calls.
@@ -69,25 +70,32 @@ pub(crate) fn path(g: &Geom) -> Path {
 
 /// `∂x` into `gx` (`N·C·H·W` floats, every one written; its old contents are ignored).
 pub(crate) fn input_grad(g: &Geom, w: &[f32], gy: &[f32], gx: &mut [f32]) {
-    input_grad_with(g, w, gy, gx, path(g))
+    input_grad_with(g, w, gy, gx, path(g), isa::active())
 }
 
-/// [`input_grad`] along a given path (tests run them all; `Transposed*` needs
-/// [`Geom::transposed_window`]).
-pub(crate) fn input_grad_with(g: &Geom, w: &[f32], gy: &[f32], gx: &mut [f32], path: Path) {
+/// [`input_grad`] along a given path and GEMM path (tests run them all; `Transposed*`
+/// needs [`Geom::transposed_window`]).
+pub(crate) fn input_grad_with(
+    g: &Geom,
+    w: &[f32],
+    gy: &[f32],
+    gx: &mut [f32],
+    path: Path,
+    isa: Isa,
+) {
     if gx.is_empty() {
         return;
     }
     match (path, g.transposed_window()) {
-        (Path::Col2im, _) => through_col2im(g, w, gy, gx),
-        (_, Some(tw)) => transposed(g, &tw, w, gy, gx, path == Path::TransposedBatched),
+        (Path::Col2im, _) => through_col2im(g, w, gy, gx, isa),
+        (_, Some(tw)) => transposed(g, &tw, w, gy, gx, path == Path::TransposedBatched, isa),
         (_, None) => panic!("conv2d input gradient: no transposed window for {g:?}"),
     }
 }
 
 /// `W'_g` (`C/G × O/G·KH·KW`, row-major): the flipped kernel with its channel axes
 /// swapped, packed for the GEMM.
-fn flipped_weights(g: &Geom, w: &[f32]) -> Vec<PackedA> {
+fn flipped_weights(g: &Geom, w: &[f32], isa: Isa) -> Vec<PackedA> {
     let (cg, og, taps) = (g.cg(), g.og(), g.taps());
     (0..g.groups)
         .map(|grp| {
@@ -101,14 +109,22 @@ fn flipped_weights(g: &Geom, w: &[f32]) -> Vec<PackedA> {
                     }
                 }
             }
-            PackedA::new(1.0, MatRef::row_major(&wt, cg, og * taps))
+            PackedA::from_panels(isa, 1.0, &MatRef::row_major(&wt, cg, og * taps).t())
         })
         .collect()
 }
 
-fn transposed(g: &Geom, tw: &Window, w: &[f32], gy: &[f32], gx: &mut [f32], batched: bool) {
+fn transposed(
+    g: &Geom,
+    tw: &Window,
+    w: &[f32],
+    gy: &[f32],
+    gx: &mut [f32],
+    batched: bool,
+    isa: Isa,
+) {
     let (cg, og, hw) = (g.cg(), g.og(), g.hw());
-    let packed = flipped_weights(g, w);
+    let packed = flipped_weights(g, w, isa);
     if batched {
         let nhw = g.n * hw;
         with_buffer(&SCRATCH, cg * nhw, |xt| {
@@ -146,7 +162,7 @@ pub(crate) fn block_width(k: usize) -> usize {
     ((1 << 20) / k.max(1)).clamp(64, 2048)
 }
 
-fn through_col2im(g: &Geom, w: &[f32], gy: &[f32], gx: &mut [f32]) {
+fn through_col2im(g: &Geom, w: &[f32], gy: &[f32], gx: &mut [f32], isa: Isa) {
     let (cg, og, k, p, hw) = (g.cg(), g.og(), g.k(), g.p(), g.hw());
     gx.fill(0.0);
     let win = g.window();
@@ -154,7 +170,8 @@ fn through_col2im(g: &Geom, w: &[f32], gy: &[f32], gx: &mut [f32]) {
     let width = block_width(k);
     for grp in 0..g.groups {
         let wg = &w[grp * og * k..(grp + 1) * og * k];
-        let wt = PackedA::new(1.0, MatRef::row_major(wg, og, k).t());
+        // W_gᵀ (K × O/G), packed from its transpose W_g.
+        let wt = PackedA::from_panels(isa, 1.0, &MatRef::row_major(wg, og, k));
         let grad = Grad {
             gy,
             o_total: g.o,

@@ -3,12 +3,16 @@
 //! input-gradient paths where they apply). The public op is tested in
 //! `engine/tests/kernels.rs`.
 
+use super::conv2d::conv2d;
 use super::forward::forward_with;
+use super::geometry::{Conv2dOptions, Geom};
 use super::input_grad::{input_grad_with, path, Path};
 use super::weight_grad::weight_grad;
-use super::*;
-use crate::gradcheck::randn;
+use crate::gemm::{isa, Isa};
+use crate::gradcheck::case::randn;
 use crate::rng::Rng;
+use crate::tensor::Tensor;
+use crate::threads::with_threads;
 
 fn close(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len()
@@ -66,7 +70,15 @@ fn every_path_matches_the_naive_definitions() {
         let what = format!("{xs:?} {ws:?} {opts:?}");
         for batched in [false, true] {
             let mut y = vec![f32::NAN; want_y.numel()];
-            forward_with(&g, x.data(), w.data(), Some(b.data()), &mut y, batched);
+            forward_with(
+                &g,
+                x.data(),
+                w.data(),
+                Some(b.data()),
+                &mut y,
+                batched,
+                isa::active(),
+            );
             assert!(
                 close(&y, want_y.data()),
                 "forward, batched {batched}, {what}"
@@ -79,12 +91,84 @@ fn every_path_matches_the_naive_definitions() {
         assert!(paths.contains(&path(&g)));
         for p in paths {
             let mut gx = vec![f32::NAN; x.numel()];
-            input_grad_with(&g, w.data(), gy.data(), &mut gx, p);
+            input_grad_with(&g, w.data(), gy.data(), &mut gx, p, isa::active());
             assert!(close(&gx, want_gx.data()), "input grad, {p:?}, {what}");
         }
         let mut gw = vec![f32::NAN; w.numel()];
-        weight_grad(&g, x.data(), gy.data(), &mut gw);
+        weight_grad(&g, x.data(), gy.data(), &mut gw, isa::active());
         assert!(close(&gw, want_gw.data()), "weight grad, {what}");
+    }
+}
+
+/// Every pass, on every path, as bits: forward (both layouts), the three input-gradient
+/// paths and the weight gradient.
+fn all_passes(g: &Geom, x: &[f32], w: &[f32], b: &[f32], gy: &[f32], isa: Isa) -> Vec<Vec<u32>> {
+    let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+    let mut out = Vec::new();
+    for batched in [false, true] {
+        let mut y = vec![0.0; g.n * g.o * g.p()];
+        forward_with(g, x, w, Some(b), &mut y, batched, isa);
+        out.push(bits(y));
+    }
+    let mut paths = vec![Path::Col2im];
+    if g.transposed_window().is_some() {
+        paths.extend([Path::Transposed, Path::TransposedBatched]);
+    }
+    for p in paths {
+        let mut gx = vec![0.0; x.len()];
+        input_grad_with(g, w, gy, &mut gx, p, isa);
+        out.push(bits(gx));
+    }
+    let mut gw = vec![0.0; w.len()];
+    weight_grad(g, x, gy, &mut gw, isa);
+    out.push(bits(gw));
+    out
+}
+
+/// The AVX2 and AVX-512 kernels give the same bits on every pass, and so do 1, 2 and 3
+/// threads (shapes large enough for several GEMM tasks and K blocks).
+#[test]
+fn avx2_avx512_and_thread_counts_give_the_same_bits() {
+    let mut r = Rng::new(6);
+    let simd: Vec<Isa> = [Isa::Avx512, Isa::Avx2]
+        .into_iter()
+        .filter(|i| {
+            let ok = i.available();
+            if !ok {
+                println!("skipping the {i} path: the CPU lacks {}", i.requires());
+            }
+            ok
+        })
+        .collect();
+    for (xs, ws, opts) in [
+        ([2, 48, 20, 22], [40, 48, 3, 3], Conv2dOptions::sp(1, 1)),
+        (
+            [3, 64, 9, 9],
+            [72, 32, 3, 3],
+            Conv2dOptions::sp(2, 1).with_groups(2),
+        ),
+        ([2, 3, 40, 36], [16, 3, 7, 7], Conv2dOptions::sp(2, 3)),
+    ] {
+        let g = Geom::new(&xs, &ws, opts);
+        let x = randn(&mut r, &xs);
+        let w = randn(&mut r, &ws);
+        let b = randn(&mut r, &[ws[0]]);
+        let gy = randn(&mut r, &g.out_shape());
+        let run = |isa: Isa, threads: usize| {
+            with_threads(threads, || {
+                all_passes(&g, x.data(), w.data(), b.data(), gy.data(), isa)
+            })
+        };
+        let Some(&first) = simd.first() else { return };
+        let want = run(first, 1);
+        for &isa in &simd {
+            for threads in [1, 2, 3] {
+                assert!(
+                    run(isa, threads) == want,
+                    "{xs:?} {ws:?}: {isa} on {threads} threads differs from {first} on 1"
+                );
+            }
+        }
     }
 }
 

@@ -12,10 +12,10 @@
 
 use super::geometry::Geom;
 use super::im2col::{Grad, GradT, Im2col, Im2colT};
-use crate::gemm::{gemm_panels, isa, MatMut, Start};
+use crate::gemm::{gemm_panels, Isa, MatMut, Start};
 
-/// `∂W` into `gw` (`O·K` floats, every one written).
-pub(crate) fn weight_grad(g: &Geom, x: &[f32], gy: &[f32], gw: &mut [f32]) {
+/// `∂W` into `gw` (`O·K` floats, every one written), on the GEMM path `isa`.
+pub(crate) fn weight_grad(g: &Geom, x: &[f32], gy: &[f32], gw: &mut [f32], isa: Isa) {
     let (cg, og, k, p) = (g.cg(), g.og(), g.k(), g.p());
     let win = g.window();
     for (grp, gw_g) in gw.chunks_mut(og * k).enumerate() {
@@ -31,7 +31,7 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], gy: &[f32], gw: &mut [f32]) {
         let cols_t = Im2colT(Im2col::new(win, x, g.c, (grp * cg, cg), (0, g.n)));
         // (O/G, N·P) · (N·P, C/G·KH·KW) -> (O/G, C/G·KH·KW)
         gemm_panels(
-            isa::active(),
+            isa,
             1.0,
             &gy_t,
             &cols_t,
