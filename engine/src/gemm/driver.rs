@@ -141,9 +141,16 @@ pub(crate) fn cuts(len: usize, parts: usize, unit: usize) -> Vec<(usize, usize)>
         .collect()
 }
 
-/// How many row and column pieces to cut `C` into: column blocks of at most `NC`, and
-/// (when the product is large enough to share) at least two tasks per thread where
-/// the columns allow it, rows cut only when the columns do not give every thread one.
+/// Cost of packing one `B` micro-panel (`K × NR`), in units of one tile's
+/// multiply-adds (`MR × NR × K`): copying from the image (implicit im2col) runs at about
+/// one element per cycle, a tile step at `MR·NR/32` elements per cycle.
+const PACK_COST: f64 = 2.0;
+
+/// How many row and column pieces to cut `C` into (`m × n`, tiles of `mr × nr`,
+/// column blocks of at most `nc`): the split whose slowest thread has the least to do,
+/// counting for each task its tiles and the packing of its own `B` columns (cutting
+/// rows makes several tasks pack the same columns), all threads running
+/// `⌈tasks / threads⌉` rounds. A small product runs as one task per column block.
 pub(crate) fn task_grid(
     m: usize,
     n: usize,
@@ -152,22 +159,26 @@ pub(crate) fn task_grid(
     nr: usize,
     nc: usize,
 ) -> (usize, usize) {
-    let mut cols = n.div_ceil(nc).max(1);
+    let min_cols = n.div_ceil(nc).max(1);
     let threads = rayon::current_num_threads();
     if threads <= 1 || 2 * m * n * k < PAR_FLOPS {
-        return (1, cols);
+        return (1, min_cols);
     }
-    let col_panels = n.div_ceil(nr);
-    // A multiple of the thread count, and at least two per thread, if there are
-    // enough micro-panels.
-    let want = cols.max(2 * threads).div_ceil(threads) * threads;
-    cols = want.min(col_panels).max(cols.min(col_panels));
-    let rows = if cols >= threads {
-        1
-    } else {
-        threads.div_ceil(cols).min(m.div_ceil(mr)).max(1)
-    };
-    (rows, cols)
+    let (row_panels, col_panels) = (m.div_ceil(mr), n.div_ceil(nr).max(min_cols));
+    let mut best = (f64::INFINITY, 1, min_cols);
+    for cols in min_cols..=col_panels.min(min_cols + 4 * threads) {
+        for rows in 1..=row_panels.min(4 * threads) {
+            let rounds = (rows * cols).div_ceil(threads) as f64;
+            let (tr, tc) = (row_panels.div_ceil(rows), col_panels.div_ceil(cols));
+            let cost = rounds * (tr * tc) as f64 + rounds * tc as f64 * PACK_COST;
+            // Among equal costs, the fewest tasks.
+            let cost = cost * (1.0 + 1e-3 * (rows * cols) as f64);
+            if cost < best.0 {
+                best = (cost, rows, cols);
+            }
+        }
+    }
+    (best.1, best.2)
 }
 
 /// `C ← A·B + start` with kernel `K` (see the module doc). `B` is `K × n`, `C` is `m × n`.
@@ -336,6 +347,21 @@ fn tile<K: MicroKernel>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_grids_keep_both_threads_busy() {
+        crate::threads::with_threads(2, || {
+            // 512 x 128 (three 48-wide panels): rows are cut rather than 3 column tasks
+            // for 2 threads.
+            let (r, c) = task_grid(512, 128, 4608, 8, 48, 480);
+            assert_eq!((r * c) % 2, 0, "{r} x {c}");
+            // Tiny products stay whole.
+            assert_eq!(task_grid(8, 8, 8, 8, 48, 480), (1, 1));
+            // Wide products: at least one column block per 480 columns.
+            let (_, c) = task_grid(64, 4800, 576, 8, 48, 480);
+            assert!(c >= 10);
+        });
+    }
 
     #[test]
     fn cuts_cover_the_range_in_units() {
