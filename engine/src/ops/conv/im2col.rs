@@ -43,8 +43,21 @@ pub(crate) struct Im2col<'a> {
     channels: usize,
     n0: usize,
     samples: usize,
+    /// [`Window::columns`] of each kernel column `kx`.
+    columns: Vec<(isize, usize, usize)>,
     /// [`Window::gather_table`] on small planes.
     table: Option<Vec<i32>>,
+}
+
+/// A run of consecutive columns of `cols` inside one sample and (without a table) one
+/// output row, and where it goes: `len` values from pixel `pix` of sample `s`, to
+/// `dst` (plus the caller's row offset).
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    s: usize,
+    pix: usize,
+    len: usize,
+    dst: usize,
 }
 
 impl<'a> Im2col<'a> {
@@ -68,6 +81,7 @@ impl<'a> Im2col<'a> {
             channels,
             n0,
             samples,
+            columns: (0..win.kw).map(|kx| win.columns(kx)).collect(),
             table,
         }
     }
@@ -81,44 +95,60 @@ impl<'a> Im2col<'a> {
         self.samples * self.win.p()
     }
 
-    /// `out[i] = cols[r, j0 + i]` for every `i` (every entry written, zeros in the
-    /// padding).
-    pub(crate) fn row(&self, r: usize, j0: usize, out: &mut [f32]) {
+    /// The pieces of columns `[j0, j0 + len)`: cut at sample boundaries, at output rows
+    /// (without a table) and every `w` columns, the destination advancing by `w` within
+    /// a panel and by `stride` from one panel to the next. The same for every row of
+    /// the block, so computed once per block.
+    fn pieces(&self, j0: usize, len: usize, w: usize, stride: usize) -> Vec<Piece> {
+        let p = self.win.p();
+        let mut v = Vec::new();
+        let mut i = 0;
+        while i < len {
+            let (s, pix) = ((j0 + i) / p, (j0 + i) % p);
+            let mut run = (p - pix).min(len - i).min(w - i % w);
+            if self.table.is_none() {
+                run = run.min(self.win.ow - pix % self.win.ow);
+            }
+            v.push(Piece {
+                s,
+                pix,
+                len: run,
+                dst: (i / w) * stride + i % w,
+            });
+            i += run;
+        }
+        v
+    }
+
+    /// Row `r` of `cols` over the given pieces: `out[piece.dst + at ..][..piece.len]`
+    /// for every piece (every entry written, zeros in the padding).
+    fn fill(&self, r: usize, pieces: &[Piece], out: &mut [f32], at: usize) {
         let win = &self.win;
-        let (taps, p, hw) = (win.taps(), win.p(), win.hw());
+        let (taps, hw) = (win.taps(), win.hw());
         let (c, tap) = (r / taps, r % taps);
         let (ky, kx) = (tap / win.kw, tap % win.kw);
-        let (off, lo, hi) = win.columns(kx);
-        let end = j0 + out.len();
-        let (mut j, mut o) = (j0, 0);
-        while j < end {
-            let (s, pix) = (j / p, j % p);
-            let at = ((self.n0 + s) * self.per_sample + self.c0 + c) * hw;
-            let plane = &self.x[at..at + hw];
+        let (off, lo, hi) = self.columns[kx];
+        let p = win.p();
+        for pc in pieces {
+            let base = ((self.n0 + pc.s) * self.per_sample + self.c0 + c) * hw;
+            let plane = &self.x[base..base + hw];
+            let dst = &mut out[pc.dst + at..pc.dst + at + pc.len];
             if let Some(table) = &self.table {
-                // The rest of this sample's pixels, looked up.
-                let run = (p - pix).min(end - j);
-                let idx = &table[tap * p + pix..tap * p + pix + run];
-                for (d, &i) in out[o..o + run].iter_mut().zip(idx) {
-                    *d = if i >= 0 { plane[i as usize] } else { 0.0 };
+                let idx = &table[tap * p + pc.pix..tap * p + pc.pix + pc.len];
+                for (d, &i) in dst.iter_mut().zip(idx) {
+                    // −1 (the padding) becomes an index past the plane: 0.
+                    *d = plane.get(i as usize).copied().unwrap_or(0.0);
                 }
-                j += run;
-                o += run;
                 continue;
             }
-            // The rest of output row oy: columns [ox0, ox0 + run).
-            let (oy, ox0) = (pix / win.ow, pix % win.ow);
-            let run = (win.ow - ox0).min(end - j);
-            let dst = &mut out[o..o + run];
-            j += run;
-            o += run;
+            let (oy, ox0) = (pc.pix / win.ow, pc.pix % win.ow);
             let Some(iy) = win.iy(oy, ky) else {
                 dst.fill(0.0);
                 continue;
             };
-            // Inside the plane: output columns [a, b) of the run.
-            let a = lo.clamp(ox0, ox0 + run);
-            let b = hi.clamp(a, ox0 + run);
+            // Inside the plane: output columns [a, b) of the piece.
+            let a = lo.clamp(ox0, ox0 + pc.len);
+            let b = hi.clamp(a, ox0 + pc.len);
             dst[..a - ox0].fill(0.0);
             dst[b - ox0..].fill(0.0);
             if b > a {
@@ -126,12 +156,35 @@ impl<'a> Im2col<'a> {
                 let src = &plane[iy * win.w + ix0..(iy + 1) * win.w];
                 let mid = &mut dst[a - ox0..b - ox0];
                 if win.sw == 1 {
-                    mid.copy_from_slice(&src[..b - a]);
+                    copy_short(mid, &src[..b - a]);
                 } else {
                     gather(mid, src, win.sw);
                 }
             }
         }
+    }
+
+    /// `out[i] = cols[r, j0 + i]` for every `i` (every entry written, zeros in the
+    /// padding).
+    #[cfg(test)]
+    pub(crate) fn row(&self, r: usize, j0: usize, out: &mut [f32]) {
+        let pieces = self.pieces(j0, out.len(), usize::MAX, 0);
+        self.fill(r, &pieces, out, 0);
+    }
+}
+
+/// `dst = src` for the short runs of one output row, in blocks of 8 floats that the
+/// compiler turns into vector moves (a `memcpy` call costs more than these copies).
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d8, s8) in (&mut d).zip(&mut s) {
+        let s8: &[f32; 8] = s8.try_into().expect("chunks of 8");
+        let d8: &mut [f32; 8] = d8.try_into().expect("chunks of 8");
+        *d8 = *s8;
+    }
+    for (d1, s1) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d1 = *s1;
     }
 }
 
@@ -176,18 +229,19 @@ impl Panels for Im2col<'_> {
         (self.k(), self.cols())
     }
 
-    /// Each row of the block is filled once, then cut into the panels.
+    /// Each row of the block goes straight into its place in every panel.
     fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]) {
-        with_row(nc, |row| {
+        let pieces = self.pieces(j0, nc, w, kc * w);
+        for kk in 0..kc {
+            self.fill(k0 + kk, &pieces, out, kk * w);
+        }
+        // Columns past nc in the last panel.
+        if nc % w != 0 {
+            let last = (nc / w) * kc * w;
             for kk in 0..kc {
-                self.row(k0 + kk, j0, row);
-                for (pi, piece) in row.chunks(w).enumerate() {
-                    let dst = &mut out[(pi * kc + kk) * w..(pi * kc + kk + 1) * w];
-                    dst[..piece.len()].copy_from_slice(piece);
-                    dst[piece.len()..].fill(0.0);
-                }
+                out[last + kk * w + nc % w..last + (kk + 1) * w].fill(0.0);
             }
-        });
+        }
     }
 }
 
@@ -199,21 +253,28 @@ impl Panels for Im2colT<'_> {
         (self.0.cols(), self.0.k())
     }
 
-    /// Column `r` of the block is row `r` of `cols`: filled once, written down the
-    /// panel with stride `w`.
+    /// Column `r` of the block is row `r` of `cols`. Rows are filled eight at a time
+    /// into a buffer, then interleaved into the panel: eight consecutive floats per
+    /// step of `k`, instead of one float per cache line.
     fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]) {
-        with_row(kc, |col| {
+        const G: usize = 8;
+        let pieces = self.0.pieces(k0, kc, usize::MAX, 0);
+        with_row(G * kc, |rows| {
             for (pi, panel) in out.chunks_mut(kc * w).take(nc.div_ceil(w)).enumerate() {
-                for jj in 0..w {
-                    let r = j0 + pi * w + jj;
-                    if r < j0 + nc {
-                        self.0.row(r, k0, col);
-                        for (kk, v) in col.iter().enumerate() {
-                            panel[kk * w + jj] = *v;
+                for g0 in (0..w).step_by(G) {
+                    let g = G.min(w - g0);
+                    for t in 0..g {
+                        let r = j0 + pi * w + g0 + t;
+                        let row = &mut rows[t * kc..(t + 1) * kc];
+                        if r < j0 + nc {
+                            self.0.fill(r, &pieces, row, 0);
+                        } else {
+                            row.fill(0.0);
                         }
-                    } else {
-                        for kk in 0..kc {
-                            panel[kk * w + jj] = 0.0;
+                    }
+                    for (kk, dst) in panel.chunks_exact_mut(w).enumerate() {
+                        for (t, d) in dst[g0..g0 + g].iter_mut().enumerate() {
+                            *d = rows[t * kc + kk];
                         }
                     }
                 }
