@@ -19,13 +19,14 @@ use std::arch::x86_64::*;
 use super::kernel::{MicroKernel, TileStart};
 
 /// The tile, generic in its shape so that shapes can be compared
-/// (`focal bench gemm --shapes`).
+/// (`focal bench gemm --shapes`): `MR` rows, `NV` vectors of 16 columns, the B panel's
+/// rows `BS` floats apart (`16·NV` for a whole tile, the full `NR` for a narrow one).
 ///
 /// # Safety
-/// As [`MicroKernel::tile`], with `NR = 16·NV`, and the CPU has AVX-512F and FMA.
+/// As [`MicroKernel::tile`], with `NR = BS ≥ 16·NV`, and the CPU has AVX-512F and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-pub(crate) unsafe fn tile<const MR: usize, const NV: usize>(
+pub(crate) unsafe fn tile<const MR: usize, const NV: usize, const BS: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -35,8 +36,8 @@ pub(crate) unsafe fn tile<const MR: usize, const NV: usize>(
 ) {
     // SAFETY: the caller guarantees the CPU features and that every pointer below stays
     // inside the memory described in MicroKernel::tile: A at a + k·MR + i (k < kc,
-    // i < MR), B at b + k·NR + 16v + lane (v < NV), C at c + i·ldc + 16v + lane, the
-    // bias at bias + i. All loads and stores are unaligned-tolerant (loadu/storeu).
+    // i < MR), B at b + k·BS + 16v + lane (v < NV, 16·NV ≤ BS), C at c + i·ldc + 16v +
+    // lane, the bias at bias + i. All loads and stores are unaligned-tolerant.
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         match start {
@@ -75,7 +76,7 @@ pub(crate) unsafe fn tile<const MR: usize, const NV: usize>(
                 }
             }
             a = a.add(MR);
-            b = b.add(16 * NV);
+            b = b.add(BS);
         }
         for (i, row) in acc.iter().enumerate() {
             for (v, r) in row.iter().enumerate() {
@@ -96,6 +97,7 @@ macro_rules! avx512_kernel {
             const NR: usize = 16 * $nv;
             const KC: usize = $kc;
             const NC: usize = $nc;
+            const VL: usize = 16;
             unsafe fn tile(
                 kc: usize,
                 a: *const f32,
@@ -106,7 +108,27 @@ macro_rules! avx512_kernel {
             ) {
                 // SAFETY: forwarded contract (MicroKernel::tile and the CPU check made
                 // before any kernel of this path is chosen).
-                unsafe { tile::<$mr, $nv>(kc, a, b, c, ldc, start) }
+                unsafe { tile::<$mr, $nv, { 16 * $nv }>(kc, a, b, c, ldc, start) }
+            }
+            unsafe fn tile_narrow(
+                vectors: usize,
+                kc: usize,
+                a: *const f32,
+                b: *const f32,
+                c: *mut f32,
+                ldc: usize,
+                start: TileStart,
+            ) {
+                // SAFETY: forwarded contract (MicroKernel::tile_narrow); each arm reads
+                // `v ≤ NV` vectors of the NR-wide panel rows.
+                unsafe {
+                    match vectors {
+                        1 => tile::<$mr, 1, { 16 * $nv }>(kc, a, b, c, ldc, start),
+                        2 if $nv > 2 => tile::<$mr, 2, { 16 * $nv }>(kc, a, b, c, ldc, start),
+                        3 if $nv > 3 => tile::<$mr, 3, { 16 * $nv }>(kc, a, b, c, ldc, start),
+                        _ => tile::<$mr, $nv, { 16 * $nv }>(kc, a, b, c, ldc, start),
+                    }
+                }
             }
         }
     };

@@ -315,33 +315,44 @@ fn tile<K: MicroKernel>(
             TileStart::RowBias(bias_pad.as_ptr())
         }
     };
-    if rows == K::MR && cols == K::NR && cs == 1 {
+    if rows == K::MR && cs == 1 && cols % K::VL == 0 {
         // SAFETY: `a` is an MR × kc panel of a PackedPanels (PackedPanels::panel
         // sliced it), `b` holds kc·NR floats (asserted above in debug, by construction
-        // in `block`), and the tile's MR rows of NR contiguous floats at c + r·rs are
-        // elements of C (rows i..i+MR, columns j..j+NR are inside the matrix and cs =
-        // 1), exclusively borrowed through `c`; the bias copy holds 64 ≥ MR floats.
+        // in `block`), and the tile's MR rows of `cols` contiguous floats at c + r·rs
+        // are elements of C (rows i..i+MR, columns j..j+cols are inside the matrix and
+        // cs = 1), exclusively borrowed through `c`; the bias copy holds 64 ≥ MR floats.
         // The caller's CPU check chose K's instruction set.
-        unsafe { K::tile(kc, a, b.as_ptr(), c.ptr_at(i, j), rs, ts) }
+        unsafe {
+            if cols == K::NR {
+                K::tile(kc, a, b.as_ptr(), c.ptr_at(i, j), rs, ts)
+            } else {
+                K::tile_narrow(cols / K::VL, kc, a, b.as_ptr(), c.ptr_at(i, j), rs, ts)
+            }
+        }
         return;
     }
+    // A partial tile (or C's rows not contiguous): through a row-major MR × NR copy,
+    // computing only the vectors that hold its columns.
     let mut buf = [0.0f32; MAX];
     let w = K::NR;
     if matches!(ts, TileStart::Load | TileStart::Scale(_)) {
-        for r in 0..rows {
-            for q in 0..cols {
-                buf[r * w + q] = c.at(i + r, j + q);
-            }
-        }
+        c.read_block((i, j), (rows, cols), &mut buf, w);
     }
     // SAFETY: as above, with C replaced by `buf`, a local MR × NR row-major tile
-    // (MR·NR ≤ MAX asserted).
-    unsafe { K::tile(kc, a, b.as_ptr(), buf.as_mut_ptr(), w, ts) }
-    for r in 0..rows {
-        for q in 0..cols {
-            c.set(i + r, j + q, buf[r * w + q]);
-        }
+    // (MR·NR ≤ MAX asserted), of which the kernel writes the first ⌈cols/VL⌉ vectors of
+    // each row.
+    unsafe {
+        K::tile_narrow(
+            cols.div_ceil(K::VL),
+            kc,
+            a,
+            b.as_ptr(),
+            buf.as_mut_ptr(),
+            w,
+            ts,
+        )
     }
+    c.write_block((i, j), (rows, cols), &buf, w);
 }
 
 #[cfg(test)]

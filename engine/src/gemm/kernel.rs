@@ -40,6 +40,8 @@ pub(crate) trait MicroKernel {
     const KC: usize;
     /// Columns of `B` packed per block (a multiple of `NR`).
     const NC: usize;
+    /// Floats per vector register (16 for AVX-512, 8 for AVX2).
+    const VL: usize;
 
     /// Computes the tile (see the module doc).
     ///
@@ -49,6 +51,22 @@ pub(crate) trait MicroKernel {
     /// writable, aliasing neither `a` nor `b`); a [`TileStart::RowBias`] pointer
     /// addresses `MR` floats.
     unsafe fn tile(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        start: TileStart,
+    );
+
+    /// The first `vectors · VL` columns of the tile only (`1 ≤ vectors ≤ NR / VL`), for
+    /// the last, narrower micro-panel of a block: the same chains as [`Self::tile`] for
+    /// those columns, without computing the zero padding.
+    ///
+    /// # Safety
+    /// As [`Self::tile`], with `c` addressing `vectors · VL` floats per row.
+    unsafe fn tile_narrow(
+        vectors: usize,
         kc: usize,
         a: *const f32,
         b: *const f32,

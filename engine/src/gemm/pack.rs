@@ -62,9 +62,18 @@ impl Panels for MatRef<'_> {
                     dst[..cols].copy_from_slice(&d[at..at + cols]);
                     dst[cols..].fill(0.0);
                 }
+            } else if rs == 1 && cols == w && w == 8 {
+                // Columns contiguous (a transposed row-major matrix, as the weights are
+                // for the A side), 8 of them: the panel is written in order, one row of
+                // 8 per k, gathered from the 8 column streams.
+                let col = |jj: usize| &d[(jp + jj) * cs + k0..(jp + jj) * cs + k0 + kc];
+                let c: [&[f32]; 8] = std::array::from_fn(col);
+                for (k, dst) in panel.chunks_exact_mut(8).enumerate() {
+                    let dst: &mut [f32; 8] = dst.try_into().expect("rows of 8");
+                    *dst = std::array::from_fn(|jj| c[jj][k]);
+                }
             } else if rs == 1 {
-                // Columns contiguous (a transposed row-major matrix): read each column
-                // along k, write it with stride w.
+                // Columns contiguous: read each column along k, write it with stride w.
                 if cols < w {
                     panel.fill(0.0);
                 }

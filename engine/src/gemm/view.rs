@@ -260,6 +260,45 @@ impl<'a> MatMut<'a> {
         unsafe { *self.ptr_at(i, j) }
     }
 
+    /// Copies the `rows × cols` block at `(i, j)` into `out` (row `r` at `out[r·ld..]`).
+    pub(crate) fn read_block(
+        &self,
+        (i, j): (usize, usize),
+        (rows, cols): (usize, usize),
+        out: &mut [f32],
+        ld: usize,
+    ) {
+        assert!(i + rows <= self.rows && j + cols <= self.cols && cols <= ld);
+        assert!(rows == 0 || (rows - 1) * ld + cols <= out.len());
+        for r in 0..rows {
+            let dst = &mut out[r * ld..r * ld + cols];
+            for (q, d) in dst.iter_mut().enumerate() {
+                // SAFETY: (i + r, j + q) is an element of the matrix (asserted above),
+                // inside the borrowed slice (see ptr_at); read through `&self`, which
+                // no writer can hold at the same time.
+                *d = unsafe { *self.ptr.add((i + r) * self.rs + (j + q) * self.cs) };
+            }
+        }
+    }
+
+    /// Writes `src` (row `r` at `src[r·ld..]`) over the `rows × cols` block at `(i, j)`.
+    pub(crate) fn write_block(
+        &mut self,
+        (i, j): (usize, usize),
+        (rows, cols): (usize, usize),
+        src: &[f32],
+        ld: usize,
+    ) {
+        assert!(i + rows <= self.rows && j + cols <= self.cols && cols <= ld);
+        assert!(rows == 0 || (rows - 1) * ld + cols <= src.len());
+        for r in 0..rows {
+            for (q, v) in src[r * ld..r * ld + cols].iter().enumerate() {
+                // SAFETY: as in read_block; `&mut self` makes this the only access.
+                unsafe { *self.ptr.add((i + r) * self.rs + (j + q) * self.cs) = *v };
+            }
+        }
+    }
+
     /// Sets element `(i, j)`.
     pub fn set(&mut self, i: usize, j: usize, v: f32) {
         assert!(i < self.rows && j < self.cols);

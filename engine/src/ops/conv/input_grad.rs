@@ -41,7 +41,7 @@ use super::geometry::SMALL_PLANE;
 use super::geometry::{Geom, Window};
 use super::im2col::{Grad, Im2col};
 use super::scratch::with_buffer;
-use crate::gemm::{gemm_packed, isa, Isa, MatMut, MatRef, PackedA, Start};
+use crate::gemm::{gemm_packed, isa, Isa, MatMut, MatRef, PackedA, Panels, Start};
 
 thread_local! {
     /// `∂X_g` of the small-plane product, or a block of `∂cols`, kept between calls.
@@ -93,23 +93,52 @@ pub(crate) fn input_grad_with(
     }
 }
 
-/// `W'_g` (`C/G × O/G·KH·KW`, row-major): the flipped kernel with its channel axes
-/// swapped, packed for the GEMM.
+/// `W'_gᵀ` (`O/G·KH·KW × C/G`) as a GEMM source: element `((o, t'), c)` is
+/// `W[g·O/G + o, c, taps − 1 − t']`, the flipped kernel with its channel axes swapped,
+/// packed straight from the weight (no flipped copy is made).
+struct FlippedT<'a> {
+    w: &'a [f32],
+    og: usize,
+    cg: usize,
+    taps: usize,
+}
+
+impl Panels for FlippedT<'_> {
+    fn dims(&self) -> (usize, usize) {
+        (self.og * self.taps, self.cg)
+    }
+
+    fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]) {
+        let (cg, taps) = (self.cg, self.taps);
+        for (pi, panel) in out.chunks_mut(kc * w).take(nc.div_ceil(w)).enumerate() {
+            let c0 = j0 + pi * w;
+            let cols = w.min(j0 + nc - c0);
+            for (kk, dst) in panel.chunks_exact_mut(w).enumerate() {
+                let (o, t) = ((k0 + kk) / taps, (k0 + kk) % taps);
+                // Channels c0.. of output channel o at tap taps − 1 − t: stride `taps`.
+                let src = &self.w[(o * cg + c0) * taps + taps - 1 - t..];
+                for (jj, d) in dst[..cols].iter_mut().enumerate() {
+                    *d = src[jj * taps];
+                }
+                dst[cols..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// `W'_g` packed for the GEMM, one per group.
 fn flipped_weights(g: &Geom, w: &[f32], isa: Isa) -> Vec<PackedA> {
     let (cg, og, taps) = (g.cg(), g.og(), g.taps());
+    let per_group = og * cg * taps;
     (0..g.groups)
         .map(|grp| {
-            let mut wt = vec![0.0f32; cg * og * taps];
-            for c in 0..cg {
-                for o in 0..og {
-                    let src = &w[((grp * og + o) * cg + c) * taps..][..taps];
-                    let dst = &mut wt[(c * og + o) * taps..][..taps];
-                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                        *d = *s; // tap (ky', kx') = (KH−1−ky, KW−1−kx): the taps reversed
-                    }
-                }
-            }
-            PackedA::from_panels(isa, 1.0, &MatRef::row_major(&wt, cg, og * taps).t())
+            let src = FlippedT {
+                w: &w[grp * per_group..(grp + 1) * per_group],
+                og,
+                cg,
+                taps,
+            };
+            PackedA::from_panels(isa, 1.0, &src)
         })
         .collect()
 }
@@ -230,7 +259,7 @@ fn through_col2im(g: &Geom, w: &[f32], gy: &[f32], gx: &mut [f32], isa: Isa) {
 /// Columns `j0..j0+nb` of a [`Grad`] as a matrix of their own.
 struct Block<'a>(Grad<'a>, usize, usize);
 
-impl crate::gemm::Panels for Block<'_> {
+impl Panels for Block<'_> {
     fn dims(&self) -> (usize, usize) {
         (self.0.og, self.2)
     }
