@@ -106,6 +106,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], k: usize, scale: f32) {
 }
 
 /// `α·A·B + β·C` by the naive reference, all row-major.
+#[allow(clippy::too_many_arguments)]
 fn reference(
     m: usize,
     k: usize,

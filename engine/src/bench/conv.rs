@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::gemm::cpu_fraction;
 use super::timing::{time_interleaved, Budget, Row};
 use crate::gemm::{gemm, MatMut, MatRef};
 use crate::ops::conv::conv_output_len;
@@ -225,6 +226,7 @@ pub fn conv_rows(cases: &[ConvCase], budget: Budget, peak: f64) -> Vec<Row> {
                 .with("cpu_ms", t[0].cpu_ms)
                 .with("best_ms", t[0].best_ms)
                 .with("peak_fraction", flops / (fwd * 1e6) / peak)
+                .with("cpu_peak_fraction", cpu_fraction(flops, t[0].cpu_ms, peak))
                 .with("gemm_gflops", flops / (gemm_ms * 1e6))
                 .with("ratio_to_gemm", gemm_ms / fwd)
                 .with("best_ratio_to_gemm", t[1].best_ms / t[0].best_ms)
@@ -242,6 +244,7 @@ pub fn conv_rows(cases: &[ConvCase], budget: Budget, peak: f64) -> Vec<Row> {
                 .with("cpu_ms", t[2].cpu_ms)
                 .with("best_ms", t[2].best_ms)
                 .with("peak_fraction", total / (fwd_bwd * 1e6) / peak)
+                .with("cpu_peak_fraction", cpu_fraction(total, t[2].cpu_ms, peak))
                 .with("ratio_to_fwd", fwd_bwd / fwd)
                 .with("best_ratio_to_fwd", t[2].best_ms / t[0].best_ms)
                 .with("cpu_ratio_to_fwd", t[2].cpu_ms / t[0].cpu_ms)

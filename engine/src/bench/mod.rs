@@ -11,10 +11,14 @@
 //! `2·M·N·K`, a convolution `2·N·O·OH·OW·(C/G)·KH·KW`, and its backward twice that
 //! (input and weight gradients), minus the input half when the input needs no gradient
 //! (the stem's image). Rates are also given as a fraction of the measured FMA peak
-//! (`peak_fraction`), so that a figure means the same on every machine.
+//! (`peak_fraction`, by the wall clock; `cpu_peak_fraction`, per second of CPU time
+//! over one thread's peak, the steadier figure on a shared machine), so that a figure
+//! means the same on every machine.
 
 pub mod conv;
 pub mod gemm;
 pub mod timing;
 
-pub use timing::{process_cpu_ns, threading_note, time_interleaved, Budget, Row, Timing};
+pub use timing::{
+    process_cpu_ns, thread_cpu_ns, threading_note, time_interleaved, Budget, Row, Timing,
+};

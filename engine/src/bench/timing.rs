@@ -80,8 +80,18 @@ impl Default for Budget {
 /// On a machine shared with other jobs the wall time of a run includes the time our
 /// threads waited for a core; the CPU time does not, so it is the steadier figure for
 /// comparing two variants of a kernel.
-#[cfg(target_os = "linux")]
 pub fn process_cpu_ns() -> Option<u64> {
+    cpu_clock_ns(2) // CLOCK_PROCESS_CPUTIME_ID
+}
+
+/// CPU time used so far by the calling thread, in nanoseconds, or `None`.
+pub fn thread_cpu_ns() -> Option<u64> {
+    cpu_clock_ns(3) // CLOCK_THREAD_CPUTIME_ID
+}
+
+/// `clock_gettime` on one of Linux's CPU-time clocks.
+#[cfg(target_os = "linux")]
+fn cpu_clock_ns(clock: i32) -> Option<u64> {
     #[repr(C)]
     struct Timespec {
         tv_sec: i64,
@@ -90,7 +100,6 @@ pub fn process_cpu_ns() -> Option<u64> {
     extern "C" {
         fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
     }
-    const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
     let mut ts = Timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -100,14 +109,14 @@ pub fn process_cpu_ns() -> Option<u64> {
     // #[repr(C)] struct above — to the pointer it is given, which points to `ts`, a live
     // local we own exclusively. It reads no other memory of ours.
     #[cfg(target_pointer_width = "64")]
-    let ok = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0;
+    let ok = unsafe { clock_gettime(clock, &mut ts) } == 0;
     #[cfg(not(target_pointer_width = "64"))]
     let ok = false;
     ok.then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn process_cpu_ns() -> Option<u64> {
+fn cpu_clock_ns(_clock: i32) -> Option<u64> {
     None
 }
 

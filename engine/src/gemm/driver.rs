@@ -146,33 +146,39 @@ pub(crate) fn cuts(len: usize, parts: usize, unit: usize) -> Vec<(usize, usize)>
 /// one element per cycle, a tile step at `MR·NR/32` elements per cycle.
 const PACK_COST: f64 = 2.0;
 
-/// How many row and column pieces to cut `C` into (`m × n`, tiles of `mr × nr`,
-/// column blocks of at most `nc`): the split whose slowest thread has the least to do,
-/// counting for each task its tiles and the packing of its own `B` columns (cutting
-/// rows makes several tasks pack the same columns), all threads running
-/// `⌈tasks / threads⌉` rounds. A small product runs as one task per column block.
-pub(crate) fn task_grid(
-    m: usize,
-    n: usize,
-    k: usize,
-    mr: usize,
-    nr: usize,
-    nc: usize,
-) -> (usize, usize) {
-    let min_cols = n.div_ceil(nc).max(1);
+/// How many row and column pieces to cut `C` into (`m × n`, tiles of `mr × nr`): the
+/// split whose busiest thread has the least to do, counting for each task its tiles and
+/// the packing of its own `B` columns (cutting rows makes several tasks pack the same
+/// columns), the tasks dealt to the threads largest first. A task wider than `NC`
+/// walks its column blocks in turn. A small product runs as one task.
+pub(crate) fn task_grid(m: usize, n: usize, k: usize, mr: usize, nr: usize) -> (usize, usize) {
     let threads = rayon::current_num_threads();
     if threads <= 1 || 2 * m * n * k < PAR_FLOPS {
-        return (1, min_cols);
+        return (1, 1);
     }
-    let (row_panels, col_panels) = (m.div_ceil(mr), n.div_ceil(nr).max(min_cols));
-    let mut best = (f64::INFINITY, 1, min_cols);
-    for cols in min_cols..=col_panels.min(min_cols + 4 * threads) {
+    let (row_panels, col_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    let mut best = (f64::INFINITY, 1, 1);
+    for cols in 1..=col_panels.min(4 * threads) {
         for rows in 1..=row_panels.min(4 * threads) {
-            let rounds = (rows * cols).div_ceil(threads) as f64;
-            let (tr, tc) = (row_panels.div_ceil(rows), col_panels.div_ceil(cols));
-            let cost = rounds * (tr * tc) as f64 + rounds * tc as f64 * PACK_COST;
-            // Among equal costs, the fewest tasks.
-            let cost = cost * (1.0 + 1e-3 * (rows * cols) as f64);
+            let mut work: Vec<f64> = Vec::new();
+            for (_, rl) in cuts(m, rows, mr) {
+                for (_, cl) in cuts(n, cols, nr) {
+                    let (tr, tc) = (rl.div_ceil(mr), cl.div_ceil(nr));
+                    work.push((tr * tc) as f64 + tc as f64 * PACK_COST);
+                }
+            }
+            // Largest first, each to the least loaded thread.
+            work.sort_by(|a, b| b.total_cmp(a));
+            let mut load = vec![0.0f64; threads];
+            for w in &work {
+                let least = (0..threads)
+                    .min_by(|&a, &b| load[a].total_cmp(&load[b]))
+                    .unwrap_or(0);
+                load[least] += w;
+            }
+            let span = load.iter().copied().fold(0.0, f64::max);
+            // Among equal spans, the fewest tasks.
+            let cost = span * (1.0 + 1e-3 * work.len() as f64);
             if cost < best.0 {
                 best = (cost, rows, cols);
             }
@@ -196,7 +202,7 @@ pub(crate) fn gemm<K: MicroKernel>(a: ASide, b: &dyn Panels, start: Start, c: Ma
             &owned
         }
     };
-    let (row_parts, col_parts) = task_grid(m, n, k, K::MR, K::NR, K::NC);
+    let (row_parts, col_parts) = task_grid(m, n, k, K::MR, K::NR);
     let mut tasks = Vec::with_capacity(row_parts * col_parts);
     let mut rest = c;
     for (i0, rows) in cuts(m, row_parts, K::MR) {
@@ -281,8 +287,8 @@ impl Start<'_> {
     /// The start of the tile whose first row is `i` of `C`, in the first block of `k`.
     fn tile(&self, i: usize) -> Tile<'_> {
         match *self {
-            Start::Beta(b) if b == 0.0 => Tile::Zero,
-            Start::Beta(b) if b == 1.0 => Tile::Load,
+            Start::Beta(0.0) => Tile::Zero,
+            Start::Beta(1.0) => Tile::Load,
             Start::Beta(b) => Tile::Scale(b),
             Start::RowBias(bias) => Tile::Bias(&bias[i..]),
         }
@@ -364,13 +370,12 @@ mod tests {
         crate::threads::with_threads(2, || {
             // 512 x 128 (three 48-wide panels): rows are cut rather than 3 column tasks
             // for 2 threads.
-            let (r, c) = task_grid(512, 128, 4608, 8, 48, 480);
+            let (r, c) = task_grid(512, 128, 4608, 8, 48);
             assert_eq!((r * c) % 2, 0, "{r} x {c}");
             // Tiny products stay whole.
-            assert_eq!(task_grid(8, 8, 8, 8, 48, 480), (1, 1));
-            // Wide products: at least one column block per 480 columns.
-            let (_, c) = task_grid(64, 4800, 576, 8, 48, 480);
-            assert!(c >= 10);
+            assert_eq!(task_grid(8, 8, 8, 8, 48), (1, 1));
+            // A square product: two halves of the columns (22 panels: 11 each).
+            assert_eq!(task_grid(1024, 1024, 1024, 8, 48), (1, 2));
         });
     }
 

@@ -142,7 +142,7 @@ fn apply_start(start: &Start, mut c: MatMut) {
     for i in 0..c.rows() {
         for j in 0..c.cols() {
             let v = match *start {
-                Start::Beta(b) if b == 0.0 => 0.0,
+                Start::Beta(0.0) => 0.0,
                 Start::Beta(b) => b * c.at(i, j),
                 Start::RowBias(bias) => bias[i],
             };

@@ -1,18 +1,17 @@
 //! The machine's measured f32 FMA peak: the denominator of every "fraction of peak".
 //!
-//! Each thread runs a loop of fused multiply-adds on independent vector accumulators
+//! The loops here are timed by `focal_engine::bench::gemm::measure_peak`. Each thread
+//! runs a loop of fused multiply-adds on independent vector accumulators
 //! that never leave the registers (`acc = acc·m + a`, converging to a fixed point, so
 //! nothing overflows and nothing can be folded away): 16 chains of zmm (12 of ymm, as
 //! 16 ymm would not fit in the registers with the two constants), enough to cover two
 //! FMA pipes of up to 6-8 cycles latency. All threads run at once, so the figure
 //! includes whatever the cores share (a hyperthread sibling halves it, as it should).
 
-use std::time::Instant;
-
 use super::isa::Isa;
 
-/// Flops per loop iteration: chains × lanes × 2.
-fn flops_per_iter(isa: Isa) -> usize {
+/// Flops per loop iteration of [`fma_loop`]: chains × lanes × 2.
+pub fn flops_per_iter(isa: Isa) -> usize {
     match isa {
         Isa::Avx512 => 16 * 16 * 2,
         Isa::Avx2 => 12 * 8 * 2,
@@ -81,8 +80,12 @@ fn scalar(iters: usize) -> f32 {
     acc.iter().sum()
 }
 
-/// Runs `iters` iterations of the loop of `isa` on this thread.
-fn run(isa: Isa, iters: usize) -> f32 {
+/// Runs `iters` iterations of the FMA loop of `isa` on this thread and returns a value
+/// computed from the accumulators (so that the loop cannot be left out).
+///
+/// # Panics
+/// When the CPU lacks the path's instruction set.
+pub fn fma_loop(isa: Isa, iters: usize) -> f32 {
     assert!(isa.available(), "{}", isa.check().unwrap_err());
     match isa {
         // SAFETY: the assert above checked that the CPU has the features the loop needs.
@@ -92,47 +95,5 @@ fn run(isa: Isa, iters: usize) -> f32 {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { loops::avx2(iters) },
         _ => scalar(iters),
-    }
-}
-
-/// A measured peak.
-#[derive(Clone, Copy, Debug)]
-pub struct Peak {
-    pub isa: Isa,
-    /// Threads that ran the loop at once.
-    pub threads: usize,
-    /// GFLOP/s of all threads together (one FMA = 2 flops per lane).
-    pub gflops: f64,
-}
-
-/// The f32 FMA peak of `isa` with every thread of the current rayon pool running the
-/// loop at once: the best of `reps` runs of about `secs` seconds each (other processes
-/// can only lower a run's rate, so the best is the closest to the hardware's).
-pub fn measure(isa: Isa, secs: f64, reps: usize) -> Peak {
-    let threads = rayon::current_num_threads();
-    let flops_per_iter = flops_per_iter(isa) as f64;
-    // Calibrate: iterations for about `secs` on one thread.
-    let mut iters = 1 << 16;
-    loop {
-        let t = Instant::now();
-        std::hint::black_box(run(isa, iters));
-        let dt = t.elapsed().as_secs_f64();
-        if dt > 0.02 {
-            iters = ((iters as f64) * secs / dt).max(1.0) as usize;
-            break;
-        }
-        iters *= 4;
-    }
-    let mut best = 0.0f64;
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        rayon::broadcast(|_| std::hint::black_box(run(isa, iters)));
-        let dt = t.elapsed().as_secs_f64();
-        best = best.max(flops_per_iter * iters as f64 * threads as f64 / dt / 1e9);
-    }
-    Peak {
-        isa,
-        threads,
-        gflops: best,
     }
 }

@@ -59,12 +59,11 @@ pub(crate) fn gemm(alpha: f32, a: MatRef, b: &dyn Panels, start: Start, c: MatMu
     let (m, n) = (c.rows(), c.cols());
     let k = a.cols();
     let plain_b = b.as_matrix();
-    let nc = if plain_b.is_some() {
-        usize::MAX / 2
-    } else {
-        BLOCK
-    };
-    let (row_parts, col_parts) = task_grid(m, n, k, 8, 8, nc);
+    let (row_parts, mut col_parts) = task_grid(m, n, k, 8, 8);
+    if plain_b.is_none() {
+        // A materialised block holds at most BLOCK columns.
+        col_parts = col_parts.max(n.div_ceil(BLOCK));
+    }
     let mut tasks = Vec::new();
     let mut rest = c;
     for (i0, rows) in cuts(m, row_parts, 8) {

@@ -163,14 +163,6 @@ impl<'a> Im2col<'a> {
             }
         }
     }
-
-    /// `out[i] = cols[r, j0 + i]` for every `i` (every entry written, zeros in the
-    /// padding).
-    #[cfg(test)]
-    pub(crate) fn row(&self, r: usize, j0: usize, out: &mut [f32]) {
-        let pieces = self.pieces(j0, out.len(), usize::MAX, 0);
-        self.fill(r, &pieces, out, 0);
-    }
 }
 
 /// `dst = src` for the short runs of one output row, in blocks of 8 floats that the
@@ -236,7 +228,7 @@ impl Panels for Im2col<'_> {
             self.fill(k0 + kk, &pieces, out, kk * w);
         }
         // Columns past nc in the last panel.
-        if nc % w != 0 {
+        if !nc.is_multiple_of(w) {
             let last = (nc / w) * kc * w;
             for kk in 0..kc {
                 out[last + kk * w + nc % w..last + (kk + 1) * w].fill(0.0);
@@ -332,7 +324,7 @@ impl Panels for Grad<'_> {
                     q += len;
                 }
             });
-            if nc % w != 0 {
+            if !nc.is_multiple_of(w) {
                 let at = ((nc / w) * kc + kk) * w + nc % w;
                 out[at..at + w - nc % w].fill(0.0);
             }
