@@ -157,19 +157,30 @@ pub(crate) fn task_grid(m: usize, n: usize, k: usize, mr: usize, nr: usize) -> (
         return (1, 1);
     }
     let (row_panels, col_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    // (length, how many) of the pieces `cuts` makes: all full but the last.
+    let pieces = |len: usize, parts: usize, unit: usize| {
+        let step = len.div_ceil(parts).div_ceil(unit) * unit;
+        let count = len.div_ceil(step);
+        [(step, count - 1), (len - (count - 1) * step, 1)]
+    };
     let mut best = (f64::INFINITY, 1, 1);
+    let (mut work, mut load) = (Vec::new(), vec![0.0f64; threads]);
     for cols in 1..=col_panels.min(4 * threads) {
         for rows in 1..=row_panels.min(4 * threads) {
-            let mut work: Vec<f64> = Vec::new();
-            for (_, rl) in cuts(m, rows, mr) {
-                for (_, cl) in cuts(n, cols, nr) {
+            if rows * cols > 8 * threads {
+                continue;
+            }
+            work.clear();
+            for (rl, rn) in pieces(m, rows, mr) {
+                for (cl, cn) in pieces(n, cols, nr) {
                     let (tr, tc) = (rl.div_ceil(mr), cl.div_ceil(nr));
-                    work.push((tr * tc) as f64 + tc as f64 * PACK_COST);
+                    let w = (tr * tc) as f64 + tc as f64 * PACK_COST;
+                    work.extend(std::iter::repeat_n(w, rn * cn));
                 }
             }
             // Largest first, each to the least loaded thread.
             work.sort_by(|a, b| b.total_cmp(a));
-            let mut load = vec![0.0f64; threads];
+            load.fill(0.0);
             for w in &work {
                 let least = (0..threads)
                     .min_by(|&a, &b| load[a].total_cmp(&load[b]))

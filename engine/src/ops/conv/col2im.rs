@@ -17,9 +17,12 @@ use super::geometry::Window;
 
 /// Adds the gradient of output pixels `[p0, p0 + t)` of one sample and one input
 /// channel onto its plane `x` (`H·W` floats): row `tap` of the block starts at
-/// `dcols[tap·ld + col]`.
+/// `dcols[tap·ld + col]`. With `table` ([`Window::gather_table`], for small planes whose
+/// output rows are a few pixels long) each term's place is looked up instead.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn col2im(
     win: &Window,
+    table: Option<&[i32]>,
     dcols: &[f32],
     ld: usize,
     col: usize,
@@ -27,6 +30,18 @@ pub(crate) fn col2im(
     t: usize,
     x: &mut [f32],
 ) {
+    if let Some(table) = table {
+        let p = win.p();
+        for tap in 0..win.taps() {
+            let src = &dcols[tap * ld + col..tap * ld + col + t];
+            for (v, &at) in src.iter().zip(&table[tap * p + p0..tap * p + p0 + t]) {
+                if at >= 0 {
+                    x[at as usize] += *v;
+                }
+            }
+        }
+        return;
+    }
     for ky in 0..win.kh {
         for kx in 0..win.kw {
             let row = &dcols[(ky * win.kw + kx) * ld + col..];

@@ -87,8 +87,15 @@ pub(crate) fn forward_with(
     }
     out.par_chunks_mut(og * p).enumerate().for_each(|(ng, y)| {
         let (n, grp) = (ng / g.groups, ng % g.groups);
-        let cols = Im2col::new(win, x, g.c, (grp * cg, cg), (n, 1));
-        // (O/G, C/G·KH·KW) · (C/G·KH·KW, P) -> (O/G, P)
-        gemm_packed(&packed[grp], &cols, start(grp), MatMut::row_major(y, og, p));
+        let y = MatMut::row_major(y, og, p);
+        if g.pointwise() {
+            // The planes are the columns: (O/G, C/G) · (C/G, H·W) -> (O/G, H·W)
+            let xs = &x[(n * g.c + grp * cg) * p..(n * g.c + (grp + 1) * cg) * p];
+            gemm_packed(&packed[grp], &MatRef::row_major(xs, cg, p), start(grp), y);
+        } else {
+            let cols = Im2col::new(win, x, g.c, (grp * cg, cg), (n, 1));
+            // (O/G, C/G·KH·KW) · (C/G·KH·KW, P) -> (O/G, P)
+            gemm_packed(&packed[grp], &cols, start(grp), y);
+        }
     });
 }

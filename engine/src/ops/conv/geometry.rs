@@ -193,6 +193,10 @@ impl Geom {
     pub fn hw(&self) -> usize {
         self.h * self.w
     }
+    /// 1x1, stride 1, no padding: the input planes are the column matrix itself.
+    pub fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+    }
     pub fn out_shape(&self) -> [usize; 4] {
         [self.n, self.o, self.oh, self.ow]
     }

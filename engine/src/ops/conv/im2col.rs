@@ -49,15 +49,22 @@ pub(crate) struct Im2col<'a> {
     table: Option<Vec<i32>>,
 }
 
-/// A run of consecutive columns of `cols` inside one sample and (without a table) one
-/// output row, and where it goes: `len` values from pixel `pix` of sample `s`, to
-/// `dst` (plus the caller's row offset).
+/// A run of consecutive columns of `cols` (without a table: inside one sample and one
+/// output row) and where it goes: `len` values from pixel `pix` of sample `s`, to `dst`
+/// (plus the caller's row offset).
 #[derive(Clone, Copy, Debug)]
 struct Piece {
     s: usize,
     pix: usize,
     len: usize,
     dst: usize,
+}
+
+/// What [`Im2col::fill`] needs for every row of a block (see [`Im2col::layout`]).
+struct Layout {
+    pieces: Vec<Piece>,
+    offsets: Option<Vec<usize>>,
+    len: usize,
 }
 
 impl<'a> Im2col<'a> {
@@ -95,52 +102,80 @@ impl<'a> Im2col<'a> {
         self.samples * self.win.p()
     }
 
-    /// The pieces of columns `[j0, j0 + len)`: cut at sample boundaries, at output rows
-    /// (without a table) and every `w` columns, the destination advancing by `w` within
-    /// a panel and by `stride` from one panel to the next. The same for every row of
-    /// the block, so computed once per block.
-    fn pieces(&self, j0: usize, len: usize, w: usize, stride: usize) -> Vec<Piece> {
+    /// How to fill columns `[j0, j0 + len)` of any row, computed once per block: the
+    /// pieces of the range (cut every `w` columns, the destination advancing by `w`
+    /// within a panel and by `stride` from one panel to the next; without a table also
+    /// at samples and output rows) and, with a table, the offset in `x` of every
+    /// column's input pixel for every tap (channel 0 of the group).
+    fn layout(&self, j0: usize, len: usize, w: usize, stride: usize) -> Layout {
         let p = self.win.p();
-        let mut v = Vec::new();
+        let mut pieces = Vec::new();
         let mut i = 0;
         while i < len {
             let (s, pix) = ((j0 + i) / p, (j0 + i) % p);
-            let mut run = (p - pix).min(len - i).min(w - i % w);
+            let mut run = (len - i).min(w - i % w);
             if self.table.is_none() {
-                run = run.min(self.win.ow - pix % self.win.ow);
+                run = run.min(p - pix).min(self.win.ow - pix % self.win.ow);
             }
-            v.push(Piece {
+            pieces.push(Piece {
                 s,
-                pix,
+                // With a table, `pix` is the piece's first column within the range.
+                pix: if self.table.is_some() { i } else { pix },
                 len: run,
                 dst: (i / w) * stride + i % w,
             });
             i += run;
         }
-        v
+        let offsets = self.table.as_ref().map(|table| {
+            let hw = self.win.hw();
+            let mut v = Vec::with_capacity(self.win.taps() * len);
+            for tap in 0..self.win.taps() {
+                v.extend((j0..j0 + len).map(|j| {
+                    let at = table[tap * p + j % p];
+                    if at < 0 {
+                        usize::MAX
+                    } else {
+                        (self.n0 + j / p) * self.per_sample * hw + at as usize
+                    }
+                }));
+            }
+            v
+        });
+        Layout {
+            pieces,
+            offsets,
+            len,
+        }
     }
 
-    /// Row `r` of `cols` over the given pieces: `out[piece.dst + at ..][..piece.len]`
+    /// Row `r` of `cols` over a block's [`Layout`]: `out[piece.dst + at ..][..piece.len]`
     /// for every piece (every entry written, zeros in the padding).
-    fn fill(&self, r: usize, pieces: &[Piece], out: &mut [f32], at: usize) {
+    fn fill(&self, r: usize, lay: &Layout, out: &mut [f32], at: usize) {
         let win = &self.win;
         let (taps, hw) = (win.taps(), win.hw());
         let (c, tap) = (r / taps, r % taps);
+        if let Some(offsets) = &lay.offsets {
+            // Small planes: one lookup per column, the padding at usize::MAX.
+            let c_off = (self.c0 + c) * hw;
+            let row = &offsets[tap * lay.len..(tap + 1) * lay.len];
+            for pc in &lay.pieces {
+                let dst = &mut out[pc.dst + at..pc.dst + at + pc.len];
+                for (d, &o) in dst.iter_mut().zip(&row[pc.pix..pc.pix + pc.len]) {
+                    *d = if o == usize::MAX {
+                        0.0
+                    } else {
+                        self.x[o + c_off]
+                    };
+                }
+            }
+            return;
+        }
         let (ky, kx) = (tap / win.kw, tap % win.kw);
         let (off, lo, hi) = self.columns[kx];
-        let p = win.p();
-        for pc in pieces {
+        for pc in &lay.pieces {
             let base = ((self.n0 + pc.s) * self.per_sample + self.c0 + c) * hw;
             let plane = &self.x[base..base + hw];
             let dst = &mut out[pc.dst + at..pc.dst + at + pc.len];
-            if let Some(table) = &self.table {
-                let idx = &table[tap * p + pc.pix..tap * p + pc.pix + pc.len];
-                for (d, &i) in dst.iter_mut().zip(idx) {
-                    // −1 (the padding) becomes an index past the plane: 0.
-                    *d = plane.get(i as usize).copied().unwrap_or(0.0);
-                }
-                continue;
-            }
             let (oy, ox0) = (pc.pix / win.ow, pc.pix % win.ow);
             let Some(iy) = win.iy(oy, ky) else {
                 dst.fill(0.0);
@@ -223,9 +258,9 @@ impl Panels for Im2col<'_> {
 
     /// Each row of the block goes straight into its place in every panel.
     fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]) {
-        let pieces = self.pieces(j0, nc, w, kc * w);
+        let lay = self.layout(j0, nc, w, kc * w);
         for kk in 0..kc {
-            self.fill(k0 + kk, &pieces, out, kk * w);
+            self.fill(k0 + kk, &lay, out, kk * w);
         }
         // Columns past nc in the last panel.
         if !nc.is_multiple_of(w) {
@@ -250,7 +285,7 @@ impl Panels for Im2colT<'_> {
     /// step of `k`, instead of one float per cache line.
     fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]) {
         const G: usize = 8;
-        let pieces = self.0.pieces(k0, kc, usize::MAX, 0);
+        let lay = self.0.layout(k0, kc, usize::MAX, 0);
         with_row(G * kc, |rows| {
             for (pi, panel) in out.chunks_mut(kc * w).take(nc.div_ceil(w)).enumerate() {
                 for g0 in (0..w).step_by(G) {
@@ -259,7 +294,7 @@ impl Panels for Im2colT<'_> {
                         let r = j0 + pi * w + g0 + t;
                         let row = &mut rows[t * kc..(t + 1) * kc];
                         if r < j0 + nc {
-                            self.0.fill(r, &pieces, row, 0);
+                            self.0.fill(r, &lay, row, 0);
                         } else {
                             row.fill(0.0);
                         }

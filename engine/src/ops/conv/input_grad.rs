@@ -37,8 +37,7 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::col2im::col2im;
-use super::geometry::SMALL_PLANE;
-use super::geometry::{Geom, Window};
+use super::geometry::{Geom, Window, SMALL_PLANE};
 use super::im2col::{Grad, Im2col};
 use super::scratch::with_buffer;
 use crate::gemm::{gemm_packed, isa, Isa, MatMut, MatRef, PackedA, Panels, Start};
@@ -174,14 +173,21 @@ fn transposed(
     }
     gx.par_chunks_mut(cg * hw).enumerate().for_each(|(ng, xs)| {
         let (n, grp) = (ng / g.groups, ng % g.groups);
-        let cols = Im2col::new(*tw, gy, g.o, (grp * og, og), (n, 1));
-        // (C/G, O/G·KH·KW) · (O/G·KH·KW, H·W) -> (C/G, H·W)
-        gemm_packed(
-            &packed[grp],
-            &cols,
-            Start::Beta(0.0),
-            MatMut::row_major(xs, cg, hw),
-        );
+        let xs = MatMut::row_major(xs, cg, hw);
+        if g.pointwise() {
+            // 1x1: ∂y's planes are the columns. (C/G, O/G) · (O/G, H·W) -> (C/G, H·W)
+            let gs = &gy[(n * g.o + grp * og) * hw..(n * g.o + (grp + 1) * og) * hw];
+            gemm_packed(
+                &packed[grp],
+                &MatRef::row_major(gs, og, hw),
+                Start::Beta(0.0),
+                xs,
+            );
+        } else {
+            let cols = Im2col::new(*tw, gy, g.o, (grp * og, og), (n, 1));
+            // (C/G, O/G·KH·KW) · (O/G·KH·KW, H·W) -> (C/G, H·W)
+            gemm_packed(&packed[grp], &cols, Start::Beta(0.0), xs);
+        }
     });
 }
 
@@ -195,6 +201,8 @@ fn through_col2im(g: &Geom, w: &[f32], gy: &[f32], gx: &mut [f32], isa: Isa) {
     let (cg, og, k, p, hw) = (g.cg(), g.og(), g.k(), g.p(), g.hw());
     gx.fill(0.0);
     let win = g.window();
+    // On small planes the scatter looks its offsets up (see im2col.rs).
+    let table = (p < SMALL_PLANE).then(|| win.gather_table());
     let np = g.n * p;
     let width = block_width(k);
     for grp in 0..g.groups {
@@ -242,6 +250,7 @@ fn through_col2im(g: &Geom, w: &[f32], gy: &[f32], gx: &mut [f32], isa: Isa) {
                             let b = (j0 + nb).min((n + 1) * p) - n * p;
                             col2im(
                                 &win,
+                                table.as_deref(),
                                 &dcols[c * g.taps() * nb..],
                                 nb,
                                 n * p + a - j0,
