@@ -107,19 +107,27 @@ impl Panels for FlippedT<'_> {
         (self.og * self.taps, self.cg)
     }
 
+    /// For output channel `o`, the `cols` input channels of a panel and their taps are
+    /// one contiguous run of the weight (`cols · taps` floats), read once per `o` and
+    /// written tap-reversed, one panel row per tap.
     fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]) {
         let (cg, taps) = (self.cg, self.taps);
         for (pi, panel) in out.chunks_mut(kc * w).take(nc.div_ceil(w)).enumerate() {
             let c0 = j0 + pi * w;
             let cols = w.min(j0 + nc - c0);
-            for (kk, dst) in panel.chunks_exact_mut(w).enumerate() {
-                let (o, t) = ((k0 + kk) / taps, (k0 + kk) % taps);
-                // Channels c0.. of output channel o at tap taps − 1 − t: stride `taps`.
-                let src = &self.w[(o * cg + c0) * taps + taps - 1 - t..];
+            let (mut o, mut t) = (k0 / taps, k0 % taps);
+            let mut run = &self.w[(o * cg + c0) * taps..(o * cg + c0 + cols) * taps];
+            for dst in panel.chunks_exact_mut(w) {
+                let tr = taps - 1 - t;
                 for (jj, d) in dst[..cols].iter_mut().enumerate() {
-                    *d = src[jj * taps];
+                    *d = run[jj * taps + tr];
                 }
                 dst[cols..].fill(0.0);
+                t += 1;
+                if t == taps && o + 1 < self.og {
+                    (o, t) = (o + 1, 0);
+                    run = &self.w[(o * cg + c0) * taps..(o * cg + c0 + cols) * taps];
+                }
             }
         }
     }

@@ -58,6 +58,14 @@ fn every_path_matches_the_naive_definitions() {
         ([1, 2, 6, 8], [3, 2, 2, 2], d.with_padding(2)),
         // A plane of 20·20 = 400 ≥ SMALL_PLANE pixels and 40 channels.
         ([2, 40, 20, 20], [9, 40, 3, 3], Conv2dOptions::sp(1, 1)),
+        // 40 output channels: the input gradient's inner dimension 40·9 = 360 spans two
+        // KC = 256 blocks, the second starting inside an output channel's taps.
+        ([2, 8, 9, 9], [40, 8, 3, 3], Conv2dOptions::sp(1, 1)),
+        (
+            [1, 8, 17, 16],
+            [40, 4, 3, 3],
+            Conv2dOptions::sp(1, 1).with_groups(2),
+        ),
     ] {
         let x = randn(&mut r, &xs);
         let w = randn(&mut r, &ws);
