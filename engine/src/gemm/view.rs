@@ -244,9 +244,12 @@ impl<'a> MatMut<'a> {
         (self.rs, self.cs)
     }
 
-    /// Pointer to element `(i, j)`, `i < rows`, `j < cols` (checked in debug builds).
+    /// Pointer to element `(i, j)`, `i < rows`, `j < cols` (checked).
     pub(crate) fn ptr_at(&self, i: usize, j: usize) -> *mut f32 {
-        debug_assert!(i < self.rows && j < self.cols);
+        assert!(
+            i < self.rows && j < self.cols,
+            "gemm: element ({i}, {j}) outside C"
+        );
         // SAFETY (of the arithmetic): (i, j) is an element of the matrix, whose offset
         // i·rs + j·cs the constructor proved to be inside the borrowed slice.
         unsafe { self.ptr.add(i * self.rs + j * self.cs) }
