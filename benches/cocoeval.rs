@@ -1,9 +1,12 @@
 //! Benchmark: COCO bbox evaluation of 5000 images × 100 detections.
 //!
 //! ```text
-//! cargo bench --bench cocoeval                                 # focal; writes the inputs
-//! /work/pyref/bin/python benches/cocoeval_pycocotools.py       # pycocotools, same files
+//! cargo bench --bench cocoeval                   # focal; writes the inputs
+//! python benches/cocoeval_pycocotools.py         # pycocotools, same files
 //! ```
+//!
+//! (`python`: a Python with pycocotools and NumPy, `pip install pycocotools numpy`; it is
+//! never a dependency of focal.)
 //!
 //! A synthetic ground truth (5000 images of 640×480, 1 to 13 boxes each, 7 on average,
 //! over 80 categories, `area` field 50–100 % of the box area, 1 % crowd regions) and 100
@@ -189,7 +192,7 @@ fn main() {
     println!();
     std::fs::write(
         dir.join("focal_stats.json"),
-        serde_json::to_string(&result.stats().to_vec()).unwrap(),
+        serde_json::to_string(&result.stats.to_array().to_vec()).unwrap(),
     )
     .unwrap();
 }

@@ -1,7 +1,9 @@
 """pycocotools' side of benches/cocoeval.rs: times COCOeval (bbox) on the same files.
 
     cargo bench --bench cocoeval                               # writes the files first
-    /work/pyref/bin/python benches/cocoeval_pycocotools.py [target/cocoeval-bench]
+    python benches/cocoeval_pycocotools.py [target/cocoeval-bench]
+
+`python` is any Python with pycocotools and NumPy (pip install pycocotools numpy).
 
 Times loading (COCO() + loadRes) separately from evaluate + accumulate + summarize, and
 compares the 12 numbers with the ones focal wrote to focal_stats.json.

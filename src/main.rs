@@ -57,8 +57,8 @@ mod plot;
                   Run `focal <command> --help` for the options of each command."
 )]
 struct Cli {
-    /// Worker threads for all kernels (default: every core; also FOCAL_THREADS).
-    /// Results are bitwise identical whatever the count.
+    /// Worker threads for all kernels, at most four per core (default: every core; also
+    /// FOCAL_THREADS). Results are bitwise identical whatever the count.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
 
@@ -123,6 +123,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            // The whole chain, outermost first, joined by ": " (anyhow's alternate form):
+            // "checkpoint runs/a/last.ckpt: cannot read: No such file or directory". The
+            // library errors keep each cause as their source() for this.
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

@@ -4,16 +4,24 @@
 mod common;
 use common::{fails_with, focal, focal_env, last_json_line, succeeds, text};
 
+/// Both modes, and every registered backbone's train step (`resnet18-half` included).
 #[test]
 fn train_step_and_infer_print_one_json_object_last() {
-    for mode in ["train-step", "infer"] {
+    let mut runs: Vec<(&str, &str)> = focal_retinanet::backbone::BACKBONES
+        .iter()
+        .filter(|b| b.name != "resnet50" && b.name != "resnet34")
+        .map(|b| ("train-step", b.name))
+        .collect();
+    runs.push(("infer", "resnet18"));
+    assert!(runs.contains(&("train-step", "resnet18-half")));
+    for (mode, backbone) in runs {
         let out = focal(&[
             "--threads",
             "2",
             "bench",
             mode,
             "--backbone",
-            "resnet18",
+            backbone,
             "--size",
             "64",
             "--batch",
@@ -39,6 +47,7 @@ fn train_step_and_infer_print_one_json_object_last() {
         );
         let j = last_json_line(&out);
         assert_eq!(j["bench"], mode);
+        assert_eq!(j["backbone"], backbone);
         assert!(j["ms"].as_f64().unwrap() > 0.0);
         assert!(j["peak_rss_mb"].as_f64().unwrap() > 0.0);
         assert_eq!(j["batch"], 2);

@@ -4,58 +4,18 @@
 //! and bad inputs (missing files, bad flag values, wrong checkpoints) with their exit codes.
 
 mod common;
-use common::{fails_with, focal, focal_env, scratch, text, STAT_KEYS};
+use common::{
+    fails_with, focal, focal_env, last_json_line, scratch, succeeds, text, train_args, STAT_KEYS,
+};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-/// The flags of a tiny run: 8 training and 4 validation images of 64 px, ResNet-18 with a
-/// 32-wide FPN and one-layer heads without GroupNorm, batches of 4, the spec's loss
-/// (γ = 2, α = 0.25) and anchor ratios. (With GroupNorm in the heads, or the synthetic
-/// default's γ = 0.5, α = 0.5, six steps leave every score under the 0.05 threshold: the
-/// eval and detect tests would have no detection to compare.)
-const TINY: &[&str] = &[
-    "--shapes-train",
-    "8",
-    "--shapes-val",
-    "4",
-    "--shapes-size",
-    "64",
-    "--min-size",
-    "64",
-    "--max-size",
-    "64",
-    "--batch-size",
-    "4",
-    "--eval-batch-size",
-    "4",
-    "--fpn-channels",
-    "32",
-    "--head-width",
-    "32",
-    "--head-depth",
-    "1",
-    "--head-norm",
-    "false",
-    "--warmup-iters",
-    "2",
-    "--lr",
-    "0.002",
-    "--gamma",
-    "2",
-    "--alpha",
-    "0.25",
-    "--anchor-ratios",
-    "0.5,1,2",
-    "--no-progress",
-];
-
 fn train(out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["train", "--out", out.to_str().unwrap()];
-    args.extend_from_slice(TINY);
-    args.extend_from_slice(extra);
+    let args = train_args(out, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     focal(&args)
 }
 
@@ -137,6 +97,34 @@ fn train_writes_the_run_folder_and_prints_the_summary() {
     assert!(config.contains("iters = 6"), "{config}");
 }
 
+/// The half-width ResNet-18, registered through the backbone seam, trains from the
+/// command line (its loss falls), is saved under its name, and its checkpoint alone
+/// rebuilds it for `focal eval`.
+#[test]
+fn the_half_width_backbone_trains_and_its_checkpoint_evaluates() {
+    let dir = scratch("cli-train", "half").join("run");
+    let out = train(&dir, &["--backbone", "resnet18-half", "--iters", "12"]);
+    succeeds(&out);
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    assert!(config.contains("depth = \"resnet18-half\""), "{config}");
+    let l: Vec<f64> = losses(&dir)
+        .iter()
+        .map(|row| row.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(l.len(), 12);
+    let (first, last) = (l[..3].iter().sum::<f64>(), l[9..].iter().sum::<f64>());
+    assert!(last < 0.9 * first, "the loss did not fall: {l:?}");
+    let out = focal(&[
+        "eval",
+        "--weights",
+        dir.join("last.ckpt").to_str().unwrap(),
+        "--json",
+    ]);
+    succeeds(&out);
+    let j = last_json_line(&out);
+    assert!(j["AP"].is_number(), "{j}");
+}
+
 #[test]
 fn print_config_applies_file_then_flags() {
     let dir = scratch("cli-train", "print-config");
@@ -164,7 +152,7 @@ fn print_config_applies_file_then_flags() {
     assert!(stdout.contains("kind = \"sgd\""), "{stdout}");
     // The synthetic preset underneath.
     assert!(stdout.contains("[data.shapes]"), "{stdout}");
-    // With a COCO folder the specification's preset: 800/1333, SGD at 0.01 × batch/16.
+    // With a COCO folder the paper's preset: 800/1333, SGD at 0.01 × batch/16.
     let out = focal(&[
         "train",
         "--data",
@@ -186,14 +174,64 @@ fn print_config_applies_file_then_flags() {
     assert!(stdout.contains("[data.coco]"), "{stdout}");
 }
 
+/// `--p6` and `--box-loss` are parsed into the configuration's enums; `--beta` keeps or
+/// sets smooth L1, and is refused with L1.
+#[test]
+fn box_loss_beta_and_p6_flags_set_the_configuration() {
+    let config_of = |flags: &[&str]| {
+        let mut args = vec!["train", "--print-config"];
+        args.extend_from_slice(flags);
+        let out = focal(&args);
+        succeeds(&out);
+        text(&out.stdout)
+    };
+    let c = config_of(&["--box-loss", "l1", "--p6", "p5"]);
+    assert!(c.contains("p6_input = \"p5\""), "{c}");
+    assert!(c.contains("kind = \"l1\""), "{c}");
+    assert!(!c.contains("beta ="), "{c}");
+    let c = config_of(&["--beta", "0.2"]);
+    assert!(
+        c.contains("kind = \"smooth-l1\"") && c.contains("beta = 0.2"),
+        "{c}"
+    );
+    let c = config_of(&["--box-loss", "smooth-l1"]);
+    assert!(c.contains("beta = 0.11"), "{c}");
+    let e = fails_with(&focal(&["train", "--box-loss", "l1", "--beta", "0.1"]), 1);
+    assert!(e.contains("--beta applies to the smooth-l1"), "{e}");
+    let e = fails_with(&focal(&["train", "--box-loss", "l2"]), 2);
+    assert!(e.contains("smooth-l1 or l1"), "{e}");
+    let e = fails_with(&focal(&["train", "--p6", "p4"]), 2);
+    assert!(e.contains("c5 or p5"), "{e}");
+}
+
+/// An error prints its whole chain of causes, outermost first: the file, what was being
+/// done, and the system's own reason (the library errors keep it as their source).
+#[test]
+fn errors_print_the_chain_of_their_causes() {
+    let e = fails_with(&focal(&["eval", "--weights", "/no/such.ckpt"]), 1);
+    let line = e.lines().find(|l| l.starts_with("error: ")).unwrap_or("");
+    let rest = line
+        .strip_prefix("error: checkpoint /no/such.ckpt: cannot read: ")
+        .unwrap_or_else(|| panic!("not the chain: {e}"));
+    assert!(!rest.trim().is_empty(), "the I/O cause is missing: {e}");
+    let dir = scratch("cli-train", "chain");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[optimizer]\nlearning_rate = 1.0\n").unwrap();
+    let e = fails_with(&focal(&["train", "--config", file.to_str().unwrap()]), 1);
+    assert!(
+        e.contains(&format!("configuration {}: unknown field", file.display())),
+        "{e}"
+    );
+}
+
 #[test]
 fn same_seed_same_losses_whatever_the_thread_count() {
     let dir = scratch("cli-train", "threads");
     let (a, b) = (dir.join("t1"), dir.join("t2"));
     for (d, threads) in [(&a, "1"), (&b, "2")] {
-        let mut args = vec!["--threads", threads, "train", "--out", d.to_str().unwrap()];
-        args.extend_from_slice(TINY);
-        args.extend_from_slice(&["--iters", "4"]);
+        let mut args = vec!["--threads".to_string(), threads.to_string()];
+        args.extend(train_args(d, &["--iters", "4"]));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = focal(&args);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
@@ -227,9 +265,8 @@ fn same_losses_on_the_avx2_and_avx512_gemm_paths() {
     let mut runs = Vec::new();
     for isa in paths {
         let d = dir.join(isa.name());
-        let mut args = vec!["train", "--out", d.to_str().unwrap()];
-        args.extend_from_slice(TINY);
-        args.extend_from_slice(&["--iters", "4"]);
+        let args = train_args(&d, &["--iters", "4"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = focal_env(&args, &[("FOCAL_ISA", isa.name())]);
         assert!(out.status.success(), "{isa}: {}", text(&out.stderr));
         runs.push(losses(&d));
@@ -378,9 +415,7 @@ fn detect_draws_boxes_and_writes_results() {
 #[test]
 fn ctrl_c_finishes_the_step_saves_and_exits_130_and_resume_completes() {
     let dir = scratch("cli-train", "ctrl-c").join("run");
-    let mut args = vec!["train", "--out", dir.to_str().unwrap()];
-    args.extend_from_slice(TINY);
-    args.extend_from_slice(&["--iters", "400"]);
+    let args = train_args(&dir, &["--iters", "400"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
         .args(&args)
         .stderr(Stdio::piped())
@@ -553,10 +588,9 @@ fn wrong_checkpoints_are_refused() {
     let st = dir.join("w.safetensors");
     let mut lin = focal_nn::Linear::new(3, 2, &mut focal_engine::Rng::new(0));
     focal_nn::export_safetensors(&mut lin, &st, None).unwrap();
-    let mut args = vec!["train", "--init", st.to_str().unwrap(), "--out"];
     let o = dir.join("run");
-    args.push(o.to_str().unwrap());
-    args.extend_from_slice(TINY);
+    let args = train_args(&o, &["--init", st.to_str().unwrap()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let e = fails_with(&focal(&args), 1);
     assert!(e.contains("no tensor fits"), "{e}");
 }

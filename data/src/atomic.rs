@@ -8,5 +8,5 @@ use crate::error::{Error, Result};
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     focal_engine::write_atomic_unsynced(path, bytes)
-        .map_err(|e| Error::in_file(path, format!("cannot write the file: {e}")))
+        .map_err(|e| Error::io(path, "write the file", e))
 }

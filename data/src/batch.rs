@@ -1,8 +1,9 @@
 //! Collation: several transformed images become one `(N, 3, H, W)` tensor, each image in
 //! the top-left corner of its slot, padded with 0 on the bottom and right (0 is the mean
 //! colour after normalisation) to the batch's largest height and width rounded up to a
-//! multiple of 32 (spec row 3). The boxes need no change: padding adds pixels only after
-//! the image.
+//! multiple of 32 (the stride of C5, so that every FPN level is exactly half the one above;
+//! docs/design-choices.md, "Batch padding"). The boxes need no change: padding adds
+//! pixels only after the image.
 
 use focal_engine::Tensor;
 use rayon::prelude::*;

@@ -71,21 +71,19 @@ impl CocoFile {
     /// Reads and checks a COCO instances file.
     pub fn load(path: &Path) -> Result<CocoFile> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::in_file(path, format!("cannot read the annotation file: {e}")))?;
+            .map_err(|e| Error::io(path, "read the annotation file", e))?;
         CocoFile::parse(&text, path)
     }
 
     /// Parses and checks COCO JSON text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<CocoFile> {
         let file: CocoFile = serde_json::from_str(text).map_err(|e| {
-            Error::in_file(
-                path,
-                format!(
-                    "not a valid COCO instances file (line {}, column {}): {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
+            let what = format!(
+                "not a valid COCO instances file (line {}, column {})",
+                e.line(),
+                e.column()
+            );
+            Error::json(path, what, e)
         })?;
         file.validate(path)?;
         Ok(file)
@@ -186,18 +184,18 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_the_entry() {
         let e = CocoFile::parse("{\"images\": [", Path::new("bad.json")).unwrap_err();
-        assert!(e.message().starts_with("bad.json: not a valid COCO"), "{e}");
+        assert!(e.chain().starts_with("bad.json: not a valid COCO"), "{e}");
         let unknown_image = OK.replace("\"image_id\":1", "\"image_id\":9");
         let e = CocoFile::parse(&unknown_image, Path::new("f.json")).unwrap_err();
         assert!(
-            e.message().contains("annotation id 5") && e.message().contains("image id 9"),
+            e.chain().contains("annotation id 5") && e.chain().contains("image id 9"),
             "{e}"
         );
         let unknown_cat = OK.replace("\"category_id\":3", "\"category_id\":4");
         let e = CocoFile::parse(&unknown_cat, Path::new("f.json")).unwrap_err();
-        assert!(e.message().contains("category id 4"), "{e}");
+        assert!(e.chain().contains("category id 4"), "{e}");
         let wrong_type = OK.replace("\"width\":10", "\"width\":\"ten\"");
         let e = CocoFile::parse(&wrong_type, Path::new("f.json")).unwrap_err();
-        assert!(e.message().contains("line 1"), "{e}");
+        assert!(e.chain().contains("line 1"), "{e}");
     }
 }

@@ -48,6 +48,7 @@ use rayon::prelude::*;
 
 use crate::batch::{collate_raw, Batch, RawBatch};
 use crate::dataset::Dataset;
+use crate::decode_budget::{worst_case_decode_bytes, DecodeBudget};
 use crate::error::{Error, Result};
 use crate::transforms::transform;
 
@@ -66,7 +67,8 @@ pub struct LoaderConfig {
     pub flip: bool,
     /// Resize so the short side is `min_size` ...
     pub min_size: usize,
-    /// ... unless the long side would then exceed `max_size` (spec row 2).
+    /// ... unless the long side would then exceed `max_size` (see
+    /// [`crate::transforms::resize_scale`]).
     pub max_size: usize,
     /// Fixes the order and the flips of every epoch.
     pub seed: u64,
@@ -169,6 +171,11 @@ impl Loader {
         let items: Vec<Result<Option<_>>> = indices
             .par_iter()
             .map(|&i| {
+                // The decoded pixels count against the process's decoding budget until
+                // they are resized (see decode_budget): huge images wait their turn
+                // instead of being decoded on every thread at once.
+                let (w, h) = self.dataset.image_size(i);
+                let _pixels = DecodeBudget::global().reserve(worst_case_decode_bytes(w, h));
                 let sample = self.dataset.load(i)?;
                 Ok(sample.map(|s| (i, transform(s, min_size, max_size, self.flips(epoch, i)))))
             })

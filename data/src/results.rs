@@ -37,8 +37,8 @@ pub struct Detection {
 
 /// Reads a COCO results file. Does not check image ids: see [`load_results_for`].
 pub fn load_results(path: &Path) -> Result<Vec<Detection>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::in_file(path, format!("cannot read the results file: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(path, "read the results file", e))?;
     parse_results(&text, path)
 }
 
@@ -120,7 +120,7 @@ pub fn write_results(path: &Path, dets: &[Detection]) -> Result<()> {
 fn diagnose(text: &str, path: &Path) -> Error {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return syntax_error(text, path, &e),
+        Err(e) => return syntax_error(text, path, e),
     };
     let entries = match value {
         Value::Array(entries) => entries,
@@ -141,7 +141,7 @@ fn diagnose(text: &str, path: &Path) -> Error {
     }
     // Every entry checked out, so the typed parse should have succeeded; report its error.
     match serde_json::from_str::<Vec<Detection>>(text) {
-        Err(e) => Error::in_file(path, format!("not a valid COCO results file: {e}")),
+        Err(e) => Error::json(path, "not a valid COCO results file", e),
         Ok(_) => Error::in_file(path, "not a valid COCO results file"),
     }
 }
@@ -189,7 +189,7 @@ fn kind(v: &Value) -> String {
 
 /// A JSON syntax error, located by line and column and, when it lies inside the top-level
 /// list, by entry and field. Python's non-finite tokens get a message of their own.
-fn syntax_error(text: &str, path: &Path, e: &serde_json::Error) -> Error {
+fn syntax_error(text: &str, path: &Path, e: serde_json::Error) -> Error {
     let offset = byte_offset(text, e.line(), e.column());
     let place = locate(text, offset);
     let mut at = String::new();
@@ -212,14 +212,12 @@ fn syntax_error(text: &str, path: &Path, e: &serde_json::Error) -> Error {
             ),
         );
     }
-    Error::in_file(
-        path,
-        format!(
-            "{at}malformed JSON at line {}, column {}: {e}",
-            e.line(),
-            e.column()
-        ),
-    )
+    let what = format!(
+        "{at}malformed JSON at line {}, column {}",
+        e.line(),
+        e.column()
+    );
+    Error::json(path, what, e)
 }
 
 /// The byte offset of serde_json's 1-based (line, column) position; column 0 means the
@@ -319,7 +317,7 @@ mod tests {
     fn err(text: &str) -> String {
         parse_results(text, Path::new("dt.json"))
             .unwrap_err()
-            .message()
+            .chain()
             .to_string()
     }
 
@@ -454,7 +452,7 @@ mod tests {
         assert!(check_image_ids(&[det(1)], &gt, Path::new("dt.json")).is_ok());
         let e = check_image_ids(&[det(1), det(5), det(6)], &gt, Path::new("dt.json")).unwrap_err();
         assert_eq!(
-            e.message(),
+            e.chain(),
             "dt.json: entry 1 names image id 5, which is not in the ground truth (1 images) (1 more entries name unknown images)"
         );
     }
@@ -485,7 +483,7 @@ mod tests {
         let mut bad = dets.clone();
         bad[1].score = f64::NAN;
         let e = write_results(&path, &bad).unwrap_err();
-        assert!(e.message().contains("cannot write detection 1"), "{e}");
+        assert!(e.chain().contains("cannot write detection 1"), "{e}");
         // The failed write left the previous (empty) file intact and no temporary behind.
         assert_eq!(load_results(&path).unwrap(), vec![]);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);

@@ -291,10 +291,10 @@ impl ShapesDataset {
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<()> {
         std::fs::create_dir_all(images_dir)
-            .map_err(|e| Error::in_file(images_dir, format!("cannot create the folder: {e}")))?;
+            .map_err(|e| Error::io(images_dir, "create the folder", e))?;
         if let Some(parent) = annotation_file.parent() {
             std::fs::create_dir_all(parent)
-                .map_err(|e| Error::in_file(parent, format!("cannot create the folder: {e}")))?;
+                .map_err(|e| Error::io(parent, "create the folder", e))?;
         }
         const BLOCK: usize = 64;
         let n = self.config.images;
@@ -307,7 +307,7 @@ impl ShapesDataset {
             progress((start + BLOCK).min(n));
         }
         let json = serde_json::to_vec(&self.to_coco())
-            .map_err(|e| Error::in_file(annotation_file, format!("cannot encode JSON: {e}")))?;
+            .map_err(|e| Error::json(annotation_file, "cannot encode JSON", e))?;
         write_atomic(annotation_file, &json)
     }
 

@@ -1,5 +1,6 @@
 //! From a decoded [`Sample`] to what the network reads: an optional horizontal flip, the
-//! resize, and the normalisation (rows 1, 2 and 4 of Part 1 of the spec). Padding to a
+//! resize, and the normalisation (docs/design-choices.md, "Pixels", "Resize" and
+//! "Augmentation"; the paper's only augmentation is the flip, §4.1). Padding to a
 //! multiple of 32 happens when images are put together into a batch ([`crate::batch`]).
 //!
 //! - **Resize**: `scale = min(min_size / short side, max_size / long side)`; each output
@@ -22,7 +23,8 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations of RGB in [0, 1].
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// The resize factor of spec row 2, computed in f64.
+/// The resize factor `min(min_size / short side, max_size / long side)`, computed in f64
+/// so that the output size does not depend on float rounding.
 pub fn resize_scale(width: u32, height: u32, min_size: usize, max_size: usize) -> f64 {
     let short = width.min(height) as f64;
     let long = width.max(height) as f64;
@@ -147,7 +149,8 @@ pub struct Transformed {
     pub flipped: bool,
 }
 
-/// Flips (when `flip`), resizes to spec row 2 with `min_size` / `max_size`, and normalises.
+/// Flips (when `flip`), resizes with `min_size` / `max_size` ([`resize_scale`]), and
+/// normalises.
 pub fn transform(sample: Sample, min_size: usize, max_size: usize, flip: bool) -> Transformed {
     let Sample {
         image,
@@ -156,12 +159,12 @@ pub fn transform(sample: Sample, min_size: usize, max_size: usize, flip: bool) -
         image_id,
     } = sample;
     let (orig_width, orig_height) = (image.width, image.height);
-    let image = if flip {
+    let mut image = image;
+    if flip {
+        // In place: a huge image is not held twice.
         flip_boxes(&mut boxes, orig_width as f32);
-        image.flip_horizontal()
-    } else {
-        image
-    };
+        image.flip_horizontal_in_place();
+    }
     let (width, height) = resized_size(orig_width, orig_height, min_size, max_size);
     let scale = [
         width as f32 / orig_width as f32,
@@ -224,10 +227,11 @@ mod tests {
     }
 
     /// The reference figures come from PyTorch 2 (torch.nn.functional.interpolate,
-    /// bilinear, align_corners=False, antialias off), on the image normalised first:
+    /// bilinear, align_corners=False, antialias off), on the image normalised first, printed
+    /// by a Python with torch (pip install torch):
     ///
     /// ```text
-    /// /work/pyref/bin/python -c "
+    /// python -c "
     /// import torch, torch.nn.functional as F
     /// x = torch.tensor([[(37*(3*i+c)+11) % 256 for i in range(12)] for c in range(3)], dtype=torch.float32)
     /// x = x.reshape(3, 3, 4) / 255          # C, H=3, W=4; pixel i = y*4 + x

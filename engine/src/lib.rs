@@ -10,6 +10,18 @@
 //! - [`bench`]: the kernel benchmarks of `focal bench` and `cargo bench`.
 //! - [`threads`]: rayon parallelism that never changes a result.
 //!
+//! ## Errors: panics for broken contracts, `Result` for the outside world
+//!
+//! An op given tensors whose shapes break its contract (a matmul of (2, 3) by (4, 5), a
+//! conv2d whose weight has the wrong number of input channels) **panics**, with a message
+//! naming the op and the shapes (`"matmul: cannot multiply [2, 3] by [4, 5]; ..."`).
+//! Such a call is a bug in the code that builds the network, not bad input from a user:
+//! every shape a user can influence (image sizes, class counts, configuration values) is
+//! checked before it reaches an op, by the crates above, which return errors for it
+//! (`focal_nn::Error`, `focal_data::Error`, `focal_retinanet::Error`). Fallible
+//! operations on the outside world here (thread-pool setup, tensors built from
+//! untrusted data with [`Tensor::try_from_vec`], file writes) return `Result`.
+//!
 //! ```
 //! use focal_engine::{backward, ParamId, Tensor};
 //! let w_id = ParamId::fresh();

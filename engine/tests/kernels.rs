@@ -503,7 +503,7 @@ fn upsampling_matches_naive() {
 }
 
 /// conv2d (groups 2, stride 2, padding 1, bias) and max_pool2d (3x3, s2, p1) forward
-/// and backward against values printed by PyTorch 2.15 (`/work/pyref/bin/python`) with:
+/// and backward against values printed by PyTorch 2.15 (a Python with `pip install torch`) with:
 ///
 /// ```text
 /// import torch, torch.nn.functional as F

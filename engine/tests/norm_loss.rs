@@ -397,7 +397,8 @@ fn rel_err(got: f32, want: f64) -> f64 {
     (got as f64 - want).abs() / want.abs()
 }
 
-// The figures are the spec's, typed as published (2.302585 is ln 10 and 1.12838 happens to
+// The figures are the paper's worked values (docs/focal-loss.md), typed as published
+// (2.302585 is ln 10 and 1.12838 happens to
 // be close to 2/√π): spelling them as constants would hide what is being checked.
 #[allow(clippy::approx_constant)]
 #[test]
@@ -757,8 +758,8 @@ fn losses_are_bitwise_identical_for_any_thread_count() {
 }
 
 /// Figures from torchvision's `sigmoid_focal_loss` (composed from torch ops, autograd for the
-/// gradient), in float64. Produced by /work/pyref/bin/python (torch 2.15.0, torchvision
-/// 0.29.2) running:
+/// gradient), in float64. Produced by a Python with torch 2.15.0 and torchvision 0.29.2
+/// (`pip install torch torchvision`) running:
 ///
 /// ```python
 /// import torch

@@ -30,13 +30,13 @@
 //! [`save_checkpoint`] and [`load_checkpoint`].
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bincode::Options;
 use focal_engine::Tensor;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::module::{duplicate_names, for_each_named, Module, Slot};
 use crate::optim::{OptimState, Optimizer};
 use crate::record::TensorRecord;
@@ -75,32 +75,6 @@ pub struct TrainState {
     pub rng_state: u64,
     pub metadata: String,
 }
-
-/// A checkpoint that could not be written, read or restored.
-#[derive(Debug)]
-pub struct CheckpointError {
-    pub path: PathBuf,
-    pub message: String,
-}
-
-impl CheckpointError {
-    /// An error about the file `path`, e.g. to wrap the message of
-    /// [`Checkpoint::restore_model`] after [`Checkpoint::read`].
-    pub fn new(path: &Path, message: impl Into<String>) -> CheckpointError {
-        CheckpointError {
-            path: path.to_path_buf(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for CheckpointError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "checkpoint {}: {}", self.path.display(), self.message)
-    }
-}
-
-impl std::error::Error for CheckpointError {}
 
 fn bincode_options() -> impl Options {
     bincode::DefaultOptions::new()
@@ -167,102 +141,117 @@ impl Checkpoint {
     }
 
     /// Parses a whole file (see the module documentation for the checks).
-    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         if bytes.is_empty() {
-            return Err("the file is empty".into());
+            return Err(Error::invalid("the file is empty"));
         }
         if bytes.len() < HEADER_LEN {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "the file is {} bytes long, shorter than the {HEADER_LEN}-byte header \
                  (truncated, or not a focal checkpoint)",
                 bytes.len()
-            ));
+            )));
         }
         if &bytes[0..8] != MAGIC {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "not a focal checkpoint (the first 8 bytes are {:?}, expected {:?})",
                 String::from_utf8_lossy(&bytes[0..8]),
                 std::str::from_utf8(MAGIC).unwrap()
-            ));
+            )));
         }
         let le_u32 = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
         let version = le_u32(&bytes[8..12]);
         if version != VERSION {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "format version {version}, but this focal reads version {VERSION}"
-            ));
+            )));
         }
         let declared = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
         let actual = (bytes.len() - HEADER_LEN) as u64;
         if declared != actual {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "the header announces a payload of {declared} bytes but the file holds \
                  {actual} (truncated or damaged)"
-            ));
+            )));
         }
         let payload = &bytes[HEADER_LEN..];
         let crc = le_u32(&bytes[20..24]);
         let computed = crc32fast::hash(payload);
         if crc != computed {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "checksum mismatch (stored {crc:08x}, computed {computed:08x}): the file is damaged"
-            ));
+            )));
         }
         bincode_options()
             .with_limit(payload.len() as u64)
             .deserialize(payload)
-            .map_err(|e| {
-                let why = match *e {
-                    bincode::ErrorKind::Io(ref io)
-                        if io.kind() == std::io::ErrorKind::UnexpectedEof =>
-                    {
-                        "a length field points past the end of the payload".to_string()
-                    }
-                    bincode::ErrorKind::SizeLimit => {
-                        "a length field exceeds the size of the payload".to_string()
-                    }
-                    ref other => other.to_string(),
-                };
-                format!("cannot decode the payload: {why}")
+            .map_err(|e| match *e {
+                bincode::ErrorKind::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    Error::invalid(
+                        "cannot decode the payload: a length field points past the end of \
+                         the payload",
+                    )
+                }
+                bincode::ErrorKind::SizeLimit => Error::invalid(
+                    "cannot decode the payload: a length field exceeds the size of the payload",
+                ),
+                _ => Error::Decode { source: e },
             })
     }
 
     /// Writes the checkpoint atomically.
-    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        focal_engine::write_atomic(path, &self.to_bytes()).map_err(|e| CheckpointError {
-            path: path.to_path_buf(),
-            message: format!("cannot write: {e}"),
+    pub fn save(&self, path: &Path) -> Result<()> {
+        focal_engine::write_atomic(path, &self.to_bytes()).map_err(|e| {
+            Error::in_checkpoint(
+                path,
+                Error::Io {
+                    action: "write",
+                    source: e,
+                },
+            )
         })
     }
 
     /// Reads and checks a checkpoint file (format only; see [`Checkpoint::restore_model`]
     /// for the model).
-    pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
-        let err = |message: String| CheckpointError {
-            path: path.to_path_buf(),
-            message,
-        };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        Checkpoint::from_bytes(&bytes).map_err(err)
+    pub fn read(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::in_checkpoint(
+                path,
+                Error::Io {
+                    action: "read",
+                    source: e,
+                },
+            )
+        })?;
+        Checkpoint::from_bytes(&bytes).map_err(|e| Error::in_checkpoint(path, e))
     }
 
     /// Checks that the checkpoint was written for the configuration `expected`. A mismatch
     /// names the differing lines (for TOML, the differing keys).
-    pub fn check_config(&self, expected: &str) -> Result<(), String> {
+    pub fn check_config(&self, expected: &str) -> Result<()> {
         config_diff(&self.config, expected)
     }
 
     /// Checks every name and shape against `model` and, only if all match, copies the
     /// parameters, buffers and counters into it. On error the model is untouched.
-    pub fn restore_model(&self, model: &mut dyn Module) -> Result<(), String> {
+    pub fn restore_model(&self, model: &mut dyn Module) -> Result<()> {
         let dups = duplicate_names(model);
         if !dups.is_empty() {
-            return Err(format!("the model has duplicate names: {}", list(&dups)));
+            return Err(Error::invalid(format!(
+                "the model has duplicate names: {}",
+                list(&dups)
+            )));
         }
         let mut tensors: HashMap<&str, &TensorRecord> = HashMap::new();
         for t in &self.tensors {
             if tensors.insert(&t.name, t).is_some() {
-                return Err(format!("the checkpoint holds {} twice", t.name));
+                return Err(Error::invalid(format!(
+                    "the checkpoint holds {} twice",
+                    t.name
+                )));
             }
         }
         let counters: HashMap<&str, u64> = self
@@ -315,7 +304,10 @@ impl Checkpoint {
             problems.push(format!("not in the model: {}", list(&unexpected)));
         }
         if !problems.is_empty() {
-            return Err(format!("does not fit the model ({})", problems.join("; ")));
+            return Err(Error::invalid(format!(
+                "does not fit the model ({})",
+                problems.join("; ")
+            )));
         }
         let values: HashMap<&str, Tensor> = self
             .tensors
@@ -337,9 +329,9 @@ impl Checkpoint {
         &self,
         model: &mut dyn Module,
         optimizer: &mut dyn Optimizer,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let Some(state) = &self.optimizer else {
-            return Err("the checkpoint holds no optimiser state".into());
+            return Err(Error::invalid("the checkpoint holds no optimiser state"));
         };
         let mut shapes = HashMap::new();
         for_each_named(model, |name, slot| {
@@ -349,20 +341,20 @@ impl Checkpoint {
         });
         for p in &state.params {
             let Some(shape) = shapes.get(&p.param) else {
-                return Err(format!(
+                return Err(Error::invalid(format!(
                     "the optimiser state names {}, which is not a parameter of the model",
                     p.param
-                ));
+                )));
             };
             for t in &p.tensors {
                 if t.shape() != &shape[..] {
-                    return Err(format!(
+                    return Err(Error::invalid(format!(
                         "optimiser state {} of {}: checkpoint has shape {:?}, model has {:?}",
                         t.name,
                         p.param,
                         t.shape(),
                         shape
-                    ));
+                    )));
                 }
             }
         }
@@ -377,7 +369,7 @@ pub fn save_checkpoint(
     optimizer: Option<&dyn Optimizer>,
     state: &TrainState,
     config: &str,
-) -> Result<(), CheckpointError> {
+) -> Result<()> {
     Checkpoint::capture(model, optimizer, state, config).save(path)
 }
 
@@ -389,12 +381,9 @@ pub fn load_checkpoint(
     config: &str,
     model: &mut dyn Module,
     optimizer: Option<&mut dyn Optimizer>,
-) -> Result<TrainState, CheckpointError> {
+) -> Result<TrainState> {
     let ckpt = Checkpoint::read(path)?;
-    let err = |message: String| CheckpointError {
-        path: path.to_path_buf(),
-        message,
-    };
+    let err = |e: Error| Error::in_checkpoint(path, e);
     ckpt.check_config(config).map_err(err)?;
     ckpt.restore_model(model).map_err(err)?;
     if let Some(opt) = optimizer {
@@ -405,7 +394,7 @@ pub fn load_checkpoint(
 
 /// Compares two configurations line by line (ignoring blank lines and surrounding spaces)
 /// and describes the lines found in only one of them.
-fn config_diff(saved: &str, expected: &str) -> Result<(), String> {
+fn config_diff(saved: &str, expected: &str) -> Result<()> {
     if saved == expected {
         return Ok(());
     }
@@ -431,11 +420,11 @@ fn config_diff(saved: &str, expected: &str) -> Result<(), String> {
                 .join(", ")
         }
     };
-    Err(format!(
+    Err(Error::invalid(format!(
         "written for another model configuration: the checkpoint has {}; this model has {}",
         show(&only_a),
         show(&only_b)
-    ))
+    )))
 }
 
 /// A list of names, cut after 20.

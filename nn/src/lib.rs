@@ -11,8 +11,10 @@
 //!   MaxPool2d, Upsample, Flatten, Sequential.
 //! - [`checkpoint`]: one file to resume a run exactly.
 //! - [`weights`]: safetensors import and export, for weights from and to PyTorch.
+//! - [`error`](mod@error): [`Error`], with the cause of each failure as its source.
 
 pub mod checkpoint;
+pub mod error;
 pub mod init;
 pub mod layers;
 pub mod module;
@@ -22,7 +24,8 @@ pub mod record;
 pub mod schedule;
 pub mod weights;
 
-pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CheckpointError, TrainState};
+pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState};
+pub use error::{Error, Result};
 pub use layers::{
     BatchNorm2d, BnMode, Conv2d, Flatten, GroupNorm, Layer, Linear, MaxPool2d, ReLU, Sequential,
     Upsample,
@@ -37,5 +40,5 @@ pub use record::TensorRecord;
 pub use schedule::{Decay, Schedule};
 pub use weights::{
     export_safetensors, import_safetensors, read_safetensors, FileTensor, ImportOptions,
-    ImportReport, ShapeMismatch, WeightsError,
+    ImportReport, ShapeMismatch,
 };

@@ -19,28 +19,13 @@
 //!   by name. In strict mode any of the last three is an error, and nothing is loaded.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use focal_engine::Tensor;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::error::{Error, Result};
 use crate::module::{duplicate_names, for_each_named, Module, Slot};
-
-/// A safetensors file that could not be read, written or loaded.
-#[derive(Debug)]
-pub struct WeightsError {
-    pub path: PathBuf,
-    pub message: String,
-}
-
-impl fmt::Display for WeightsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "weights {}: {}", self.path.display(), self.message)
-    }
-}
-
-impl std::error::Error for WeightsError {}
 
 /// A tensor in the file whose shape differs from the model entry it maps to.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,7 +89,7 @@ impl ImportReport {
 }
 
 type RenameFn<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
-type TransformFn<'a> = Box<dyn Fn(&str, Tensor, &[usize]) -> Result<Tensor, String> + 'a>;
+type TransformFn<'a> = Box<dyn Fn(&str, Tensor, &[usize]) -> Result<Tensor> + 'a>;
 
 /// How to import: name map, transform, strictness.
 #[derive(Default)]
@@ -130,7 +115,7 @@ impl<'a> ImportOptions<'a> {
     /// tensor unchanged for names it does not handle.
     pub fn transform(
         mut self,
-        f: impl Fn(&str, Tensor, &[usize]) -> Result<Tensor, String> + 'a,
+        f: impl Fn(&str, Tensor, &[usize]) -> Result<Tensor> + 'a,
     ) -> ImportOptions<'a> {
         self.transform = Some(Box::new(f));
         self
@@ -156,19 +141,30 @@ pub enum FileTensor {
 
 /// Reads every tensor of a safetensors file, in name order. Float types are converted to
 /// f32; the second value is the original type.
-pub fn read_safetensors(path: &Path) -> Result<Vec<(String, FileTensor, Dtype)>, WeightsError> {
-    let err = |message: String| WeightsError {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, FileTensor, Dtype)>> {
+    let err = |e: Error| Error::in_weights(path, e);
+    let bytes = std::fs::read(path).map_err(|e| {
+        err(Error::Io {
+            action: "read",
+            source: e,
+        })
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        err(Error::Safetensors {
+            what: "not a valid safetensors file".into(),
+            source: e,
+        })
+    })?;
     let mut out = Vec::new();
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
     for name in names {
-        let view = st.tensor(&name).map_err(|e| err(format!("{name}: {e}")))?;
+        let view = st.tensor(&name).map_err(|e| {
+            err(Error::Safetensors {
+                what: name.clone(),
+                source: e,
+            })
+        })?;
         let dtype = view.dtype();
         out.push((name, decode(&view), dtype));
     }
@@ -261,11 +257,8 @@ pub fn import_safetensors(
     model: &mut dyn Module,
     path: &Path,
     opts: &ImportOptions<'_>,
-) -> Result<ImportReport, WeightsError> {
-    let err = |message: String| WeightsError {
-        path: path.to_path_buf(),
-        message,
-    };
+) -> Result<ImportReport> {
+    let err = |message: String| Error::in_weights(path, Error::Invalid(message));
     let dups = duplicate_names(model);
     if !dups.is_empty() {
         return Err(err(format!("the model has duplicate names: {dups:?}")));
@@ -336,9 +329,15 @@ pub fn import_safetensors(
                         .push((file_name.clone(), dtype.to_string()));
                 }
                 let t = match &opts.transform {
-                    Some(f) => {
-                        f(&model_name, t, shape).map_err(|e| err(format!("{file_name}: {e}")))?
-                    }
+                    Some(f) => f(&model_name, t, shape).map_err(|e| {
+                        Error::in_weights(
+                            path,
+                            Error::InTensor {
+                                name: file_name.clone(),
+                                source: Box::new(e),
+                            },
+                        )
+                    })?,
                     None => t,
                 };
                 if t.shape() != &shape[..] {
@@ -396,10 +395,12 @@ pub fn import_safetensors(
 pub fn safetensors_bytes(
     model: &mut dyn Module,
     metadata: Option<HashMap<String, String>>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>> {
     let dups = duplicate_names(model);
     if !dups.is_empty() {
-        return Err(format!("the model has duplicate names: {dups:?}"));
+        return Err(Error::invalid(format!(
+            "the model has duplicate names: {dups:?}"
+        )));
     }
     let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for_each_named(model, |name, slot| {
@@ -415,9 +416,15 @@ pub fn safetensors_bytes(
         .map(|(n, dtype, shape, bytes)| {
             TensorView::new(*dtype, shape.clone(), bytes).map(|v| (n.as_str(), v))
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    safetensors::serialize(views, metadata).map_err(|e| e.to_string())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Safetensors {
+            what: "cannot lay out a tensor".into(),
+            source: e,
+        })?;
+    safetensors::serialize(views, metadata).map_err(|e| Error::Safetensors {
+        what: "cannot serialise".into(),
+        source: e,
+    })
 }
 
 fn f32_bytes(t: &Tensor) -> Vec<u8> {
@@ -429,13 +436,17 @@ pub fn export_safetensors(
     model: &mut dyn Module,
     path: &Path,
     metadata: Option<HashMap<String, String>>,
-) -> Result<(), WeightsError> {
-    let err = |message: String| WeightsError {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = safetensors_bytes(model, metadata).map_err(&err)?;
-    focal_engine::write_atomic(path, &bytes).map_err(|e| err(format!("cannot write: {e}")))
+) -> Result<()> {
+    let bytes = safetensors_bytes(model, metadata).map_err(|e| Error::in_weights(path, e))?;
+    focal_engine::write_atomic(path, &bytes).map_err(|e| {
+        Error::in_weights(
+            path,
+            Error::Io {
+                action: "write",
+                source: e,
+            },
+        )
+    })
 }
 
 #[cfg(test)]

@@ -222,7 +222,7 @@ fn load_error(dir: &Path, name: &str, bytes: &[u8]) -> String {
         largest <= MAX_ALLOC,
         "{name}: loading allocated {largest} bytes at once"
     );
-    let e = result.expect_err(name).to_string();
+    let e = result.expect_err(name).chain();
     assert!(
         e.contains(&path.display().to_string()),
         "{name}: error does not name the file: {e}"
@@ -291,7 +291,7 @@ fn damaged_checkpoints_give_errors_naming_the_file() {
     let mut model = bn_net(4, &mut Rng::new(0));
     let e = load_checkpoint(&dir.join("nope.ckpt"), CONFIG, &mut model, None).unwrap_err();
     assert!(
-        e.to_string().contains("nope.ckpt") && e.to_string().contains("cannot read"),
+        e.chain().contains("nope.ckpt") && e.chain().contains("cannot read"),
         "{e}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -337,7 +337,7 @@ fn architecture_mismatches_are_named() {
     let mut model = bn_net(4, &mut Rng::new(0));
     let e = load_checkpoint(&path, "model = \"bn_net\"\nwidth = 8\n", &mut model, None)
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(
         e.contains("`width = 4`") && e.contains("`width = 8`"),
         "{e}"
@@ -346,7 +346,7 @@ fn architecture_mismatches_are_named() {
     let mut wide = bn_net(8, &mut Rng::new(0));
     let e = load_checkpoint(&path, CONFIG, &mut wide, None)
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(e.contains(path.to_str().unwrap()), "{e}");
     assert!(
         e.contains("0.weight: checkpoint has shape [4, 1, 3, 3], model has [8, 1, 3, 3]"),
@@ -367,7 +367,7 @@ fn architecture_mismatches_are_named() {
     let mut other = SmallCnn::new(&mut Rng::new(0));
     let e = load_checkpoint(&path, CONFIG, &mut other, None)
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(
         e.contains("missing from the checkpoint: conv1.weight"),
         "{e}"
@@ -378,7 +378,7 @@ fn architecture_mismatches_are_named() {
     let mut adam = AdamW::new(0.0);
     let e = load_checkpoint(&path, CONFIG, &mut model, Some(&mut adam))
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(e.contains("sgd") && e.contains("adamw"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -391,7 +391,7 @@ fn a_failed_save_leaves_the_previous_checkpoint_intact() {
     let mut model = bn_net(4, &mut Rng::new(0));
     let bad = dir.join("missing-folder").join("x.ckpt");
     let e = save_checkpoint(&bad, &mut model, None, &TrainState::default(), CONFIG).unwrap_err();
-    assert!(e.to_string().contains("missing-folder"), "{e}");
+    assert!(e.chain().contains("missing-folder"), "{e}");
     // ...and the existing checkpoint is unchanged and still loads.
     assert_eq!(std::fs::read(&path).unwrap(), good);
     let _ = Checkpoint::read(&path).unwrap();

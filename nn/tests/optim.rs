@@ -2,7 +2,8 @@
 //! gradient clipping.
 //!
 //! The hand arithmetic is written next to each case. The same figures came out of PyTorch
-//! 2.x (`/work/pyref/bin/python optref.py`, script below), agreeing to the last printed digit:
+//! 2.x (`python optref.py` with a Python that has torch, `pip install torch`; the script is
+//! below), agreeing to the last printed digit:
 //!
 //! ```text
 //! import torch
@@ -181,7 +182,10 @@ fn optimiser_state_round_trips_and_refuses_another_kind() {
     b.load_state(&state).unwrap();
     assert_eq!(b.state(), state);
     assert_eq!((b.beta1, b.beta2, b.weight_decay), (0.8, 0.99, 0.05));
-    let err = Sgd::new(0.9, 0.0).load_state(&state).unwrap_err();
+    let err = Sgd::new(0.9, 0.0)
+        .load_state(&state)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("adamw") && err.contains("sgd"), "{err}");
 }
 

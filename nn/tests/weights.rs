@@ -211,9 +211,9 @@ fn export_then_import_round_trips_bitwise() {
 //
 //   FOCAL_NN_EXPORT_DIR=/tmp cargo test --release -p focal-nn --test weights \
 //       export_then_import -- --nocapture
-//   /work/pyref/bin/python tests/fixtures/check_focal_export.py /tmp/focal_tiny.safetensors
+//   python tests/fixtures/check_focal_export.py /tmp/focal_tiny.safetensors
 //
-// (the Python script loads the file with `load_state_dict(strict=True)` into the script's
+// (with a Python that has torch and safetensors, `pip install torch safetensors`; the script loads the file with `load_state_dict(strict=True)` into the script's
 // `Tiny` and runs it in eval mode on the same input). Output:
 //
 //   focal eval output of the exported model: [-0.8224846, -0.5062399, -0.013658617, 0.13626176,
@@ -260,7 +260,7 @@ fn the_report_lists_unmatched_missing_and_mismatched_names() {
     let opts = ImportOptions::new().rename(skip_expected).strict(true);
     let e = import_safetensors(&mut m, &path, &opts)
         .unwrap_err()
-        .to_string();
+        .chain();
     println!("{e}");
     assert!(e.contains("tiny_torch.safetensors"), "{e}");
     assert!(
@@ -396,7 +396,7 @@ fn unreadable_files_give_errors_naming_them() {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
         let e = import_safetensors(&mut m, &path, &ImportOptions::new()).unwrap_err();
-        assert!(e.to_string().contains(name), "{e}");
+        assert!(e.chain().contains(name), "{e}");
         println!("{e}");
     }
     let e = import_safetensors(
@@ -405,10 +405,10 @@ fn unreadable_files_give_errors_naming_them() {
         &ImportOptions::new(),
     )
     .unwrap_err();
-    assert!(e.to_string().contains("absent.safetensors"));
+    assert!(e.chain().contains("absent.safetensors"));
     // Writing into a folder that does not exist.
     let e = export_safetensors(&mut m, &dir.join("no/such.safetensors"), None).unwrap_err();
-    assert!(e.to_string().contains("no/such.safetensors"), "{e}");
+    assert!(e.chain().contains("no/such.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
     let _ = Layer::forward(&mut ReLU, &Tensor::zeros(&[1])); // Layer is object-safe and used
 }

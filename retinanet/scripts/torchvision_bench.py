@@ -1,7 +1,10 @@
 """torchvision's figures for `focal bench train-step` / `focal bench infer`, measured on
 the same machine so that the ratio is side by side.
 
-    /work/pyref/bin/python retinanet/scripts/torchvision_bench.py --size 512 --batch 2
+    python retinanet/scripts/torchvision_bench.py --size 512 --batch 2
+
+`python` is any Python with torch and torchvision (pip install torch torchvision); it is
+never a dependency of focal.
 
 RetinaNet with a ResNet-18 FPN backbone (F = 256, trainable BatchNorm, random weights,
 P6 from C5 as for a non-256-channel C5), 91 classes, resize fixed to the input size,

@@ -1,5 +1,5 @@
 //! The box coder: how a box is written relative to an anchor (the R-CNN
-//! parameterisation the paper uses, spec row 15).
+//! parameterisation the paper uses, §4 "Box Regression Subnet").
 //!
 //! With widths w = x2 − x1, heights h = y2 − y1 and centres cx = x1 + w/2, cy = y1 + h/2
 //! of the anchor (a) and of the box (g):

@@ -1,24 +1,27 @@
-//! Every choice of the detector in one place, with the defaults of the specification's
-//! Part 1 (rows 7–19) and every item of its Options column.
+//! Every choice of the detector in one place. The defaults are the paper's COCO model
+//! (ResNet-50-FPN, §4 and §4.1) with the details the paper leaves open settled as
+//! `docs/design-choices.md` explains; every alternative a user loading third-party weights
+//! or reproducing another codebase needs is a field here.
 //!
 //! The structs are serde-serialisable (the trainer writes them to a TOML file next to
 //! each checkpoint) and every field has a default, so a file that names only what it
 //! changes is complete.
 //!
-//! | spec row | option                         | field                                   |
-//! |----------|--------------------------------|-----------------------------------------|
-//! | 7        | depth                          | [`ModelConfig::depth`]                  |
-//! | 8        | norm gn / bn / frozen-bn       | [`ModelConfig::norm`]                   |
-//! | 9        | FPN channels F                 | [`ModelConfig::fpn_channels`]           |
-//! | 10       | P6 from C5 or P5               | [`ModelConfig::p6_input`]               |
-//! | 11       | tower width, depth, GroupNorm  | [`ModelConfig::head_width`], [`ModelConfig::head_depth`], [`ModelConfig::head_norm`] |
-//! | 11       | prior probability π            | [`ModelConfig::prior_probability`]      |
-//! | 13       | scales, ratios (sizes, strides)| [`AnchorConfig`]                        |
-//! | 14       | thresholds, low-quality        | [`MatcherConfig`]                       |
-//! | 16       | α, γ                           | [`LossConfig::alpha`], [`LossConfig::gamma`] |
-//! | 17       | l1 / smooth-l1 with any β      | [`LossConfig::box_loss`]                |
-//! | 19       | thresholds, k, max detections  | [`InferenceConfig`]                     |
+//! | choice (docs/design-choices.md) | paper     | default                    | field                                   |
+//! |---------------------------------|-----------|----------------------------|-----------------------------------------|
+//! | Backbone                        | §4        | resnet50                   | [`ModelConfig::depth`]                  |
+//! | Normalisation in the backbone   | —         | GroupNorm(32)              | [`ModelConfig::norm`]                   |
+//! | Feature pyramid                 | §4        | F = 256                    | [`ModelConfig::fpn_channels`]           |
+//! | P6 and P7                       | §4, fn. 2 | P6 from C5                 | [`ModelConfig::p6_input`]               |
+//! | Class and box subnets           | §4        | 4 × 256, no norm           | [`ModelConfig::head_width`], [`ModelConfig::head_depth`], [`ModelConfig::head_norm`] |
+//! | Prior initialisation            | §3.3      | π = 0.01                   | [`ModelConfig::prior_probability`]      |
+//! | Anchors                         | §4        | 32–512, 3 scales, 3 ratios | [`AnchorConfig`]                        |
+//! | Matching                        | §4        | 0.5 / 0.4, low-quality on  | [`MatcherConfig`]                       |
+//! | Classification loss             | eq. (5)   | α = 0.25, γ = 2            | [`LossConfig::alpha`], [`LossConfig::gamma`] |
+//! | Box loss                        | §4.1      | smooth L1, β = 0.11        | [`LossConfig::box_loss`]                |
+//! | Inference                       | §4.1      | 0.05, 1000, NMS 0.5, 100   | [`InferenceConfig`]                     |
 
+use crate::error::Error;
 use serde::{Deserialize, Serialize};
 
 /// The whole detector: network, anchors, matching, loss and inference.
@@ -35,7 +38,7 @@ pub struct RetinaNetConfig {
 impl RetinaNetConfig {
     /// Checks the values that would otherwise fail deep inside a step; the message names
     /// the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         self.model.validate()?;
         self.anchors.validate()?;
         self.matcher.validate()?;
@@ -44,44 +47,57 @@ impl RetinaNetConfig {
     }
 }
 
-/// ResNet depth of the backbone (spec row 7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Depth {
-    #[serde(rename = "resnet18")]
-    ResNet18,
-    #[serde(rename = "resnet34")]
-    ResNet34,
-    #[serde(rename = "resnet50")]
-    ResNet50,
-}
+/// The backbone, by the name it is registered under in [`crate::backbone::BACKBONES`]:
+/// `"resnet18"`, `"resnet34"`, `"resnet50"`, `"resnet18-half"`. Serialised as that name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackboneName(&'static str);
 
-impl Depth {
-    /// Parses "resnet18", "resnet34", "resnet50" (or just 18, 34, 50).
-    pub fn parse(text: &str) -> Result<Depth, String> {
-        match text
-            .trim()
-            .to_ascii_lowercase()
-            .trim_start_matches("resnet")
-        {
-            "18" => Ok(Depth::ResNet18),
-            "34" => Ok(Depth::ResNet34),
-            "50" => Ok(Depth::ResNet50),
-            _ => Err(format!(
-                "unknown backbone {text:?}: expected resnet18, resnet34 or resnet50"
-            )),
+impl BackboneName {
+    pub const RESNET18: BackboneName = BackboneName("resnet18");
+    pub const RESNET34: BackboneName = BackboneName("resnet34");
+    pub const RESNET50: BackboneName = BackboneName("resnet50");
+
+    /// A registered name (case-insensitive); "18", "34" and "50" stand for the ResNets.
+    pub fn parse(text: &str) -> Result<BackboneName, Error> {
+        let lower = text.trim().to_ascii_lowercase();
+        let name = match lower.as_str() {
+            "18" | "34" | "50" => format!("resnet{lower}"),
+            _ => lower,
+        };
+        match crate::backbone::find(&name) {
+            Some(spec) => Ok(BackboneName(spec.name)),
+            None => Err(Error::config(format!(
+                "unknown backbone {text:?}: expected {}",
+                crate::backbone::names()
+            ))),
         }
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Depth::ResNet18 => "resnet18",
-            Depth::ResNet34 => "resnet34",
-            Depth::ResNet50 => "resnet50",
-        }
+        self.0
+    }
+
+    /// Its entry in the registry.
+    pub fn spec(self) -> &'static crate::backbone::BackboneSpec {
+        crate::backbone::find(self.0).expect("a BackboneName is always registered")
     }
 }
 
-/// Normalisation in the backbone (spec row 8).
+impl Serialize for BackboneName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BackboneName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BackboneName, D::Error> {
+        let text = String::deserialize(d)?;
+        BackboneName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Normalisation in the backbone (docs/design-choices.md, "Normalisation in the
+/// backbone"; the paper uses ImageNet-pretrained ResNets with frozen BatchNorm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BackboneNorm {
     /// GroupNorm with 32 groups: the default when training from scratch, because batch
@@ -98,19 +114,20 @@ pub enum BackboneNorm {
 }
 
 impl BackboneNorm {
-    pub fn parse(text: &str) -> Result<BackboneNorm, String> {
+    pub fn parse(text: &str) -> Result<BackboneNorm, Error> {
         match text.trim() {
             "gn" => Ok(BackboneNorm::GroupNorm),
             "bn" => Ok(BackboneNorm::BatchNorm),
             "frozen-bn" => Ok(BackboneNorm::FrozenBatchNorm),
-            _ => Err(format!(
+            _ => Err(Error::config(format!(
                 "unknown backbone norm {text:?}: expected gn, bn or frozen-bn"
-            )),
+            ))),
         }
     }
 }
 
-/// Which map P6 is computed from (spec row 10).
+/// Which map P6 is computed from: the paper's C5 (§4, footnote 2), or P5 for
+/// torchvision's v1 weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum P6Input {
     /// The paper: P6 = 3×3 stride-2 conv on C5.
@@ -121,11 +138,24 @@ pub enum P6Input {
     P5,
 }
 
+impl P6Input {
+    /// Parses "c5" or "p5" (the `--p6` flag).
+    pub fn parse(text: &str) -> Result<P6Input, Error> {
+        match text.trim() {
+            "c5" => Ok(P6Input::C5),
+            "p5" => Ok(P6Input::P5),
+            _ => Err(Error::config(format!("expected c5 or p5, got {text:?}"))),
+        }
+    }
+}
+
 /// The network: backbone, FPN and the two subnets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    pub depth: Depth,
+    /// The backbone. (The key is `depth`, its name when only ResNet depths existed, so
+    /// that earlier configuration files, checkpoints and ablation records stay valid.)
+    pub depth: BackboneName,
     pub norm: BackboneNorm,
     /// F, the channels of every pyramid level.
     pub fpn_channels: usize,
@@ -148,7 +178,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            depth: Depth::ResNet50,
+            depth: BackboneName::RESNET50,
             norm: BackboneNorm::GroupNorm,
             fpn_channels: 256,
             p6_input: P6Input::C5,
@@ -163,27 +193,30 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.fpn_channels == 0 || self.head_width == 0 || self.num_classes == 0 {
-            return Err("model: fpn_channels, head_width and num_classes must be positive".into());
+            return Err(Error::config(
+                "model: fpn_channels, head_width and num_classes must be positive",
+            ));
         }
         if self.head_norm && !self.head_width.is_multiple_of(32) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "model: head_norm uses GroupNorm(32), so head_width ({}) must be a multiple of 32",
                 self.head_width
-            ));
+            )));
         }
         if !(self.prior_probability > 0.0 && self.prior_probability < 1.0) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "model: prior_probability must lie in (0, 1), got {}",
                 self.prior_probability
-            ));
+            )));
         }
         Ok(())
     }
 }
 
-/// Anchors (spec row 13).
+/// Anchors (§4 "Anchors"): three octave scales × three aspect ratios of a base size per
+/// level, A = 9 per location.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnchorConfig {
@@ -214,32 +247,37 @@ impl AnchorConfig {
         self.scales.len() * self.ratios.len()
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.sizes.len() != 5 || self.strides.len() != 5 {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "anchors: sizes and strides need one entry per level P3..P7 (5), got {} and {}",
                 self.sizes.len(),
                 self.strides.len()
-            ));
+            )));
         }
         if self.scales.is_empty() || self.ratios.is_empty() {
-            return Err("anchors: scales and ratios must not be empty".into());
+            return Err(Error::config(
+                "anchors: scales and ratios must not be empty",
+            ));
         }
         let positive = |v: &[f32]| v.iter().all(|x| x.is_finite() && *x > 0.0);
         if !positive(&self.sizes) || !positive(&self.scales) || !positive(&self.ratios) {
-            return Err("anchors: sizes, scales and ratios must be positive".into());
+            return Err(Error::config(
+                "anchors: sizes, scales and ratios must be positive",
+            ));
         }
         if self.strides != [8, 16, 32, 64, 128] {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "anchors: strides are fixed by the network at [8, 16, 32, 64, 128], got {:?}",
                 self.strides
-            ));
+            )));
         }
         Ok(())
     }
 }
 
-/// Anchor matching (spec row 14).
+/// Anchor matching (§4 "Anchors"): IoU ≥ 0.5 positive, < 0.4 background, ignored in
+/// between, plus each box's best anchors (low-quality matches).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MatcherConfig {
@@ -262,21 +300,22 @@ impl Default for MatcherConfig {
 }
 
 impl MatcherConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if !(0.0..=1.0).contains(&self.background_iou)
             || !(0.0..=1.0).contains(&self.foreground_iou)
             || self.background_iou > self.foreground_iou
         {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "matcher: need 0 ≤ background_iou ({}) ≤ foreground_iou ({}) ≤ 1",
                 self.background_iou, self.foreground_iou
-            ));
+            )));
         }
         Ok(())
     }
 }
 
-/// The box regression loss (spec row 17).
+/// The box regression loss: smooth L1 (§4.1 "Optimization"; β = 0.11 from the authors'
+/// Detectron code), or L1.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum BoxLoss {
@@ -286,7 +325,42 @@ pub enum BoxLoss {
     SmoothL1 { beta: f32 },
 }
 
-/// The losses (spec rows 16–18).
+/// β of the smooth-L1 box loss when none is given: 0.11, the value of the authors'
+/// Detectron code (the paper does not state it).
+pub const DEFAULT_SMOOTH_L1_BETA: f32 = 0.11;
+
+/// Which box loss, without its parameter: what `--box-loss` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoxLossKind {
+    L1,
+    SmoothL1,
+}
+
+impl BoxLossKind {
+    /// Parses "smooth-l1" or "l1" (the `--box-loss` flag).
+    pub fn parse(text: &str) -> Result<BoxLossKind, Error> {
+        match text.trim() {
+            "l1" => Ok(BoxLossKind::L1),
+            "smooth-l1" => Ok(BoxLossKind::SmoothL1),
+            _ => Err(Error::config(format!(
+                "expected smooth-l1 or l1, got {text:?}"
+            ))),
+        }
+    }
+}
+
+impl BoxLoss {
+    /// β of smooth L1, `None` for L1.
+    pub fn beta(self) -> Option<f32> {
+        match self {
+            BoxLoss::SmoothL1 { beta } => Some(beta),
+            BoxLoss::L1 => None,
+        }
+    }
+}
+
+/// The losses: the α-balanced focal loss, eq. (5), and the box loss, both normalised by
+/// the batch's positive anchors (§4.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossConfig {
@@ -302,31 +376,41 @@ impl Default for LossConfig {
         LossConfig {
             alpha: Some(0.25),
             gamma: 2.0,
-            box_loss: BoxLoss::SmoothL1 { beta: 0.11 },
+            box_loss: BoxLoss::SmoothL1 {
+                beta: DEFAULT_SMOOTH_L1_BETA,
+            },
         }
     }
 }
 
 impl LossConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if let Some(a) = self.alpha {
             if !(0.0..=1.0).contains(&a) {
-                return Err(format!("loss: alpha must lie in [0, 1], got {a}"));
+                return Err(Error::config(format!(
+                    "loss: alpha must lie in [0, 1], got {a}"
+                )));
             }
         }
         if !(self.gamma >= 0.0 && self.gamma.is_finite()) {
-            return Err(format!("loss: gamma must be ≥ 0, got {}", self.gamma));
+            return Err(Error::config(format!(
+                "loss: gamma must be ≥ 0, got {}",
+                self.gamma
+            )));
         }
         if let BoxLoss::SmoothL1 { beta } = self.box_loss {
             if !(beta >= 0.0 && beta.is_finite()) {
-                return Err(format!("loss: smooth-l1 beta must be ≥ 0, got {beta}"));
+                return Err(Error::config(format!(
+                    "loss: smooth-l1 beta must be ≥ 0, got {beta}"
+                )));
             }
         }
         Ok(())
     }
 }
 
-/// Inference (spec row 19).
+/// Inference (§4.1 "Inference"): per level the best 1000 candidates above 0.05, then
+/// class-wise NMS at 0.5 and the best 100 per image.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InferenceConfig {
@@ -352,12 +436,12 @@ impl Default for InferenceConfig {
 }
 
 impl InferenceConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if !(0.0..=1.0).contains(&self.score_threshold) || !(0.0..=1.0).contains(&self.nms_iou) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "inference: score_threshold ({}) and nms_iou ({}) must lie in [0, 1]",
                 self.score_threshold, self.nms_iou
-            ));
+            )));
         }
         Ok(())
     }
@@ -384,7 +468,7 @@ mod tests {
     fn serialises_and_reads_back_and_partial_files_take_defaults() {
         let mut c = RetinaNetConfig::default();
         c.model.norm = BackboneNorm::FrozenBatchNorm;
-        c.model.depth = Depth::ResNet18;
+        c.model.depth = BackboneName::RESNET18;
         c.loss.box_loss = BoxLoss::L1;
         let text = serde_json::to_string(&c).unwrap();
         assert!(text.contains("\"frozen-bn\"") && text.contains("\"resnet18\""));
@@ -402,11 +486,36 @@ mod tests {
     fn validation_names_the_field() {
         let mut c = RetinaNetConfig::default();
         c.matcher.background_iou = 0.6;
-        assert!(c.validate().unwrap_err().contains("background_iou"));
+        assert!(c.validate().unwrap_err().chain().contains("background_iou"));
         let mut c = RetinaNetConfig::default();
         c.anchors.strides[0] = 4;
-        assert!(c.validate().unwrap_err().contains("strides"));
-        assert_eq!(Depth::parse("resnet34"), Ok(Depth::ResNet34));
-        assert!(Depth::parse("resnet101").is_err());
+        assert!(c.validate().unwrap_err().chain().contains("strides"));
+        assert_eq!(
+            BackboneName::parse("resnet34").ok(),
+            Some(BackboneName::RESNET34)
+        );
+        assert_eq!(BackboneName::parse("50").ok(), Some(BackboneName::RESNET50));
+        assert_eq!(
+            BackboneName::parse("ResNet18-Half")
+                .map(BackboneName::name)
+                .ok(),
+            Some("resnet18-half")
+        );
+        let e = BackboneName::parse("resnet101").unwrap_err().to_string();
+        assert!(
+            e.contains("resnet101") && e.contains("resnet18-half"),
+            "{e}"
+        );
+        assert_eq!(P6Input::parse("p5").ok(), Some(P6Input::P5));
+        assert!(P6Input::parse("p4")
+            .unwrap_err()
+            .chain()
+            .contains("c5 or p5"));
+        assert_eq!(BoxLossKind::parse("l1").ok(), Some(BoxLossKind::L1));
+        assert_eq!(
+            BoxLossKind::parse("smooth-l1").ok(),
+            Some(BoxLossKind::SmoothL1)
+        );
+        assert!(BoxLossKind::parse("l2").is_err());
     }
 }

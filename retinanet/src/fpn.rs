@@ -1,5 +1,5 @@
 //! The feature pyramid network (Lin et al., 2017) with RetinaNet's two extra levels:
-//! from C3, C4, C5 to P3..P7, every level with F channels (spec rows 9–10).
+//! from C3, C4, C5 to P3..P7, every level with F channels (RetinaNet §4 and footnote 2).
 //!
 //! ```text
 //!   M5 = lateral5(C5)                          lateral: 1×1 conv C_l → F

@@ -1,4 +1,5 @@
-//! The class and box subnets (spec rows 11–12): two small fully convolutional networks
+//! The class and box subnets (§4 "Classification Subnet", "Box Regression Subnet"):
+//! two small fully convolutional networks
 //! applied, with the same weights, to every pyramid level.
 //!
 //! ```text

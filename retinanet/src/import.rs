@@ -15,9 +15,9 @@
 use std::path::Path;
 
 use focal_engine::Tensor;
-use focal_nn::{import_safetensors, ImportOptions, ImportReport, WeightsError};
+use focal_nn::{import_safetensors, ImportOptions, ImportReport};
 
-use crate::config::{BackboneNorm, Depth, P6Input, RetinaNetConfig};
+use crate::config::{BackboneName, BackboneNorm, P6Input, RetinaNetConfig};
 use crate::model::RetinaNet;
 
 /// The 80 COCO category ids in ascending order: focal's label k is `COCO_IDS[k]`.
@@ -37,7 +37,7 @@ impl RetinaNetConfig {
     /// 80 classes; the rest as focal's defaults.
     pub fn torchvision_resnet50_fpn() -> RetinaNetConfig {
         let mut c = RetinaNetConfig::default();
-        c.model.depth = Depth::ResNet50;
+        c.model.depth = BackboneName::RESNET50;
         c.model.norm = BackboneNorm::FrozenBatchNorm;
         c.model.p6_input = P6Input::P5;
         c.model.frozen_bn_eps = 0.0;
@@ -45,7 +45,7 @@ impl RetinaNetConfig {
     }
 }
 
-/// Rows a·91 + COCO_IDS[k] of a (A·91, ...) tensor, in the order a·80 + k.
+/// Rows `a·91 + COCO_IDS[k]` of a (A·91, ...) tensor, in the order `a·80 + k`.
 pub fn remap_coco_rows(t: &Tensor, anchors_per_cell: usize) -> Tensor {
     let mut rows = Vec::with_capacity(anchors_per_cell * COCO_IDS.len());
     for a in 0..anchors_per_cell {
@@ -59,10 +59,13 @@ pub fn remap_coco_rows(t: &Tensor, anchors_per_cell: usize) -> Tensor {
 /// Loads a safetensors state dict of torchvision's RetinaNet into `model`, strictly
 /// (every tensor must find its place and every parameter must be filled, or nothing is
 /// loaded and the error lists the differences), remapping 91 COCO classes to 80.
-pub fn load_torchvision(model: &mut RetinaNet, path: &Path) -> Result<ImportReport, WeightsError> {
+pub fn load_torchvision(
+    model: &mut RetinaNet,
+    path: &Path,
+) -> Result<ImportReport, focal_nn::Error> {
     let a = model.config.anchors.anchors_per_cell();
     let k = model.config.model.num_classes;
-    let remap = move |name: &str, t: Tensor, shape: &[usize]| -> Result<Tensor, String> {
+    let remap = move |name: &str, t: Tensor, shape: &[usize]| -> Result<Tensor, focal_nn::Error> {
         let is_cls = name == "head.classification_head.cls_logits.weight"
             || name == "head.classification_head.cls_logits.bias";
         if is_cls && k == COCO_IDS.len() && t.dim(0) == a * TORCHVISION_COCO_CLASSES {

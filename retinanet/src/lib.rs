@@ -3,7 +3,7 @@
 //! RetinaNet (Lin et al., "Focal Loss for Dense Object Detection", 2017) on focal's
 //! engine, one concept per file in the paper's terms:
 //!
-//! - [`config`]: every choice, with the defaults of the specification;
+//! - [`config`]: every choice, with the paper's defaults (docs/design-choices.md);
 //! - [`boxes`]: xyxy boxes and IoU;
 //! - [`anchors`]: the anchors of P3..P7 and the feature-map sizes;
 //! - [`box_coder`]: boxes as (dx, dy, dw, dh) relative to an anchor;
@@ -14,17 +14,18 @@
 //! - [`ablation`]: the α/γ grid of Table 1a/1b, its records and tables;
 //! - [`nms`]: class-wise non-maximum suppression;
 //! - [`postprocess`]: from head outputs to detections in original pixels;
-//! - [`resnet`], [`fpn`], [`head`]: the network; [`model`]: the detector as a whole;
+//! - [`backbone`] (the seam, and the ResNets), [`fpn`], [`head`]: the network; [`model`]:
+//!   the detector as a whole;
 //! - [`import`]: torchvision's weights, with the 91 → 80 COCO class remap;
 //! - [`train`]: a whole training run (configuration, loop, checkpoints, evaluation).
 //!
 //! ```
 //! use focal_engine::{backward, Rng, Tensor};
 //! use focal_nn::{Optimizer, Sgd};
-//! use focal_retinanet::{Depth, GroundTruth, ImageSize, RetinaNet, RetinaNetConfig};
+//! use focal_retinanet::{BackboneName, GroundTruth, ImageSize, RetinaNet, RetinaNetConfig};
 //!
 //! let mut config = RetinaNetConfig::default(); // ResNet-50, GroupNorm, P6 from C5, K = 80
-//! config.model.depth = Depth::ResNet18;
+//! config.model.depth = BackboneName::RESNET18;
 //! let mut model = RetinaNet::new(&config, &mut Rng::new(0)).unwrap();
 //!
 //! // A training step on a batch padded to 64×64 (normalised pixels, NCHW).
@@ -42,9 +43,11 @@
 
 pub mod ablation;
 pub mod anchors;
+pub mod backbone;
 pub mod box_coder;
 pub mod boxes;
 pub mod config;
+pub mod error;
 pub mod fpn;
 pub mod head;
 pub mod import;
@@ -54,15 +57,15 @@ pub mod matcher;
 pub mod model;
 pub mod nms;
 pub mod postprocess;
-pub mod resnet;
 pub mod targets;
 pub mod train;
 
 pub use anchors::Anchors;
 pub use config::{
-    AnchorConfig, BackboneNorm, BoxLoss, Depth, InferenceConfig, LossConfig, MatcherConfig,
-    ModelConfig, P6Input, RetinaNetConfig,
+    AnchorConfig, BackboneName, BackboneNorm, BoxLoss, BoxLossKind, InferenceConfig, LossConfig,
+    MatcherConfig, ModelConfig, P6Input, RetinaNetConfig,
 };
+pub use error::{Error, Result};
 pub use import::load_torchvision;
 pub use loss::Losses;
 pub use model::{HeadOutputs, RetinaNet};

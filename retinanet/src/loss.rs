@@ -1,4 +1,4 @@
-//! The RetinaNet loss (spec rows 16–18): the focal loss on the class subnet's output and
+//! The RetinaNet loss (eq. (5) and §4.1): the focal loss on the class subnet's output and
 //! a smooth-L1 (or L1) loss on the box subnet's output, both normalised by the number of
 //! positive anchors in the whole batch.
 //!
@@ -277,7 +277,8 @@ mod tests {
         let logits = Tensor::full(&[2, anchors.len(), k], prior);
         let deltas = Tensor::zeros(&[2, anchors.len(), 4]);
         let l = retinanet_loss(&LossConfig::default(), &logits, &deltas, &t);
-        // Spec: ≈ 1.128 + anchors·K·7.5378e−7 / positives (anchors of the whole batch).
+        // ≈ 1.128 + anchors·K·7.5378e−7 / positives (anchors of the whole batch; see
+        // docs/focal-loss.md, "The prior initialisation").
         // Each positive entry: 0.25·0.99²·ln 100 = 1.12838; each negative 7.5378e−7.
         let positive_entry = 0.25 * 0.99f64.powi(2) * 100f64.ln();
         let expected = positive_entry + (2 * anchors.len() * k) as f64 * 7.5378e-7 / pos as f64;

@@ -2,11 +2,11 @@
 //! built from [`crate::targets`], [`crate::loss`] and [`crate::postprocess`].
 //!
 //! Parameter names follow torchvision's `RetinaNet.state_dict()`:
-//! `backbone.body.*` (the ResNet), `backbone.fpn.*` (the FPN), `head.*` (the subnets).
+//! `backbone.body.*` (the backbone), `backbone.fpn.*` (the FPN), `head.*` (the subnets).
 //!
 //! ```text
 //!   images (N, 3, H, W)          normalised, padded to a multiple of 32
-//!     → C3, C4, C5               ResNet layer2..layer4
+//!     → C3, C4, C5               the backbone (a ResNet: layer2..layer4)
 //!     → P3 .. P7                 FPN (F channels)
 //!     → class logits (N, A_total, K), box deltas (N, A_total, 4)
 //! ```
@@ -15,12 +15,13 @@ use focal_engine::{no_grad, Rng, Tensor};
 use focal_nn::{Module, Visitor};
 
 use crate::anchors::Anchors;
+use crate::backbone::{Backbone, BackboneOptions};
 use crate::config::RetinaNetConfig;
+use crate::error::Error;
 use crate::fpn::Fpn;
 use crate::head::Head;
 use crate::loss::{retinanet_loss, Losses};
 use crate::postprocess::{postprocess, Detections, ImageSize};
-use crate::resnet::ResNet;
 use crate::targets::{assign_targets, BatchTargets, GroundTruth};
 
 /// The raw outputs of one forward pass.
@@ -37,8 +38,8 @@ pub struct HeadOutputs {
 #[derive(Clone)]
 pub struct RetinaNet {
     pub config: RetinaNetConfig,
-    /// `backbone.body`.
-    pub body: ResNet,
+    /// `backbone.body`: any registered backbone (`crate::backbone`).
+    pub body: Box<dyn Backbone>,
     /// `backbone.fpn`.
     pub fpn: Fpn,
     /// `head`.
@@ -47,12 +48,12 @@ pub struct RetinaNet {
 }
 
 /// A wrapper that names the backbone's two parts as torchvision does.
-struct Backbone<'a> {
-    body: &'a mut ResNet,
+struct BackboneWithFpn<'a> {
+    body: &'a mut dyn Backbone,
     fpn: &'a mut Fpn,
 }
 
-impl Module for Backbone<'_> {
+impl Module for BackboneWithFpn<'_> {
     fn visit(&mut self, v: &mut dyn Visitor) {
         v.child("body", self.body);
         v.child("fpn", self.fpn);
@@ -63,8 +64,8 @@ impl Module for RetinaNet {
     fn visit(&mut self, v: &mut dyn Visitor) {
         v.child(
             "backbone",
-            &mut Backbone {
-                body: &mut self.body,
+            &mut BackboneWithFpn {
+                body: self.body.as_mut(),
                 fpn: &mut self.fpn,
             },
         );
@@ -75,11 +76,15 @@ impl Module for RetinaNet {
 impl RetinaNet {
     /// A freshly initialised detector (in training mode). Every random value is drawn
     /// from `rng`, backbone first, so one seed fixes the whole model.
-    pub fn new(config: &RetinaNetConfig, rng: &mut Rng) -> Result<RetinaNet, String> {
+    pub fn new(config: &RetinaNetConfig, rng: &mut Rng) -> Result<RetinaNet, Error> {
         config.validate()?;
         let m = &config.model;
-        let body = ResNet::new(m.depth, m.norm, m.frozen_bn_eps, rng);
-        let fpn = Fpn::new(body.out_channels, m.fpn_channels, m.p6_input, rng);
+        let options = BackboneOptions {
+            norm: m.norm,
+            frozen_bn_eps: m.frozen_bn_eps,
+        };
+        let body = (m.depth.spec().build)(&options, rng);
+        let fpn = Fpn::new(body.out_channels(), m.fpn_channels, m.p6_input, rng);
         let head = Head::new(
             m.fpn_channels,
             m.head_width,
@@ -140,13 +145,13 @@ impl RetinaNet {
         &self,
         images: &Tensor,
         ground_truth: &[GroundTruth],
-    ) -> Result<BatchTargets, String> {
+    ) -> Result<BatchTargets, Error> {
         if ground_truth.len() != images.dim(0) {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{} images but ground truth for {}",
                 images.dim(0),
                 ground_truth.len()
-            ));
+            )));
         }
         let anchors = self.anchors(images.dim(2), images.dim(3));
         assign_targets(
@@ -163,7 +168,7 @@ impl RetinaNet {
         &mut self,
         images: &Tensor,
         ground_truth: &[GroundTruth],
-    ) -> Result<Losses, String> {
+    ) -> Result<Losses, Error> {
         let targets = self.targets(images, ground_truth)?;
         let out = self.forward(images);
         Ok(retinanet_loss(

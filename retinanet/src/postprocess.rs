@@ -1,5 +1,5 @@
 //! Inference post-processing: from the heads' raw outputs to detections in the pixels of
-//! the original image (spec row 19).
+//! the original image (§4.1 "Inference").
 //!
 //! For each image:
 //! 1. per pyramid level, the class probabilities σ(logit) of every (anchor, class) pair;

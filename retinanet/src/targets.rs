@@ -9,6 +9,7 @@ use crate::anchors::Anchors;
 use crate::box_coder::encode;
 use crate::boxes::Box4;
 use crate::config::MatcherConfig;
+use crate::error::Error;
 use crate::matcher::{match_anchors, Match};
 
 /// The objects of one image, in the coordinates of the network's input (resized, not
@@ -51,24 +52,32 @@ pub struct BatchTargets {
     pub num_classes: usize,
 }
 
-fn check_ground_truth(i: usize, gt: &GroundTruth, num_classes: usize) -> Result<(), String> {
+fn check_ground_truth(i: usize, gt: &GroundTruth, num_classes: usize) -> Result<(), Error> {
+    if gt.boxes.len() > focal_data::MAX_BOXES_PER_IMAGE {
+        return Err(Error::invalid(format!(
+            "image {i} of the batch has {} boxes, more than the {} per image focal matches \
+             anchors to",
+            gt.boxes.len(),
+            focal_data::MAX_BOXES_PER_IMAGE
+        )));
+    }
     if gt.boxes.len() != gt.labels.len() {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "image {i} of the batch: {} boxes but {} labels",
             gt.boxes.len(),
             gt.labels.len()
-        ));
+        )));
     }
     for (j, (b, &l)) in gt.boxes.iter().zip(&gt.labels).enumerate() {
         if l >= num_classes {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "image {i} of the batch, box {j}: label {l} is not below the {num_classes} classes"
-            ));
+            )));
         }
         if !b.iter().all(|v| v.is_finite()) || b[2] <= b[0] || b[3] <= b[1] {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "image {i} of the batch, box {j}: {b:?} is not a box with positive width and height"
-            ));
+            )));
         }
     }
     Ok(())
@@ -81,7 +90,7 @@ pub fn assign_targets(
     anchors: &Anchors,
     ground_truth: &[GroundTruth],
     num_classes: usize,
-) -> Result<BatchTargets, String> {
+) -> Result<BatchTargets, Error> {
     let mut images = Vec::with_capacity(ground_truth.len());
     for (i, gt) in ground_truth.iter().enumerate() {
         check_ground_truth(i, gt, num_classes)?;
@@ -217,9 +226,13 @@ mod tests {
             boxes: vec![b],
             labels: vec![l],
         };
-        let e = assign_targets(&m, &anchors, &[gt([0., 0., 5., 5.], 3)], 3).unwrap_err();
+        let e = assign_targets(&m, &anchors, &[gt([0., 0., 5., 5.], 3)], 3)
+            .unwrap_err()
+            .chain();
         assert!(e.contains("label 3"), "{e}");
-        let e = assign_targets(&m, &anchors, &[gt([0., 0., 0., 5.], 0)], 3).unwrap_err();
+        let e = assign_targets(&m, &anchors, &[gt([0., 0., 0., 5.], 0)], 3)
+            .unwrap_err()
+            .chain();
         assert!(e.contains("positive width"), "{e}");
     }
 }

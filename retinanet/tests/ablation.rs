@@ -106,7 +106,7 @@ fn cells_are_trained_recorded_and_skipped_on_rerun() {
             !dir.join("last.ckpt").exists(),
             "a finished cell drops last.ckpt"
         );
-        assert!(r.stats.AP >= 0.0 && r.stats.AP <= 1.0, "{r:?}");
+        assert!(r.stats.ap >= 0.0 && r.stats.ap <= 1.0, "{r:?}");
         assert_eq!(
             CellRecord::read(&out, &r.setting()).unwrap().as_ref(),
             Some(r)

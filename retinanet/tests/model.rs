@@ -7,10 +7,11 @@ use focal_retinanet::head::Head;
 use focal_retinanet::loss::retinanet_loss;
 use focal_retinanet::targets::{AnchorLabel, BatchTargets, ImageTargets};
 use focal_retinanet::{
-    BackboneNorm, Depth, GroundTruth, ImageSize, LossConfig, P6Input, RetinaNet, RetinaNetConfig,
+    BackboneName, BackboneNorm, GroundTruth, ImageSize, LossConfig, P6Input, RetinaNet,
+    RetinaNetConfig,
 };
 
-fn config(depth: Depth, norm: BackboneNorm) -> RetinaNetConfig {
+fn config(depth: BackboneName, norm: BackboneNorm) -> RetinaNetConfig {
     let mut c = RetinaNetConfig::default();
     c.model.depth = depth;
     c.model.norm = norm;
@@ -57,10 +58,51 @@ fn parameter_counts_match_torchvision() {
     assert_eq!(n, 34_121_239);
 }
 
+/// The backbone's parameters (GroupNorm: a weight and a bias per channel, as BatchNorm
+/// has) for a ResNet-18 layout of width w, counted by hand: the stem 3·w·7² + 2w; layer1
+/// 36w² + 8w; layer2 128w² + 20w; layer3 512w² + 40w; layer4 2048w² + 80w; in all
+/// 2724w² + 297w. At w = 64 that is 11 176 512, the parameters of torchvision's
+/// `resnet18()` without its classifier (printed by a Python with torchvision:
+/// `sum(p.numel() for n, p in resnet18().named_parameters() if not n.startswith("fc."))`);
+/// at w = 32 (`resnet18-half`) 2 798 880.
+#[test]
+fn resnet18_and_its_half_width_variant_have_the_parameters_of_their_layout() {
+    let count = |name: &str| {
+        let mut c = config(BackboneName::parse(name).unwrap(), BackboneNorm::GroupNorm);
+        c.model.fpn_channels = 32;
+        let mut m = RetinaNet::new(&c, &mut Rng::new(0)).unwrap();
+        named_params(&mut m)
+            .iter()
+            .filter(|(n, _)| n.starts_with("backbone.body."))
+            .map(|(_, p)| p.value.numel())
+            .sum::<usize>()
+    };
+    let by_hand = |w: usize| 2724 * w * w + 297 * w;
+    assert_eq!(by_hand(64), 11_176_512);
+    assert_eq!(count("resnet18"), by_hand(64));
+    assert_eq!(count("resnet18-half"), by_hand(32));
+    // Same names as ResNet-18 (so the same code imports and exports it), half the channels.
+    let mut m = RetinaNet::new(
+        &config(
+            BackboneName::parse("resnet18-half").unwrap(),
+            BackboneNorm::GroupNorm,
+        ),
+        &mut Rng::new(0),
+    )
+    .unwrap();
+    assert_eq!(m.body.out_channels(), [64, 128, 256]);
+    assert_eq!(
+        param(&mut m, "backbone.body.layer4.1.conv2.weight")
+            .value
+            .shape(),
+        &[256, 256, 3, 3]
+    );
+}
+
 #[test]
 fn initialisation_follows_the_paper_and_torchvision() {
     let mut m = RetinaNet::new(
-        &config(Depth::ResNet18, BackboneNorm::GroupNorm),
+        &config(BackboneName::RESNET18, BackboneNorm::GroupNorm),
         &mut Rng::new(7),
     )
     .unwrap();
@@ -108,7 +150,7 @@ fn initialisation_follows_the_paper_and_torchvision() {
     assert!(g.value.data().iter().all(|&v| v == 1.0));
     // The same seed gives the same model.
     let mut m2 = RetinaNet::new(
-        &config(Depth::ResNet18, BackboneNorm::GroupNorm),
+        &config(BackboneName::RESNET18, BackboneNorm::GroupNorm),
         &mut Rng::new(7),
     )
     .unwrap();
@@ -124,7 +166,7 @@ fn initialisation_follows_the_paper_and_torchvision() {
 fn norm_options_freeze_what_torchvision_freezes() {
     // frozen-bn: BatchNorm is a buffer, the stem and layer1 are frozen, layer2 trains.
     let mut m = RetinaNet::new(
-        &config(Depth::ResNet34, BackboneNorm::FrozenBatchNorm),
+        &config(BackboneName::RESNET34, BackboneNorm::FrozenBatchNorm),
         &mut Rng::new(1),
     )
     .unwrap();
@@ -148,7 +190,7 @@ fn norm_options_freeze_what_torchvision_freezes() {
         .any(|(n, _)| n == "backbone.body.layer3.5.conv2.weight"));
     // bn: trainable BatchNorm with running statistics and counters; nothing frozen.
     let mut m = RetinaNet::new(
-        &config(Depth::ResNet18, BackboneNorm::BatchNorm),
+        &config(BackboneName::RESNET18, BackboneNorm::BatchNorm),
         &mut Rng::new(1),
     )
     .unwrap();
@@ -166,7 +208,7 @@ fn norm_options_freeze_what_torchvision_freezes() {
 
 #[test]
 fn output_layout_matches_the_anchors() {
-    let mut c = config(Depth::ResNet18, BackboneNorm::GroupNorm);
+    let mut c = config(BackboneName::RESNET18, BackboneNorm::GroupNorm);
     c.model.num_classes = 5;
     c.model.fpn_channels = 64;
     c.model.head_width = 32;
@@ -193,7 +235,7 @@ fn output_layout_matches_the_anchors() {
 #[test]
 fn detect_records_nothing_and_restores_the_mode() {
     let mut m = RetinaNet::new(
-        &config(Depth::ResNet18, BackboneNorm::BatchNorm),
+        &config(BackboneName::RESNET18, BackboneNorm::BatchNorm),
         &mut Rng::new(4),
     )
     .unwrap();
@@ -220,7 +262,7 @@ fn detect_records_nothing_and_restores_the_mode() {
 #[test]
 fn training_loss_backpropagates_to_every_trainable_parameter() {
     let mut m = RetinaNet::new(
-        &config(Depth::ResNet18, BackboneNorm::GroupNorm),
+        &config(BackboneName::RESNET18, BackboneNorm::GroupNorm),
         &mut Rng::new(6),
     )
     .unwrap();
@@ -444,7 +486,7 @@ fn loss_and_gradients_do_not_depend_on_the_thread_count() {
     let run = |threads: usize| {
         focal_engine::threads::with_threads(threads, || {
             let mut m = RetinaNet::new(
-                &config(Depth::ResNet18, BackboneNorm::GroupNorm),
+                &config(BackboneName::RESNET18, BackboneNorm::GroupNorm),
                 &mut Rng::new(8),
             )
             .unwrap();
@@ -486,7 +528,7 @@ fn a_sharded_pass_equals_the_whole_batch_and_ignores_the_thread_count() {
     use focal_retinanet::train::data_parallel::sharded_pass;
     let model = || {
         RetinaNet::new(
-            &config(Depth::ResNet18, BackboneNorm::GroupNorm),
+            &config(BackboneName::RESNET18, BackboneNorm::GroupNorm),
             &mut Rng::new(8),
         )
         .unwrap()
@@ -562,4 +604,64 @@ fn a_sharded_pass_equals_the_whole_batch_and_ignores_the_thread_count() {
             );
         }
     }
+}
+
+/// With one shard the trainer's pass is exactly `training_loss` + `backward` of the whole
+/// batch: the same bits for the losses and every gradient (the trainer has one path for
+/// both cases, so the default run must not change by a bit).
+#[test]
+fn one_shard_is_the_plain_pass_to_the_bit() {
+    use focal_retinanet::train::data_parallel::sharded_pass;
+    let model = || {
+        RetinaNet::new(
+            &config(BackboneName::RESNET18, BackboneNorm::BatchNorm),
+            &mut Rng::new(5),
+        )
+        .unwrap()
+    };
+    let x = Tensor::from_vec(
+        &[2, 3, 64, 64],
+        Rng::new(6).normal_vec(2 * 3 * 64 * 64, 0.0, 1.0),
+    );
+    let gt = vec![
+        GroundTruth {
+            boxes: vec![[4., 8., 40., 60.]],
+            labels: vec![2],
+        },
+        GroundTruth {
+            boxes: vec![[20., 30., 60., 62.]],
+            labels: vec![7],
+        },
+    ];
+    let mut plain = model();
+    let l = plain.training_loss(&x, &gt).unwrap();
+    let (cls, boxl) = (l.classification.item(), l.box_regression.item());
+    let g = backward(&l.total());
+    let mut one = model();
+    let pass = sharded_pass(&mut one, &x, &gt, 1).unwrap();
+    assert_eq!(pass.classification.to_bits(), cls.to_bits());
+    assert_eq!(pass.box_regression.to_bits(), boxl.to_bits());
+    assert_eq!(pass.num_positive, l.num_positive);
+    for ((name, p), (_, q)) in named_params(&mut plain)
+        .iter()
+        .zip(named_params(&mut one).iter())
+    {
+        let (a, b) = (
+            g.get(p.id).unwrap().to_vec(),
+            pass.grads.get(q.id).unwrap().to_vec(),
+        );
+        let same = a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits());
+        assert!(same && a.len() == b.len(), "{name}: gradients differ");
+    }
+    // BatchNorm's running statistics were updated alike.
+    let buffers = |m: &mut RetinaNet| {
+        let mut v = Vec::new();
+        for_each_named(m, |name, slot| {
+            if let Slot::Buffer(t) = slot {
+                v.push((name.to_string(), t.to_vec()));
+            }
+        });
+        v
+    };
+    assert_eq!(buffers(&mut plain), buffers(&mut one));
 }

@@ -6,7 +6,8 @@
 //!   towers, 3 classes, input 1×3×136×200 (not a multiple of 32: odd pyramid sizes).
 //!
 //! The fixtures (`tests/fixtures/tv_*.safetensors`) were made by
-//! `/work/pyref/bin/python retinanet/tests/fixtures/make_torchvision_reference.py`; they
+//! `python retinanet/tests/fixtures/make_torchvision_reference.py` (a Python with torch,
+//! torchvision and safetensors: `pip install torch torchvision safetensors`); they
 //! hold the input, torchvision's P3..P7, class logits and box regressions computed in
 //! float64 (the exact answer), torchvision's own float32 error on each, and torchvision's
 //! state-dict names and shapes. Every weight is a formula of its name and
@@ -20,7 +21,9 @@ use std::path::{Path, PathBuf};
 use focal_engine::{no_grad, Rng, Tensor};
 use focal_nn::{for_each_named, read_safetensors, FileTensor, Slot};
 use focal_retinanet::import::COCO_IDS;
-use focal_retinanet::{load_torchvision, BackboneNorm, Depth, P6Input, RetinaNet, RetinaNetConfig};
+use focal_retinanet::{
+    load_torchvision, BackboneName, BackboneNorm, P6Input, RetinaNet, RetinaNetConfig,
+};
 
 fn fnv1a64(name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -205,7 +208,7 @@ fn resnet50_frozen_bn_p5_loads_torchvision_names_and_agrees() {
 fn resnet18_group_norm_p6_from_c5_agrees() {
     let kind = "resnet18_c5_gn";
     let mut cfg = RetinaNetConfig::default();
-    cfg.model.depth = Depth::ResNet18;
+    cfg.model.depth = BackboneName::RESNET18;
     cfg.model.norm = BackboneNorm::GroupNorm;
     cfg.model.p6_input = P6Input::C5;
     cfg.model.fpn_channels = 128;

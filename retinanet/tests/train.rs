@@ -24,7 +24,7 @@ fn scratch(test: &str) -> PathBuf {
 
 /// ResNet-18 (the smallest backbone) on 64-px images with a narrow FPN and one-layer
 /// heads: a step takes a fraction of a second. The loss and anchor ratios are the
-/// specification's (γ = 2, α = 0.25; ratios 0.5, 1, 2), so the first loss is the one
+/// paper's (γ = 2, α = 0.25; ratios 0.5, 1, 2), so the first loss is the one
 /// worked out in docs/focal-loss.md.
 fn tiny(iters: u64) -> TrainConfig {
     let mut c = TrainConfig::shapes();
@@ -99,7 +99,7 @@ fn trains_saves_and_reloads_to_identical_predictions() {
     }
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
-    for (name, v) in result.named_stats() {
+    for (name, v) in result.stats.named() {
         assert_eq!(metrics[name].as_f64().unwrap(), v, "{name}");
     }
     let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
@@ -189,7 +189,7 @@ fn a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint() {
     c.schedule.warmup_iters = 0;
     c.checkpoint_every = 1;
     let mut t = Trainer::new(c, &dir).unwrap();
-    let err = t.run(&mut Silent).unwrap_err().to_string();
+    let err = t.run(&mut Silent).unwrap_err().chain();
     assert!(err.contains("at step 2"), "{err}");
     assert!(err.contains("last.ckpt") && err.contains("intact"), "{err}");
     // last.ckpt is the state after step 1, and loads.
@@ -203,12 +203,16 @@ fn refuses_to_overwrite_a_run_and_to_resume_from_a_model_only_checkpoint() {
     let dir = scratch("refuse");
     let mut t = Trainer::new(tiny(2), &dir).unwrap();
     finished(t.run(&mut Silent).unwrap());
-    let err = Trainer::new(tiny(2), &dir).err().unwrap().to_string();
+    // While the trainer lives it holds the folder's lock, even against this process.
+    let err = Trainer::new(tiny(2), &dir).err().unwrap().chain();
+    assert!(err.contains("in use by another run"), "{err}");
+    drop(t);
+    let err = Trainer::new(tiny(2), &dir).err().unwrap().chain();
     assert!(err.contains("already holds a run"), "{err}");
     let err = Trainer::resume(&dir.join("best.ckpt"), None, None)
         .err()
         .unwrap()
-        .to_string();
+        .chain();
     assert!(err.contains("no optimiser state"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,7 +21,7 @@ use focal_retinanet::ablation::{Grid, Setting};
 use focal_retinanet::train::{EvalRecord, Observer, StepRecord, TrainConfig, Trainer};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::interrupt::{self, EXIT_INTERRUPTED};
+use crate::interrupt;
 
 #[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
@@ -79,7 +79,7 @@ const AFTER_HELP: &str = "\
 The base configuration is that of `focal train` on the synthetic shapes (ResNet-18 with \
 GroupNorm, FPN and heads 64 wide and 2 deep with GroupNorm, anchors 16-256, AdamW at 4e-3 \
 with 100 warm-up steps and a cosine decay, batches of 8) made about twice cheaper: the \
-64-px images at their own size (the default resizes them to 96 px), the spec's three \
+64-px images at their own size (the default resizes them to 96 px), the paper's three \
 anchor ratios, and 500 steps per cell instead of 800, so that the 17 cells of the default \
 grid take under an hour on 2 idle cores (about 3 minutes per cell with its evaluation on \
 the 200 validation images). Every cell starts from the same weights and sees the same \
@@ -115,7 +115,7 @@ impl Args {
             alphas: self.alphas.clone(),
             ce_alphas: ce,
         };
-        grid.validate().map_err(anyhow::Error::msg)?;
+        grid.validate()?;
         Ok(grid)
     }
 
@@ -126,7 +126,7 @@ impl Args {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the configuration {}", path.display()))?;
             base = TrainConfig::from_toml_over(&base, &text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                .with_context(|| path.display().to_string())?;
         }
         if let Some(iters) = self.iters {
             base.iters = Some(iters);
@@ -138,10 +138,10 @@ impl Args {
         if let Some(t) = threads {
             base.threads = t as usize;
         }
-        base.validate().map_err(|e| match &self.config {
-            Some(p) => anyhow::anyhow!("{}: {e}", p.display()),
-            None => anyhow::anyhow!("{e}"),
-        })?;
+        match &self.config {
+            Some(p) => base.validate().with_context(|| p.display().to_string())?,
+            None => base.validate()?,
+        }
         Ok(base)
     }
 }
@@ -182,7 +182,7 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
     let mut trainer = TrainerCells::new(base, &mut cell_progress);
     let outcome = run_grid(&args.out, &grid, &caption, &mut trainer, &mut grid_progress);
     bars.finish();
-    let outcome = outcome.map_err(anyhow::Error::msg)?;
+    let outcome = outcome?;
     let md = args.out.join(TABLE_MD);
     let csv = args.out.join(TABLE_CSV);
     match outcome {
@@ -208,7 +208,7 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
                 csv.display()
             );
             if interrupted.load(Ordering::SeqCst) {
-                Ok(ExitCode::from(EXIT_INTERRUPTED))
+                Ok(ExitCode::from(interrupt::exit_code()))
             } else {
                 Ok(ExitCode::SUCCESS)
             }
@@ -337,9 +337,9 @@ impl GridObserver for GridProgress {
         self.bars.println(&format!(
             "{}: AP {:.1} · AP50 {:.1} · AP75 {:.1} ({}; {} per cell so far)",
             r.setting(),
-            100.0 * r.stats.AP,
-            100.0 * r.stats.AP50,
-            100.0 * r.stats.AP75,
+            100.0 * r.stats.ap,
+            100.0 * r.stats.ap50,
+            100.0 * r.stats.ap75,
             hms(Duration::from_secs_f64(r.seconds)),
             hms(per_cell)
         ));

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Result};
+use anyhow::{Context, Result};
 use focal_data::coco_format::CocoFile;
 use focal_data::results::load_results_for;
 
@@ -63,9 +63,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
 
-    let result = focal_data::evaluate(&gt, &dets).map_err(|e| {
-        anyhow!(
-            "evaluating {} against {}: {e}",
+    let result = focal_data::evaluate(&gt, &dets).with_context(|| {
+        format!(
+            "evaluating {} against {}",
             args.dt.display(),
             args.gt.display()
         )

@@ -7,10 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use focal_data::batch::collate;
-use focal_data::image_io::read_rgb;
+use focal_data::image_io::{decode, read_header, read_image_file};
 use focal_data::results::write_results;
 use focal_data::transforms::transform;
 use focal_data::{Detection, Sample};
+use focal_retinanet::train::config::MAX_IMAGE_SIDE;
 use focal_retinanet::train::{detect_batch, load_trained_model, to_coco_results};
 use focal_retinanet::Detections;
 
@@ -30,19 +31,19 @@ pub struct Args {
     /// Images to run on.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
-    /// Folder for the drawn copies and detections.json [default: detections]. Copies of
-    /// images under 256 px are enlarged (nearest neighbour, by a whole factor) so that
-    /// the labels stay readable; detections.json keeps the original coordinates.
+    /// Folder for the drawn copies and detections.json. Copies of images under 256 px are
+    /// enlarged (nearest neighbour, by a whole factor) so that the labels stay readable;
+    /// detections.json keeps the original coordinates.
     #[arg(long, value_name = "DIR", default_value = "detections")]
     out: PathBuf,
-    /// Keep detections scoring at least this [default: 0.5].
+    /// Keep detections scoring at least this (0 to 1).
     #[arg(long, value_name = "T", default_value_t = 0.5, value_parser = parse_score)]
     score: f32,
-    /// Resize so the short side is this [default: the checkpoint's].
-    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Resize so the short side is this, 1 to 4096 [default: the checkpoint's].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..=MAX_IMAGE_SIDE as u64))]
     min_size: Option<u64>,
-    /// ...unless the long side would exceed this [default: the checkpoint's].
-    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..))]
+    /// ...unless the long side would exceed this, 1 to 4096 [default: the checkpoint's].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..=MAX_IMAGE_SIDE as u64))]
     max_size: Option<u64>,
 }
 
@@ -65,16 +66,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let d = &trained.config.data;
     let min_size = args.min_size.map_or(d.min_size, |v| v as usize);
     let max_size = args.max_size.map_or(d.max_size, |v| v as usize);
-    // Read every image first, so a missing file fails before any work.
-    let mut images = Vec::with_capacity(args.images.len());
+    // Every image's header first (format, size, the memory limit), so a missing or
+    // unreadable file fails before any work; the pixels are then decoded one image at a
+    // time, so memory holds one image whatever the number of files.
     for path in &args.images {
-        images.push(read_rgb(path)?);
+        let bytes = read_image_file(path)?;
+        read_header(&bytes, path)?.check_limit(path)?;
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the folder {}", args.out.display()))?;
     let mut used_names = std::collections::HashSet::new();
     let mut all = Vec::new();
-    for (i, (path, image)) in args.images.iter().zip(images).enumerate() {
+    for (i, path) in args.images.iter().enumerate() {
+        let image = decode(&read_image_file(path)?, path)?;
         let image_id = i as i64 + 1;
         let sample = Sample {
             image: image.clone(),

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use focal_data::results::write_results;
-use focal_data::{CocoDataset, Dataset};
+use focal_data::{check_dataset, CocoDataset, CocoOptions, Dataset};
+use focal_retinanet::train::config::{MAX_BATCH, MAX_IMAGE_SIDE};
 use focal_retinanet::train::{class_names, evaluate, load_trained_model, open_datasets};
 
 #[derive(clap::Args)]
@@ -46,15 +47,19 @@ pub struct Args {
     /// Also write the detections here as a COCO results file (JSON).
     #[arg(long, value_name = "FILE.json")]
     out: Option<PathBuf>,
-    /// Images per batch [default: the checkpoint's evaluation batch size].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Images per batch, 1 to 1024 [default: the checkpoint's evaluation batch size].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH as u64))]
     batch_size: Option<u64>,
-    /// Resize so the short side is this [default: the checkpoint's].
-    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Resize so the short side is this, 1 to 4096 [default: the checkpoint's].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..=MAX_IMAGE_SIDE as u64))]
     min_size: Option<u64>,
-    /// ...unless the long side would exceed this [default: the checkpoint's].
-    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..))]
+    /// ...unless the long side would exceed this, 1 to 4096 [default: the checkpoint's].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..=MAX_IMAGE_SIDE as u64))]
     max_size: Option<u64>,
+    /// Leave out the images that cannot be used (missing, truncated, corrupt, of another
+    /// size than annotated) instead of refusing to evaluate; their number is reported.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Also print the results as one JSON object on the last line (AP, AP50, ..., ARl and
     /// per_category).
     #[arg(long)]
@@ -63,18 +68,22 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut trained = load_trained_model(&args.weights)?;
+    let options = CocoOptions {
+        skip_bad_images: args.skip_bad_images,
+    };
     let dataset: Arc<dyn Dataset> = match (&args.data, &args.ann, &args.images) {
         (Some(root), _, _) => {
             if !root.is_dir() {
                 bail!("--data {}: no such folder", root.display());
             }
-            let ann = root
-                .join("annotations")
-                .join(format!("instances_{}.json", args.split));
-            Arc::new(CocoDataset::open(&ann, &root.join(&args.split))?)
+            Arc::new(CocoDataset::open_split(root, &args.split, options)?)
         }
-        (None, Some(ann), Some(images)) => Arc::new(CocoDataset::open(ann, images)?),
-        _ => open_datasets(&trained.config)?.1,
+        (None, Some(ann), Some(images)) => Arc::new(CocoDataset::open_with(ann, images, options)?),
+        _ => {
+            let mut config = trained.config.clone();
+            config.data.skip_bad_images |= args.skip_bad_images;
+            open_datasets(&config)?.1
+        }
     };
     let names = class_names(&*dataset);
     if names.iter().map(|c| c.id).collect::<Vec<_>>()
@@ -102,6 +111,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
             names.iter().take(5).map(|c| c.id).collect::<Vec<_>>()
         );
     }
+    // Every image checked before any inference, all bad ones reported at once.
+    let report = check_dataset(&*dataset, args.skip_bad_images, &|_, _| {})?;
+    if !report.left_out.is_empty() {
+        eprintln!(
+            "left out {} of {} images that cannot be used:",
+            report.left_out.len(),
+            report.checked
+        );
+        for p in &report.left_out {
+            eprintln!("  {p}");
+        }
+    }
     let d = &trained.config.data;
     let min_size = args.min_size.map_or(d.min_size, |v| v as usize);
     let max_size = args.max_size.map_or(d.max_size, |v| v as usize);
@@ -125,8 +146,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 eprintln!("  {done}/{total} images");
             }
         },
-    )
-    .map_err(|e| anyhow!(e))?;
+    )?;
     if let Some(out) = &args.out {
         write_results(out, &eval.detections)?;
         eprintln!(

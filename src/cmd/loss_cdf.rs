@@ -102,8 +102,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut negatives = EntrySample::new(cap, Rng::derive(args.seed, &[2]).next_u64());
     for chunk in indices.chunks(d.eval_batch_size.max(1)) {
         if let Some(batch) = loader.load_batch(0, chunk)? {
-            collect_batch(&mut trained.model, &batch, &mut positives, &mut negatives)
-                .map_err(anyhow::Error::msg)?;
+            collect_batch(&mut trained.model, &batch, &mut positives, &mut negatives)?;
         }
     }
     if positives.seen() == 0 {

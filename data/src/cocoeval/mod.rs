@@ -1,7 +1,8 @@
 //! COCO bounding-box evaluation, reproducing pycocotools' `COCOeval(iouType='bbox')`
 //! number for number.
 //!
-//! The algorithm, step by step (spec Part 2, section d):
+//! The algorithm of pycocotools' `cocoeval.py` (`evaluate`, `accumulate`, `summarize`),
+//! step by step:
 //!
 //! 1. **Prepare** ([`evaluate`]): images are the ground truth's image ids, sorted;
 //!    categories its category ids, sorted. Ground truths and detections are grouped into
@@ -15,7 +16,7 @@
 //!    of all images are pooled and sorted by score, and a 101-point interpolated
 //!    precision/recall curve is read off.
 //! 4. **Summarize** ([`summary`]): means over the defined entries give the 12 numbers
-//!    and AP per category.
+//!    ([`CocoStats`], [`stats`]) and AP per category.
 //!
 //! Cells are independent, so step 2 runs in parallel over cells and step 3 over
 //! categories; each unit is computed serially and the results are gathered in a fixed
@@ -41,6 +42,7 @@ pub mod accumulate;
 pub mod image;
 pub mod iou;
 pub mod params;
+pub mod stats;
 pub mod summary;
 
 use std::collections::HashMap;
@@ -55,7 +57,8 @@ use crate::results::Detection;
 use image::{evaluate_cell, CellEval, DetBox, GtBox, Scratch};
 use params::{iou_thresholds, MAX_DETS};
 
-pub use summary::{CategoryAp, EvalResult, STAT_NAMES};
+pub use stats::{CocoStats, STAT_NAMES};
+pub use summary::{CategoryAp, EvalResult};
 
 /// One (category, image) cell: its ground truths and detections are these ranges of the
 /// cell-sorted lists; `index` = category index · number of images + image index.
@@ -209,7 +212,7 @@ pub fn evaluate(gt: &CocoFile, dets: &[Detection]) -> Result<EvalResult> {
         })
         .collect();
     Ok(EvalResult {
-        stats,
+        stats: CocoStats::from_array(stats),
         per_category,
         num_images: n_img,
         num_ground_truth,

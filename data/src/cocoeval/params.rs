@@ -53,7 +53,8 @@ mod tests {
 
     #[test]
     fn thresholds_match_numpy_bit_for_bit() {
-        // Printed by /work/pyref/bin/python -c "import numpy as np;
+        // Printed by a Python with NumPy (pip install numpy):
+        //   python -c "import numpy as np;
         //   print([repr(float(x)) for x in np.linspace(.5, 0.95, 10)])"
         let numpy = [
             0.5,
@@ -68,7 +69,7 @@ mod tests {
             0.95,
         ];
         assert_eq!(iou_thresholds(), numpy);
-        // The naive construction differs exactly where the spec warns it does.
+        // The naive construction 0.5 + 0.05·t differs from NumPy's linspace at t = 7.
         assert_eq!(0.5 + 0.05 * 7.0, 0.8500000000000001);
         let rec = recall_thresholds();
         // np.linspace(0, 1, 101)[r] == r * 0.01 for every r (checked in NumPy 2.4.6).

@@ -21,11 +21,7 @@ use super::accumulate::Accumulation;
 use super::params::{
     iou_thresholds, AREA_LABELS, MAX_DETS, NUM_IOU_THRESHOLDS, NUM_RECALL_THRESHOLDS,
 };
-
-/// Names of the 12 summary numbers, in pycocotools' `stats` order.
-pub const STAT_NAMES: [&str; 12] = [
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
-];
+use super::stats::CocoStats;
 
 /// AP of one category: IoU 0.50:0.95, all areas, 100 detections per image.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,9 +36,9 @@ pub struct CategoryAp {
 /// The outcome of COCO bbox evaluation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvalResult {
-    /// AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (see
-    /// [`STAT_NAMES`]); −1 where pycocotools gives −1 (no ground truth in that slice).
-    pub stats: [f64; 12],
+    /// AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl; −1 where
+    /// pycocotools gives −1 (no ground truth in that slice).
+    pub stats: CocoStats,
     /// One entry per category of the ground truth, in ascending id order.
     pub per_category: Vec<CategoryAp>,
     /// Images evaluated (every image of the ground truth).
@@ -228,30 +224,12 @@ fn pairwise_sum(a: &[f64]) -> f64 {
 }
 
 impl EvalResult {
-    /// The 12 numbers in [`STAT_NAMES`] order.
-    pub fn stats(&self) -> [f64; 12] {
-        self.stats
-    }
-
-    /// One number by its name ("AP", "AP50", ..., "ARl"); None for an unknown name.
-    pub fn stat(&self, name: &str) -> Option<f64> {
-        STAT_NAMES
-            .iter()
-            .position(|&n| n == name)
-            .map(|i| self.stats[i])
-    }
-
-    /// The 12 numbers with their names, in pycocotools' order.
-    pub fn named_stats(&self) -> [(&'static str, f64); 12] {
-        std::array::from_fn(|i| (STAT_NAMES[i], self.stats[i]))
-    }
-
     /// The 12 lines exactly as pycocotools' `summarize()` prints them, then a table of AP
     /// per category.
     pub fn summary(&self) -> String {
         let thresholds = iou_thresholds();
         let mut s = String::new();
-        for (row, value) in ROWS.iter().zip(self.stats) {
+        for (row, value) in ROWS.iter().zip(self.stats.to_array()) {
             let (title, kind) = if row.ap {
                 ("Average Precision", "(AP)")
             } else {
@@ -303,7 +281,7 @@ impl EvalResult {
     /// categories gets ` (id N)` appended so no key is lost.
     pub fn to_json(&self) -> String {
         let mut s = String::from("{");
-        for (name, value) in self.named_stats() {
+        for (name, value) in self.stats.named() {
             s.push_str(&format!("\"{name}\":{},", json_number(value)));
         }
         s.push_str("\"per_category\":{");
@@ -342,7 +320,7 @@ mod tests {
         // With 0.1 repeated, the summation order shows in the last bits (a plain loop gives
         // 0.7999999999999999, 0.8999999999999999, 12.99999999999997 and
         // 100.99999999999854 for n = 8, 9, 130, 1010). Expected values
-        // printed by /work/pyref/bin/python (NumPy 2.4.6):
+        // printed by a Python with NumPy 2.4.6 (pip install numpy):
         //   import numpy as np
         //   for n in (7, 8, 9, 130, 1010): print(n, repr(float(np.sum(np.full(n, 0.1)))))
         let cases = [
@@ -360,7 +338,7 @@ mod tests {
     #[test]
     fn stats_by_name_and_json_keys() {
         let r = EvalResult {
-            stats: std::array::from_fn(|i| i as f64 / 100.0),
+            stats: CocoStats::from_array(std::array::from_fn(|i| i as f64 / 100.0)),
             per_category: vec![
                 CategoryAp {
                     id: 3,
@@ -382,11 +360,11 @@ mod tests {
             num_ground_truth: 1,
             num_detections: 1,
         };
-        assert_eq!(r.stat("AP"), Some(0.0));
-        assert_eq!(r.stat("AR100"), Some(0.08));
-        assert_eq!(r.stat("ARl"), Some(0.11));
-        assert_eq!(r.stat("mAP"), None);
-        assert_eq!(r.named_stats()[4], ("APm", 0.04));
+        assert_eq!(r.stats.get("AP"), Some(0.0));
+        assert_eq!(r.stats.get("AR100"), Some(0.08));
+        assert_eq!(r.stats.get("ARl"), Some(0.11));
+        assert_eq!(r.stats.get("mAP"), None);
+        assert_eq!(r.stats.named()[4], ("APm", 0.04));
         assert_eq!(
             r.to_json(),
             "{\"AP\":0.0,\"AP50\":0.01,\"AP75\":0.02,\"APs\":0.03,\"APm\":0.04,\"APl\":0.05,\

@@ -144,11 +144,11 @@ mod tests {
         );
     }
 
-    /// Indices printed by PyTorch 2.15 for a 26 → 44 resize, which differ from the
-    /// exact `⌊d·26/44⌋` at d = 22 (12, not 13):
+    /// Indices printed by PyTorch 2.15 (a Python with `pip install torch`) for a 26 → 44
+    /// resize, which differ from the exact `⌊d·26/44⌋` at d = 22 (12, not 13):
     ///
     /// ```text
-    /// /work/pyref/bin/python -c "import torch, torch.nn.functional as F;
+    /// python -c "import torch, torch.nn.functional as F;
     ///   x = torch.arange(26.).view(1, 1, 1, 26);
     ///   print(F.interpolate(x, size=(1, 44), mode='nearest').view(-1).long().tolist())"
     /// ```

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use focal_engine::{Gradients, Tensor};
 
 use super::{for_each_update, update_chunks, OptimState, Optimizer, ParamState};
+use crate::error::Error;
 use crate::module::Module;
 use crate::record::TensorRecord;
 
@@ -151,17 +152,17 @@ impl Optimizer for AdamW {
         }
     }
 
-    fn load_state(&mut self, s: &OptimState) -> Result<(), String> {
+    fn load_state(&mut self, s: &OptimState) -> crate::Result<()> {
         s.check_kind(self.kind())?;
         let mut state = HashMap::new();
         for p in &s.params {
             let m = p.tensor("exp_avg")?.to_tensor();
             let v = p.tensor("exp_avg_sq")?.to_tensor();
             if m.shape() != v.shape() {
-                return Err(format!(
+                return Err(Error::invalid(format!(
                     "optimiser state of {}: moment shapes differ",
                     p.param
-                ));
+                )));
             }
             state.insert(p.param.clone(), Moments { step: p.step, m, v });
         }

@@ -22,6 +22,7 @@ use focal_engine::{Gradients, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::module::{for_each_named, Module, Slot};
 use crate::param::Param;
 use crate::record::TensorRecord;
@@ -37,7 +38,7 @@ pub trait Optimizer {
     fn state(&self) -> OptimState;
     /// Restores [`Optimizer::state`]. The kind must match; the hyper-parameters are taken from
     /// the state (as PyTorch's `load_state_dict` does).
-    fn load_state(&mut self, state: &OptimState) -> Result<(), String>;
+    fn load_state(&mut self, state: &OptimState) -> crate::Result<()>;
 }
 
 /// An optimiser's state in a plain, serialisable form.
@@ -63,31 +64,35 @@ pub struct ParamState {
 
 impl OptimState {
     /// The hyper-parameter `name`, or an error naming it.
-    pub fn hyper(&self, name: &str) -> Result<f64, String> {
+    pub fn hyper(&self, name: &str) -> crate::Result<f64> {
         self.hyper
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| *v)
-            .ok_or_else(|| format!("{} optimiser state lacks hyper-parameter {name}", self.kind))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{} optimiser state lacks hyper-parameter {name}",
+                    self.kind
+                ))
+            })
     }
 
-    pub(crate) fn check_kind(&self, kind: &str) -> Result<(), String> {
+    pub(crate) fn check_kind(&self, kind: &str) -> crate::Result<()> {
         if self.kind != kind {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "optimiser state is for {}, but this run uses {kind}",
                 self.kind
-            ));
+            )));
         }
         Ok(())
     }
 }
 
 impl ParamState {
-    pub(crate) fn tensor(&self, name: &str) -> Result<&TensorRecord, String> {
-        self.tensors
-            .iter()
-            .find(|t| t.name == name)
-            .ok_or_else(|| format!("optimiser state of {} lacks {name}", self.param))
+    pub(crate) fn tensor(&self, name: &str) -> crate::Result<&TensorRecord> {
+        self.tensors.iter().find(|t| t.name == name).ok_or_else(|| {
+            Error::invalid(format!("optimiser state of {} lacks {name}", self.param))
+        })
     }
 }
 

@@ -131,7 +131,7 @@ impl Optimizer for Sgd {
         }
     }
 
-    fn load_state(&mut self, s: &OptimState) -> Result<(), String> {
+    fn load_state(&mut self, s: &OptimState) -> crate::Result<()> {
         s.check_kind(self.kind())?;
         let momentum = s.hyper("momentum")? as f32;
         let mut state = HashMap::new();

@@ -19,7 +19,7 @@ pub mod setting;
 pub mod table;
 pub mod training;
 
-pub use record::{config_hash, CellRecord, Stats, STAT_NAMES};
+pub use record::{config_hash, CellRecord};
 pub use runner::{
     plan, run_grid, write_tables, CellOutcome, CellState, CellTrainer, GridObserver, GridOutcome,
     PlannedCell, Quiet, TABLE_CSV, TABLE_MD,

@@ -9,14 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
+use focal_data::CocoStats;
 use serde::{Deserialize, Serialize};
 
 use super::setting::Setting;
-
-/// The COCO summary names, in pycocotools' order.
-pub const STAT_NAMES: [&str; 12] = [
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
-];
+use crate::error::Error;
 
 /// A finished cell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,54 +24,9 @@ pub struct CellRecord {
     pub config_hash: String,
     /// Wall time of the cell (training and evaluation), in seconds.
     pub seconds: f64,
-    /// The 12 COCO numbers on the validation set, by name ([`STAT_NAMES`]).
+    /// The 12 COCO numbers on the validation set, by name.
     #[serde(flatten)]
-    pub stats: Stats,
-}
-
-/// The 12 COCO numbers, serialised under their names.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[allow(non_snake_case)]
-pub struct Stats {
-    pub AP: f64,
-    pub AP50: f64,
-    pub AP75: f64,
-    pub APs: f64,
-    pub APm: f64,
-    pub APl: f64,
-    pub AR1: f64,
-    pub AR10: f64,
-    pub AR100: f64,
-    pub ARs: f64,
-    pub ARm: f64,
-    pub ARl: f64,
-}
-
-impl Stats {
-    pub fn from_array(s: [f64; 12]) -> Stats {
-        Stats {
-            AP: s[0],
-            AP50: s[1],
-            AP75: s[2],
-            APs: s[3],
-            APm: s[4],
-            APl: s[5],
-            AR1: s[6],
-            AR10: s[7],
-            AR100: s[8],
-            ARs: s[9],
-            ARm: s[10],
-            ARl: s[11],
-        }
-    }
-
-    /// In pycocotools' order.
-    pub fn to_array(&self) -> [f64; 12] {
-        [
-            self.AP, self.AP50, self.AP75, self.APs, self.APm, self.APl, self.AR1, self.AR10,
-            self.AR100, self.ARs, self.ARm, self.ARl,
-        ]
-    }
+    pub stats: CocoStats,
 }
 
 impl CellRecord {
@@ -92,22 +44,22 @@ impl CellRecord {
 
     /// Reads a record; `Ok(None)` when the file does not exist. A file that exists but is
     /// not a record of `setting` is an error naming it.
-    pub fn read(out: &Path, setting: &Setting) -> Result<Option<CellRecord>, String> {
+    pub fn read(out: &Path, setting: &Setting) -> Result<Option<CellRecord>, Error> {
         let path = CellRecord::path(out, setting);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => return Err(Error::io("read", &path, e)),
         };
-        let record: CellRecord = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{} is not a cell record of focal ablate ({e}); delete it to train the cell \
-                 again",
+        let record: CellRecord = serde_json::from_str(&text).map_err(|e| Error::Json {
+            what: format!(
+                "{} is not a cell record of focal ablate; delete it to train the cell again",
                 path.display()
-            )
+            ),
+            source: e,
         })?;
         if record.setting() != *setting {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{} holds the record of γ = {}, α = {}, not of γ = {}, α = {}; delete it to \
                  train the cell again",
                 path.display(),
@@ -115,19 +67,20 @@ impl CellRecord {
                 record.alpha,
                 setting.gamma,
                 setting.alpha
-            ));
+            )));
         }
         Ok(Some(record))
     }
 
     /// Writes the record atomically (temporary file, then rename).
-    pub fn write(&self, out: &Path) -> Result<(), String> {
+    pub fn write(&self, out: &Path) -> Result<(), Error> {
         let path = CellRecord::path(out, &self.setting());
-        let mut text = serde_json::to_string_pretty(self)
-            .map_err(|e| format!("cannot encode the record of {}: {e}", self.setting()))?;
+        let mut text = serde_json::to_string_pretty(self).map_err(|e| Error::Json {
+            what: format!("cannot encode the record of {}", self.setting()),
+            source: e,
+        })?;
         text.push('\n');
-        focal_engine::write_atomic(&path, text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        focal_engine::write_atomic(&path, text.as_bytes()).map_err(|e| Error::io("write", &path, e))
     }
 }
 
@@ -177,7 +130,7 @@ mod tests {
             alpha: 0.25,
             config_hash: config_hash("x"),
             seconds: 12.5,
-            stats: Stats::from_array(stats),
+            stats: CocoStats::from_array(stats),
         };
         r.write(&dir).unwrap();
         let text = std::fs::read_to_string(CellRecord::path(&dir, &s)).unwrap();
@@ -202,16 +155,61 @@ mod tests {
             serde_json::to_string(&other).unwrap(),
         )
         .unwrap();
-        let e = CellRecord::read(&dir, &s).unwrap_err();
+        let e = CellRecord::read(&dir, &s).unwrap_err().chain();
         assert!(
             e.contains("gamma2_alpha0.25.json") && e.contains("α = 0.5"),
             "{e}"
         );
         std::fs::write(CellRecord::path(&dir, &s), "{\"gamma\": 2").unwrap();
-        let e = CellRecord::read(&dir, &s).unwrap_err();
+        let e = CellRecord::read(&dir, &s).unwrap_err().chain();
         assert!(
             e.contains("not a cell record") && e.contains("delete it"),
             "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A record as focal ablate wrote it before the COCO numbers had a type of their own
+    /// (the numbers of the γ = 0, α = 0.25 cell of docs/ablation-table.csv): it reads, and
+    /// is written back byte for byte, so a rerun over an old output folder skips the cell.
+    #[test]
+    fn a_record_of_an_earlier_version_reads_and_is_written_identically() {
+        let old = r#"{
+  "gamma": 0.0,
+  "alpha": 0.25,
+  "config_hash": "fnv1a64:bab1eb4a7faa38aa",
+  "seconds": 230.326872742,
+  "AP": 0.20423963204880383,
+  "AP50": 0.3913851316202787,
+  "AP75": 0.1816850479119105,
+  "APs": 0.19918180069561497,
+  "APm": 0.25995566022638145,
+  "APl": -1.0,
+  "AR1": 0.2594373673968073,
+  "AR10": 0.37423390837393733,
+  "AR100": 0.37423390837393733,
+  "ARs": 0.3661418061812693,
+  "ARm": 0.40338091605826165,
+  "ARl": -1.0
+}
+"#;
+        let dir = std::env::temp_dir().join(format!("focal-record-old-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Setting {
+            gamma: 0.0,
+            alpha: 0.25,
+        };
+        std::fs::write(CellRecord::path(&dir, &s), old).unwrap();
+        let r = CellRecord::read(&dir, &s).unwrap().unwrap();
+        assert_eq!(r.stats.ap, 0.20423963204880383);
+        assert_eq!(r.stats.ap_large, -1.0);
+        assert_eq!(r.stats.ar_medium, 0.40338091605826165);
+        assert_eq!(r.config_hash, "fnv1a64:bab1eb4a7faa38aa");
+        std::fs::remove_file(CellRecord::path(&dir, &s)).unwrap();
+        r.write(&dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(CellRecord::path(&dir, &s)).unwrap(),
+            old
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -15,15 +15,18 @@
 
 use std::path::Path;
 
-use super::record::{config_hash, CellRecord, Stats};
+use focal_data::CocoStats;
+
+use super::record::{config_hash, CellRecord};
 use super::setting::{Grid, Setting};
 use super::table;
+use crate::error::Error;
 
 /// How training a cell ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CellOutcome {
     /// Trained and evaluated: the 12 COCO numbers on the validation set.
-    Finished([f64; 12]),
+    Finished(CocoStats),
     /// Stopped before the end (Ctrl-C); nothing is recorded.
     Stopped,
 }
@@ -36,7 +39,7 @@ pub trait CellTrainer {
     fn config_text(&self, setting: &Setting) -> String;
 
     /// Trains and evaluates `setting`, with `dir` (`OUT/<cell>/`) as its run folder.
-    fn train(&mut self, setting: &Setting, dir: &Path) -> Result<CellOutcome, String>;
+    fn train(&mut self, setting: &Setting, dir: &Path) -> Result<CellOutcome, Error>;
 }
 
 /// Where a cell stands before the grid runs.
@@ -90,11 +93,7 @@ pub enum GridOutcome {
 }
 
 /// Where each cell of `grid` stands in the output folder `out`.
-pub fn plan(
-    out: &Path,
-    grid: &Grid,
-    trainer: &dyn CellTrainer,
-) -> Result<Vec<PlannedCell>, String> {
+pub fn plan(out: &Path, grid: &Grid, trainer: &dyn CellTrainer) -> Result<Vec<PlannedCell>, Error> {
     let mut cells = Vec::new();
     for setting in grid.settings() {
         let hash = config_hash(&trainer.config_text(&setting));
@@ -123,14 +122,14 @@ pub fn write_tables(
     grid: &Grid,
     records: &[CellRecord],
     caption: &str,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     for (name, text) in [
         (TABLE_MD, table::markdown(grid, records, caption)),
         (TABLE_CSV, table::csv(grid, records)),
     ] {
         let path = out.join(name);
         focal_engine::write_atomic(&path, text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| Error::io("write", &path, e))?;
     }
     Ok(())
 }
@@ -144,10 +143,9 @@ pub fn run_grid(
     caption: &str,
     trainer: &mut dyn CellTrainer,
     observer: &mut dyn GridObserver,
-) -> Result<GridOutcome, String> {
+) -> Result<GridOutcome, Error> {
     grid.validate()?;
-    std::fs::create_dir_all(out)
-        .map_err(|e| format!("cannot create the output folder {}: {e}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io("create the output folder", out, e))?;
     let cells = plan(out, grid, trainer)?;
     observer.on_plan(&cells);
     let mut records: Vec<CellRecord> = cells
@@ -165,7 +163,7 @@ pub fn run_grid(
         if let CellState::Stale(_) = cell.state {
             let path = CellRecord::path(out, &cell.setting);
             std::fs::remove_file(&path)
-                .map_err(|e| format!("cannot remove the stale record {}: {e}", path.display()))?;
+                .map_err(|e| Error::io("remove the stale record", &path, e))?;
         }
         observer.on_cell_start(index, cell);
         let started = std::time::Instant::now();
@@ -182,7 +180,7 @@ pub fn run_grid(
                     alpha: cell.setting.alpha,
                     config_hash: cell.hash.clone(),
                     seconds: started.elapsed().as_secs_f64(),
-                    stats: Stats::from_array(stats),
+                    stats,
                 };
                 record.write(out)?;
                 records.push(record.clone());
@@ -221,7 +219,7 @@ mod tests {
             )
         }
 
-        fn train(&mut self, s: &Setting, dir: &Path) -> Result<CellOutcome, String> {
+        fn train(&mut self, s: &Setting, dir: &Path) -> Result<CellOutcome, Error> {
             if self.stop_at == Some(self.trained.len()) {
                 return Ok(CellOutcome::Stopped);
             }
@@ -229,7 +227,7 @@ mod tests {
             self.trained.push(*s);
             let mut stats = [0.5; 12];
             stats[0] = s.gamma as f64 / 10.0 + s.alpha as f64 / 100.0;
-            Ok(CellOutcome::Finished(stats))
+            Ok(CellOutcome::Finished(CocoStats::from_array(stats)))
         }
     }
 
@@ -303,7 +301,7 @@ mod tests {
             }
         );
         // AP = 0/10 + 0.75/100 = 0.0075 for the CE cell (recorded in the first run).
-        assert!((records[0].stats.AP - 0.0075).abs() < 1e-7);
+        assert!((records[0].stats.ap - 0.0075).abs() < 1e-7);
 
         // A third run trains nothing.
         let mut t = fake(10);

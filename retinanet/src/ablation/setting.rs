@@ -5,6 +5,7 @@
 //! `gammas` with every α of `alphas` (the focal loss), and γ = 0 with every α of
 //! `ce_alphas` (α-balanced CE).
 
+use crate::error::Error;
 use std::fmt;
 
 /// One cell of the grid: the classification loss α_t·(1 − p_t)^γ·CE.
@@ -67,26 +68,29 @@ impl Default for Grid {
 impl Grid {
     /// Checks the values: γ finite and > 0 (γ = 0 belongs in `ce_alphas`), α in [0, 1],
     /// no list empty except `ce_alphas`, no value twice in a list.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.gammas.is_empty() || self.alphas.is_empty() {
-            return Err("the grid needs at least one γ and one α".into());
+            return Err(Error::config("the grid needs at least one γ and one α"));
         }
         for &g in &self.gammas {
             if g == 0.0 {
-                return Err(
+                return Err(Error::config(
                     "γ = 0 is α-balanced cross-entropy: give its α values with --ce-alphas, \
-                     not γ = 0 in --gammas"
-                        .into(),
-                );
+                     not γ = 0 in --gammas",
+                ));
             }
             if !(g.is_finite() && g > 0.0) {
-                return Err(format!("γ must be a finite number > 0, got {g}"));
+                return Err(Error::config(format!(
+                    "γ must be a finite number > 0, got {g}"
+                )));
             }
         }
         for (name, list) in [("--alphas", &self.alphas), ("--ce-alphas", &self.ce_alphas)] {
             for &a in list.iter() {
                 if !(0.0..=1.0).contains(&a) {
-                    return Err(format!("{name}: α must lie in [0, 1], got {a}"));
+                    return Err(Error::config(format!(
+                        "{name}: α must lie in [0, 1], got {a}"
+                    )));
                 }
             }
         }
@@ -97,7 +101,7 @@ impl Grid {
         ] {
             for (i, v) in list.iter().enumerate() {
                 if list[..i].contains(v) {
-                    return Err(format!("{name}: {v} is given twice"));
+                    return Err(Error::config(format!("{name}: {v} is given twice")));
                 }
             }
         }
@@ -167,13 +171,13 @@ mod tests {
     fn bad_grids_are_refused_with_the_reason() {
         let mut g = Grid::default();
         g.gammas.push(0.0);
-        assert!(g.validate().unwrap_err().contains("--ce-alphas"));
+        assert!(g.validate().unwrap_err().chain().contains("--ce-alphas"));
         let mut g = Grid::default();
         g.alphas.push(1.5);
-        assert!(g.validate().unwrap_err().contains("[0, 1]"));
+        assert!(g.validate().unwrap_err().chain().contains("[0, 1]"));
         let mut g = Grid::default();
         g.ce_alphas.push(0.5);
-        assert!(g.validate().unwrap_err().contains("twice"));
+        assert!(g.validate().unwrap_err().chain().contains("twice"));
         let g = Grid {
             gammas: vec![f32::NAN],
             ..Grid::default()

@@ -16,7 +16,9 @@
 
 use std::fmt::Write as _;
 
-use super::record::{CellRecord, STAT_NAMES};
+use focal_data::STAT_NAMES;
+
+use super::record::CellRecord;
 use super::setting::{Grid, Setting};
 
 /// The paper's Table 1a and 1b (arXiv:1708.02002v2), AP × 100 of ResNet-50-FPN at 600 px
@@ -56,7 +58,7 @@ fn best_of(rows: &[Option<&CellRecord>]) -> Option<usize> {
         let better = match best.and_then(|b| rows[b]) {
             None => true,
             Some(b) => {
-                r.stats.AP > b.stats.AP || (r.stats.AP == b.stats.AP && r.stats.AP50 > b.stats.AP50)
+                r.stats.ap > b.stats.ap || (r.stats.ap == b.stats.ap && r.stats.ap50 > b.stats.ap50)
             }
         };
         if better {
@@ -99,7 +101,7 @@ fn row(
     }
     match r {
         Some(r) => {
-            for v in [r.stats.AP, r.stats.AP50, r.stats.AP75] {
+            for v in [r.stats.ap, r.stats.ap50, r.stats.ap75] {
                 cells.push(bold(pct(v), bold_row));
             }
         }
@@ -215,7 +217,7 @@ pub fn csv(grid: &Grid, records: &[CellRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ablation::record::Stats;
+    use focal_data::CocoStats;
 
     /// A record whose AP, AP50, AP75 are `ap`, `ap50`, `ap75` and whose other nine numbers
     /// are index/100.
@@ -232,7 +234,7 @@ mod tests {
             alpha,
             config_hash: "fnv1a64:00000000000000ff".into(),
             seconds: 1.5,
-            stats: Stats::from_array(s),
+            stats: CocoStats::from_array(s),
         }
     }
 

@@ -7,7 +7,7 @@
 //! 16–256, AdamW at 4e-3 with warm-up and a cosine decay, batches of 8) with two changes
 //! that halve its cost, so that the 17 cells of the default grid fit in about an hour on
 //! 2 cores: the 64-px shapes are fed at their own size (the default resizes them to
-//! 96 px) with the spec's three anchor ratios (the default keeps one), and each cell runs
+//! 96 px) with the paper's three anchor ratios (the default keeps one), and each cell runs
 //! [`ABLATION_ITERS`] steps. This is the setting of the table in docs/ablation-table.md.
 //! Only the classification loss's γ and α differ between cells; everything else, the
 //! seed included, is the same, so every cell starts from the same initial weights and
@@ -26,6 +26,7 @@ use std::path::Path;
 
 use super::runner::{CellOutcome, CellTrainer};
 use super::setting::Setting;
+use crate::error::Error;
 use crate::train::{Observer, Outcome, TrainConfig, Trainer};
 
 /// The training budget of one cell of `focal ablate`, in optimiser steps of 8 images.
@@ -59,7 +60,7 @@ pub fn cell_config(base: &TrainConfig, setting: &Setting) -> TrainConfig {
 /// (results are bitwise the same for any) — so a rerun with another `--threads` still
 /// finds its cells done.
 fn normalised(config: &TrainConfig) -> TrainConfig {
-    let mut c = config.clone();
+    let mut c = config.with_absolute_paths();
     c.threads = 0;
     c
 }
@@ -99,29 +100,23 @@ impl CellTrainer for TrainerCells<'_> {
         normalised(&cell_config(&self.base, setting)).to_toml()
     }
 
-    fn train(&mut self, setting: &Setting, dir: &Path) -> Result<CellOutcome, String> {
+    fn train(&mut self, setting: &Setting, dir: &Path) -> Result<CellOutcome, Error> {
         let config = cell_config(&self.base, setting);
         let mut trainer = if TrainerCells::can_resume(dir, &config) {
-            Trainer::resume(&dir.join("last.ckpt"), Some(dir), Some(config.threads))
-                .map_err(|e| e.to_string())?
+            Trainer::resume(&dir.join("last.ckpt"), Some(dir), Some(config.threads))?
         } else {
             if dir.exists() {
-                std::fs::remove_dir_all(dir).map_err(|e| {
-                    format!(
-                        "cannot clear the unfinished cell folder {}: {e}",
-                        dir.display()
-                    )
-                })?;
+                std::fs::remove_dir_all(dir)
+                    .map_err(|e| Error::io("clear the unfinished cell folder", dir, e))?;
             }
-            Trainer::new(config, dir).map_err(|e| e.to_string())?
+            Trainer::new(config, dir)?
         };
-        match trainer.run(self.observer).map_err(|e| e.to_string())? {
+        match trainer.run(self.observer)? {
             Outcome::Stopped { .. } => Ok(CellOutcome::Stopped),
             Outcome::Finished(result) => {
                 let last = dir.join("last.ckpt");
                 if last.exists() {
-                    std::fs::remove_file(&last)
-                        .map_err(|e| format!("cannot remove {}: {e}", last.display()))?;
+                    std::fs::remove_file(&last).map_err(|e| Error::io("remove", &last, e))?;
                 }
                 Ok(CellOutcome::Finished(result.stats))
             }

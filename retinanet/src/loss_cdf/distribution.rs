@@ -146,7 +146,8 @@ mod tests {
 
     #[test]
     fn losses_are_the_focal_loss_with_alpha_one() {
-        // x_t = ln 9 → p_t = 0.9; x_t = −ln 9 → p_t = 0.1 (the spec's sanity figures).
+        // x_t = ln 9 → p_t = 0.9; x_t = −ln 9 → p_t = 0.1 (the worked figures of
+        // docs/focal-loss.md).
         let ln9 = 9f32.ln();
         let xt = [ln9, -ln9];
         // γ = 0: CE = −ln 0.9 = 0.105361, −ln 0.1 = 2.302585.

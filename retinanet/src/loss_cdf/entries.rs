@@ -13,6 +13,7 @@ use focal_data::Batch;
 use focal_engine::no_grad;
 
 use super::sample::EntrySample;
+use crate::error::Error;
 use crate::model::RetinaNet;
 use crate::targets::{assign_targets, AnchorLabel, BatchTargets, GroundTruth};
 
@@ -58,7 +59,7 @@ pub fn collect_batch(
     batch: &Batch,
     positives: &mut EntrySample,
     negatives: &mut EntrySample,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let ground_truth: Vec<GroundTruth> = batch
         .targets
         .iter()

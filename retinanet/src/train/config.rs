@@ -1,5 +1,6 @@
-//! Everything a training run needs, in one serialisable struct: the detector (spec rows
-//! 7–19), the data, the optimiser and schedule (row 20), and the length of the run.
+//! Everything a training run needs, in one serialisable struct: the detector
+//! ([`crate::config`]), the data, the optimiser and schedule (§4.1 "Optimization"), and
+//! the length of the run. docs/design-choices.md gives the reason for each default.
 //!
 //! A run folder holds this struct as `config.toml`, and every checkpoint carries the same
 //! text, so a checkpoint alone is enough to rebuild its model (`focal eval`, `focal detect`)
@@ -32,7 +33,7 @@
 //!
 //! Two starting points: [`TrainConfig::shapes`], the quick synthetic run that `focal train`
 //! makes without a dataset (chosen to finish in a few minutes on 2 cores), and
-//! [`TrainConfig::coco`], the specification's recipe for real data. A TOML file is read
+//! [`TrainConfig::coco`], the paper's recipe for real data. A TOML file is read
 //! *over* one of them ([`TrainConfig::from_toml_over`]), so it only needs to name what it
 //! changes.
 
@@ -41,9 +42,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    AnchorConfig, BackboneNorm, Depth, InferenceConfig, LossConfig, MatcherConfig, ModelConfig,
-    RetinaNetConfig,
+    AnchorConfig, BackboneName, BackboneNorm, InferenceConfig, LossConfig, MatcherConfig,
+    ModelConfig, RetinaNetConfig,
 };
+use crate::error::Error;
 
 /// A whole training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,8 +69,14 @@ pub struct TrainConfig {
     pub epochs: Option<u64>,
     /// Evaluate on the validation set every this many steps (0: only at the end).
     pub eval_every: u64,
-    /// Write `last.ckpt` every this many steps (0: at each evaluation and at the end).
+    /// Write `last.ckpt` every this many steps (0: only by time, at each evaluation and
+    /// at the end).
     pub checkpoint_every: u64,
+    /// Also write `last.ckpt` whenever this many minutes have passed since it was last
+    /// written (0: never by time), so a crash loses at most this much work on any
+    /// dataset. Checked after each step.
+    #[serde(default = "default_checkpoint_minutes")]
+    pub checkpoint_every_min: f64,
     /// Worker threads (0: every core). Results do not depend on it.
     pub threads: usize,
     pub data: DataConfig,
@@ -86,18 +94,40 @@ fn one() -> usize {
     1
 }
 
+/// Minutes between time-based checkpoints by default.
+pub const DEFAULT_CHECKPOINT_MINUTES: f64 = 10.0;
+
+fn default_checkpoint_minutes() -> f64 {
+    DEFAULT_CHECKPOINT_MINUTES
+}
+
+/// The largest image side (`min_size`, `max_size`) a run accepts: 4096 px, five times
+/// COCO's 800, already 16 GB of activations per image for the paper's model.
+pub const MAX_IMAGE_SIDE: usize = 4096;
+/// The widest FPN and subnets a run accepts (the paper: 256).
+pub const MAX_WIDTH: usize = 2048;
+/// The deepest subnet towers a run accepts (the paper: 4).
+pub const MAX_HEAD_DEPTH: usize = 32;
+/// The largest batch (training or evaluation) a run accepts.
+pub const MAX_BATCH: usize = 1024;
+
 /// Where the images come from and how they are prepared.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// Resize so the short side is `min_size` ...
     pub min_size: usize,
-    /// ... unless the long side would exceed `max_size` (spec row 2).
+    /// ... unless the long side would exceed `max_size`.
     pub max_size: usize,
-    /// Horizontal flips with probability 0.5 in training (spec row 4).
+    /// Horizontal flips with probability 0.5 in training (the paper's only augmentation,
+    /// §4.1).
     pub flip: bool,
     /// Images per batch when evaluating.
     pub eval_batch_size: usize,
+    /// Leave out the images that cannot be used (found by the check before training, or
+    /// failing to decode later) instead of refusing to train; their number is reported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_bad_images: bool,
     /// The synthetic shapes (exactly one of `shapes` and `coco`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub shapes: Option<ShapesData>,
@@ -173,11 +203,13 @@ pub enum OptimizerKind {
 }
 
 impl OptimizerKind {
-    pub fn parse(text: &str) -> Result<OptimizerKind, String> {
+    pub fn parse(text: &str) -> Result<OptimizerKind, Error> {
         match text.trim() {
             "sgd" => Ok(OptimizerKind::Sgd),
             "adamw" => Ok(OptimizerKind::AdamW),
-            _ => Err(format!("unknown optimiser {text:?}: expected sgd or adamw")),
+            _ => Err(Error::config(format!(
+                "unknown optimiser {text:?}: expected sgd or adamw"
+            ))),
         }
     }
 
@@ -189,7 +221,8 @@ impl OptimizerKind {
     }
 }
 
-/// The optimiser (spec row 20).
+/// The optimiser (§4.1 "Optimization": SGD, momentum 0.9, weight decay 1e-4, lr 0.01 at
+/// 16 images).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
@@ -203,7 +236,7 @@ pub struct OptimizerConfig {
     pub betas: [f32; 2],
     /// λ: L2 penalty for SGD, decoupled decay for AdamW.
     pub weight_decay: f32,
-    /// Also decay norm weights and biases (the spec: no).
+    /// Also decay norm weights and biases (default: no, as Detectron2 and torchvision).
     pub decay_norm_and_bias: bool,
     /// Rescale the gradients when their global L2 norm exceeds this (0: never).
     pub clip_grad_norm: f32,
@@ -223,19 +256,20 @@ pub enum DecayKind {
 }
 
 impl DecayKind {
-    pub fn parse(text: &str) -> Result<DecayKind, String> {
+    pub fn parse(text: &str) -> Result<DecayKind, Error> {
         match text.trim() {
             "constant" => Ok(DecayKind::Constant),
             "multi-step" | "multistep" | "step" => Ok(DecayKind::MultiStep),
             "cosine" => Ok(DecayKind::Cosine),
-            _ => Err(format!(
+            _ => Err(Error::config(format!(
                 "unknown schedule {text:?}: expected multi-step, cosine or constant"
-            )),
+            ))),
         }
     }
 }
 
-/// The learning-rate schedule (spec row 20): linear warm-up, then decay.
+/// The learning-rate schedule: linear warm-up, then decay (the paper: ÷10 at 60k and 80k
+/// of 90k iterations, §4.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
@@ -259,7 +293,8 @@ pub const SHAPES_ITERS: u64 = 800;
 impl TrainConfig {
     /// The default of `focal train` without a dataset: a small RetinaNet on the synthetic
     /// shapes, chosen to finish (training and evaluation) within 5 minutes on 2 cores.
-    /// Departures from the spec's defaults, each for accuracy on a CPU budget of minutes:
+    /// Departures from the paper's COCO recipe ([`TrainConfig::coco`]), each for accuracy on
+    /// a CPU budget of minutes:
     ///
     /// - shapes drawn at 64 px (objects 12–45 px), **resized to 96 px** for the network:
     ///   the stem's stride of 4 leaves a 12-px object 3 feature pixels wide, and the
@@ -296,12 +331,14 @@ impl TrainConfig {
             epochs: None,
             eval_every: 0,
             checkpoint_every: 0,
+            checkpoint_every_min: DEFAULT_CHECKPOINT_MINUTES,
             threads: 0,
             data: DataConfig {
                 min_size: 96,
                 max_size: 96,
                 flip: true,
                 eval_batch_size: 8,
+                skip_bad_images: false,
                 shapes: Some(ShapesData {
                     size: 64,
                     ..ShapesData::default()
@@ -326,7 +363,7 @@ impl TrainConfig {
                 min_lr: 0.0,
             },
             model: ModelConfig {
-                depth: Depth::ResNet18,
+                depth: BackboneName::RESNET18,
                 norm: BackboneNorm::GroupNorm,
                 fpn_channels: 64,
                 head_width: 64,
@@ -350,7 +387,8 @@ impl TrainConfig {
         }
     }
 
-    /// The specification's recipe for a COCO dataset at `data`: ResNet-50 with GroupNorm,
+    /// The paper's recipe (§4.1) for a COCO dataset at `data`, with focal's choices
+    /// (docs/design-choices.md): ResNet-50 with GroupNorm,
     /// F = 256, 4-deep towers, anchors 32–512, 800/1333 px, SGD with momentum 0.9 and
     /// weight decay 1e-4 at lr 0.01 × batch/16, warm-up 500 iterations from 1/1000,
     /// ÷10 at 2/3 and 8/9 of the run, 12 epochs.
@@ -364,12 +402,14 @@ impl TrainConfig {
             epochs: Some(12),
             eval_every: 0,
             checkpoint_every: 0,
+            checkpoint_every_min: DEFAULT_CHECKPOINT_MINUTES,
             threads: 0,
             data: DataConfig {
                 min_size: 800,
                 max_size: 1333,
                 flip: true,
                 eval_batch_size: 2,
+                skip_bad_images: false,
                 shapes: None,
                 coco: Some(data),
             },
@@ -396,6 +436,26 @@ impl TrainConfig {
             loss: LossConfig::default(),
             inference: InferenceConfig::default(),
         }
+    }
+
+    /// The configuration with the COCO dataset's paths made absolute (against the
+    /// current folder), so that the run folder's `config.toml` and checkpoints name the
+    /// same files from any working directory.
+    pub fn with_absolute_paths(&self) -> TrainConfig {
+        let mut c = self.clone();
+        if let Some(coco) = &mut c.data.coco {
+            for p in [
+                &mut coco.train_annotations,
+                &mut coco.train_images,
+                &mut coco.val_annotations,
+                &mut coco.val_images,
+            ] {
+                if let Ok(abs) = std::path::absolute(&*p) {
+                    *p = abs;
+                }
+            }
+        }
+        c
     }
 
     /// The detector part, as [`crate::RetinaNet::new`] takes it.
@@ -431,8 +491,8 @@ impl TrainConfig {
 
     /// Parses a complete configuration (as written by [`TrainConfig::to_toml`]) and
     /// validates it.
-    pub fn from_toml(text: &str) -> Result<TrainConfig, String> {
-        let c: TrainConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str) -> Result<TrainConfig, Error> {
+        let c: TrainConfig = toml::from_str(text)?;
         c.validate()?;
         Ok(c)
     }
@@ -441,9 +501,10 @@ impl TrainConfig {
     /// file only names what it changes. Setting `iters` removes the base's `epochs` and
     /// vice versa, and setting `[data.coco]` or `[data.shapes]` removes the other.
     /// Unknown keys are errors. The result is not yet validated.
-    pub fn from_toml_over(base: &TrainConfig, text: &str) -> Result<TrainConfig, String> {
-        let overlay: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-        let mut merged = toml::Table::try_from(base).map_err(|e| e.to_string())?;
+    pub fn from_toml_over(base: &TrainConfig, text: &str) -> Result<TrainConfig, Error> {
+        let overlay: toml::Table = toml::from_str(text)?;
+        let mut merged = toml::Table::try_from(base)
+            .map_err(|e| Error::config(format!("the base configuration: {e}")))?;
         if overlay.contains_key("iters") {
             merged.remove("epochs");
         }
@@ -461,9 +522,7 @@ impl TrainConfig {
             }
         }
         merge_tables(&mut merged, overlay);
-        toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| e.to_string())
+        Ok(toml::Value::Table(merged).try_into()?)
     }
 
     /// Whether a (possibly partial) TOML text configures a COCO dataset (`[data.coco]`),
@@ -478,93 +537,159 @@ impl TrainConfig {
 
     /// Checks every value that would otherwise fail deep inside a step; the message names
     /// the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         self.retinanet().validate()?;
+        self.check_bounds()?;
         if self.batch_size == 0 {
-            return Err("batch_size must be at least 1".into());
+            return Err(Error::config("batch_size must be at least 1"));
+        }
+        if !(self.checkpoint_every_min.is_finite() && self.checkpoint_every_min >= 0.0) {
+            return Err(Error::config(format!(
+                "checkpoint_every_min must be ≥ 0 (0: never by time), got {}",
+                self.checkpoint_every_min
+            )));
         }
         if self.shards == 0 {
             // More shards than images is fine: a batch is cut into at most one per image.
-            return Err("shards must be at least 1".into());
+            return Err(Error::config("shards must be at least 1"));
         }
         match (self.iters, self.epochs) {
-            (Some(0), _) | (_, Some(0)) => return Err("iters and epochs must be positive".into()),
-            (Some(_), Some(_)) => {
-                return Err("give either iters or epochs, not both".into());
+            (Some(0), _) | (_, Some(0)) => {
+                return Err(Error::config("iters and epochs must be positive"))
             }
-            (None, None) => return Err("give the length of the run: iters or epochs".into()),
+            (Some(_), Some(_)) => {
+                return Err(Error::config("give either iters or epochs, not both"));
+            }
+            (None, None) => {
+                return Err(Error::config("give the length of the run: iters or epochs"))
+            }
             _ => {}
         }
         let d = &self.data;
         if d.min_size == 0 || d.max_size == 0 || d.eval_batch_size == 0 {
-            return Err("data: min_size, max_size and eval_batch_size must be at least 1".into());
+            return Err(Error::config(
+                "data: min_size, max_size and eval_batch_size must be at least 1",
+            ));
         }
         match (&d.shapes, &d.coco) {
             (Some(_), Some(_)) => {
-                return Err("data: give either [data.shapes] or [data.coco], not both".into())
+                return Err(Error::config(
+                    "data: give either [data.shapes] or [data.coco], not both",
+                ))
             }
-            (None, None) => return Err("data: give a dataset, [data.shapes] or [data.coco]".into()),
+            (None, None) => {
+                return Err(Error::config(
+                    "data: give a dataset, [data.shapes] or [data.coco]",
+                ))
+            }
             (Some(s), None) => {
                 if s.train_images == 0 || s.val_images == 0 {
-                    return Err(
-                        "data.shapes: train_images and val_images must be at least 1".into(),
-                    );
+                    return Err(Error::config(
+                        "data.shapes: train_images and val_images must be at least 1",
+                    ));
                 }
                 if !(32..=8192).contains(&s.size) {
-                    return Err(format!(
+                    return Err(Error::config(format!(
                         "data.shapes: size {} is out of range (32 to 8192)",
                         s.size
-                    ));
+                    )));
                 }
             }
             _ => {}
         }
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {
-            return Err(format!("optimizer: lr must be positive, got {}", o.lr));
+            return Err(Error::config(format!(
+                "optimizer: lr must be positive, got {}",
+                o.lr
+            )));
         }
         if !(0.0..1.0).contains(&o.momentum) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "optimizer: momentum must lie in [0, 1), got {}",
                 o.momentum
-            ));
+            )));
         }
         if !o.betas.iter().all(|b| (0.0..1.0).contains(b)) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "optimizer: betas must lie in [0, 1), got {:?}",
                 o.betas
-            ));
+            )));
         }
         if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "optimizer: weight_decay must be ≥ 0, got {}",
                 o.weight_decay
-            ));
+            )));
         }
         if !(o.clip_grad_norm.is_finite() && o.clip_grad_norm >= 0.0) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "optimizer: clip_grad_norm must be ≥ 0 (0: off), got {}",
                 o.clip_grad_norm
-            ));
+            )));
         }
         let s = &self.schedule;
         if !(s.warmup_factor > 0.0 && s.warmup_factor <= 1.0) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "schedule: warmup_factor must lie in (0, 1], got {}",
                 s.warmup_factor
-            ));
+            )));
         }
         if !(s.gamma > 0.0 && s.gamma.is_finite()) {
-            return Err(format!("schedule: gamma must be positive, got {}", s.gamma));
+            return Err(Error::config(format!(
+                "schedule: gamma must be positive, got {}",
+                s.gamma
+            )));
         }
         if !(s.min_lr >= 0.0 && s.min_lr.is_finite()) {
-            return Err(format!("schedule: min_lr must be ≥ 0, got {}", s.min_lr));
+            return Err(Error::config(format!(
+                "schedule: min_lr must be ≥ 0, got {}",
+                s.min_lr
+            )));
         }
         if s.steps.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "schedule: steps must be increasing, got {:?}",
                 s.steps
-            ));
+            )));
+        }
+        Ok(())
+    }
+
+    /// The upper bounds of every size: image sides, widths, depths, batches (see the
+    /// constants); the memory estimate ([`super::memory`]) then judges the whole.
+    fn check_bounds(&self) -> Result<(), Error> {
+        let d = &self.data;
+        let m = &self.model;
+        let checks: [(&str, usize, usize); 7] = [
+            ("data: min_size", d.min_size, MAX_IMAGE_SIDE),
+            ("data: max_size", d.max_size, MAX_IMAGE_SIDE),
+            ("model: fpn_channels", m.fpn_channels, MAX_WIDTH),
+            ("model: head_width", m.head_width, MAX_WIDTH),
+            ("model: head_depth", m.head_depth, MAX_HEAD_DEPTH),
+            ("batch_size", self.batch_size, MAX_BATCH),
+            ("data: eval_batch_size", d.eval_batch_size, MAX_BATCH),
+        ];
+        for (name, value, max) in checks {
+            if value > max {
+                return Err(Error::config(format!(
+                    "{name} is {value}, over the largest focal accepts ({max})"
+                )));
+            }
+        }
+        if self.shards > MAX_BATCH {
+            return Err(Error::config(format!(
+                "shards is {}, over the largest focal accepts ({MAX_BATCH})",
+                self.shards
+            )));
+        }
+        if let Some(s) = &d.shapes {
+            let most = 10_000_000;
+            if s.train_images > most || s.val_images > most || s.max_objects > 100 {
+                return Err(Error::config(format!(
+                    "data.shapes: at most {most} images per split and 100 objects per image"
+                )));
+            }
         }
         Ok(())
     }
@@ -576,29 +701,6 @@ impl TrainConfig {
             (None, Some(e)) => e * batches_per_epoch as u64,
             (None, None) => 0,
         }
-    }
-
-    /// The learning-rate schedule of a run of `total_steps`.
-    pub fn lr_schedule(&self, total_steps: u64) -> focal_nn::Schedule {
-        let s = &self.schedule;
-        let base = self.optimizer.lr;
-        let schedule = match s.decay {
-            DecayKind::Constant => focal_nn::Schedule::constant(base),
-            DecayKind::MultiStep => {
-                let milestones = if s.steps.is_empty() {
-                    vec![total_steps * 2 / 3, total_steps * 8 / 9]
-                } else {
-                    s.steps.clone()
-                };
-                let mut sched = focal_nn::Schedule::multi_step(base, milestones);
-                if let focal_nn::Decay::MultiStep { gamma, .. } = &mut sched.decay {
-                    *gamma = s.gamma;
-                }
-                sched
-            }
-            DecayKind::Cosine => focal_nn::Schedule::cosine(base, total_steps, s.min_lr),
-        };
-        schedule.with_warmup(s.warmup_iters, s.warmup_factor)
     }
 }
 
@@ -680,40 +782,22 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused_with_the_field_named() {
         let base = TrainConfig::shapes();
-        let e =
-            TrainConfig::from_toml_over(&base, "[optimizer]\nlearning_rate = 1.0\n").unwrap_err();
+        let e = TrainConfig::from_toml_over(&base, "[optimizer]\nlearning_rate = 1.0\n")
+            .unwrap_err()
+            .chain();
         assert!(e.contains("learning_rate"), "{e}");
-        let e = TrainConfig::from_toml_over(&base, "[optimizer]\nkind = \"adam\"\n").unwrap_err();
+        let e = TrainConfig::from_toml_over(&base, "[optimizer]\nkind = \"adam\"\n")
+            .unwrap_err()
+            .chain();
         assert!(e.contains("adam"), "{e}");
         let mut c = base.clone();
         c.optimizer.lr = -1.0;
-        assert!(c.validate().unwrap_err().contains("lr"));
+        assert!(c.validate().unwrap_err().chain().contains("lr"));
         let mut c = base.clone();
         c.epochs = Some(2);
-        assert!(c.validate().unwrap_err().contains("not both"));
+        assert!(c.validate().unwrap_err().chain().contains("not both"));
         let mut c = base;
         c.schedule.steps = vec![10, 5];
-        assert!(c.validate().unwrap_err().contains("steps"));
-    }
-
-    #[test]
-    fn schedules_follow_the_config() {
-        let mut c = TrainConfig::shapes();
-        c.optimizer.lr = 0.01;
-        c.schedule.warmup_iters = 0;
-        c.schedule.decay = DecayKind::MultiStep;
-        // 90 steps: ÷10 at 60 and 80, as the paper's 60k/80k of 90k.
-        let s = c.lr_schedule(90);
-        assert_eq!(s.lr_at(59), 0.01);
-        assert!((s.lr_at(60) - 0.001).abs() < 1e-9);
-        assert!((s.lr_at(80) - 0.0001).abs() < 1e-10);
-        c.schedule.decay = DecayKind::Cosine;
-        let s = c.lr_schedule(100);
-        // Half-way along the cosine the rate is half the peak (min_lr 0).
-        assert!((s.lr_at(50) - 0.005).abs() < 1e-9);
-        assert_eq!(c.total_steps(7), SHAPES_ITERS);
-        c.iters = None;
-        c.epochs = Some(3);
-        assert_eq!(c.total_steps(7), 21);
+        assert!(c.validate().unwrap_err().chain().contains("steps"));
     }
 }

@@ -1,4 +1,8 @@
-//! Data parallelism inside one optimiser step.
+//! The forward and backward pass of a training step, in one piece or cut into shards.
+//!
+//! With `shards = 1` (the default) [`sharded_pass`] is the plain pass: targets, forward,
+//! loss and backward of the whole batch on the calling thread. With more shards it is
+//! data parallelism inside one optimiser step.
 //!
 //! On small images most of a step is made of small kernels (a 2 × 2 C5 map, a 1 × 1 P7
 //! map) that are not worth splitting across threads, so one forward/backward pass keeps
@@ -25,6 +29,7 @@
 
 use focal_engine::{backward, clear_tape, Gradients, Tensor};
 
+use crate::error::Error;
 use crate::loss::retinanet_loss_normalised_by;
 use crate::model::RetinaNet;
 use crate::targets::{BatchTargets, GroundTruth};
@@ -57,18 +62,33 @@ pub fn shard_ranges(n: usize, shards: usize) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Forward and backward pass of `model` on `images` (N, 3, H, W) with `ground_truth`,
-/// cut into `shards` parts run concurrently (see the module docs).
+/// cut into `shards` parts run concurrently (see the module docs); with one shard, the
+/// whole batch in one pass on the calling thread. The trainer's only path to gradients.
 pub fn sharded_pass(
     model: &mut RetinaNet,
     images: &Tensor,
     ground_truth: &[GroundTruth],
     shards: usize,
-) -> Result<ShardedPass, String> {
+) -> Result<ShardedPass, Error> {
     let n = images.dim(0);
     // The targets of the whole batch first: their positive count normalises every shard.
     let targets = model.targets(images, ground_truth)?;
     let batch_positives = targets.num_positive();
     let ranges = shard_ranges(n, shards);
+
+    // Each shard's targets: the batch's own when there is one shard (no copy).
+    let shard_targets: Vec<BatchTargets> = if ranges.len() == 1 {
+        vec![targets]
+    } else {
+        ranges
+            .iter()
+            .map(|r| BatchTargets {
+                images: targets.images[r.clone()].to_vec(),
+                num_anchors: targets.num_anchors,
+                num_classes: targets.num_classes,
+            })
+            .collect()
+    };
 
     // One replica per extra shard. Cloning shares the parameters' storage (and their ids,
     // so every shard's gradients are keyed alike); only BatchNorm running statistics, if
@@ -77,19 +97,22 @@ pub fn sharded_pass(
     let loss_config = model.config.loss.clone();
 
     // Runs on its own thread: its ops are recorded on that thread's tape.
-    let run_shard = |m: &mut RetinaNet, range: std::ops::Range<usize>| -> (f32, f32, Gradients) {
-        let part = images.narrow(0, range.start, range.len());
-        let shard_targets = BatchTargets {
-            images: targets.images[range].to_vec(),
-            num_anchors: targets.num_anchors,
-            num_classes: targets.num_classes,
+    let run_shard = |m: &mut RetinaNet,
+                     range: std::ops::Range<usize>,
+                     shard_targets: &BatchTargets|
+     -> (f32, f32, Gradients) {
+        // One shard is the whole batch: no copy.
+        let part = if range.len() == n {
+            images.clone()
+        } else {
+            images.narrow(0, range.start, range.len())
         };
         let out = m.forward(&part);
         let losses = retinanet_loss_normalised_by(
             &loss_config,
             &out.cls_logits,
             &out.box_deltas,
-            &shard_targets,
+            shard_targets,
             batch_positives,
         );
         drop(out);
@@ -103,14 +126,19 @@ pub fn sharded_pass(
     };
 
     // Dedicated threads (not rayon tasks), so that no shard's recording can be interleaved
-    // with another's on one thread's tape; their kernels still share rayon's pool.
+    // with another's on one thread's tape; their kernels still share rayon's pool. The
+    // first shard runs on the calling thread.
     let results: Vec<(f32, f32, Gradients)> = std::thread::scope(|scope| {
         let mut handles = Vec::new();
-        for (replica, range) in replicas.iter_mut().zip(ranges[1..].iter().cloned()) {
+        for ((replica, range), t) in replicas
+            .iter_mut()
+            .zip(ranges[1..].iter().cloned())
+            .zip(&shard_targets[1..])
+        {
             let run_shard = &run_shard;
-            handles.push(scope.spawn(move || run_shard(replica, range)));
+            handles.push(scope.spawn(move || run_shard(replica, range, t)));
         }
-        let mut results = vec![run_shard(model, ranges[0].clone())];
+        let mut results = vec![run_shard(model, ranges[0].clone(), &shard_targets[0])];
         for h in handles {
             results.push(h.join().expect("a shard of the training step panicked"));
         }

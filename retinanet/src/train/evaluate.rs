@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use focal_data::{Batch, Dataset, Detection, EvalResult, Loader, LoaderConfig, Target};
 
+use crate::error::Error;
 use crate::model::RetinaNet;
 use crate::postprocess::{Detections, ImageSize};
 
@@ -64,37 +65,65 @@ pub fn evaluate(
     max_size: usize,
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Evaluation, String> {
+) -> Result<Evaluation, Error> {
+    let eval = evaluate_until(
+        model,
+        dataset,
+        category_ids,
+        min_size,
+        max_size,
+        batch_size,
+        &mut |done, total| {
+            progress(done, total);
+            true
+        },
+    )?;
+    Ok(eval.expect("an evaluation that is never told to stop finishes"))
+}
+
+/// [`evaluate`], where `progress(done, total)` returns whether to go on: `false` abandons
+/// the evaluation after that batch (Ctrl-C need not wait for the whole validation set),
+/// and the result is `None`.
+pub fn evaluate_until(
+    model: &mut RetinaNet,
+    dataset: &Arc<dyn Dataset>,
+    category_ids: &[i64],
+    min_size: usize,
+    max_size: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Option<Evaluation>, Error> {
     let started = Instant::now();
     if category_ids.len() != model.config.model.num_classes {
-        return Err(format!(
+        return Err(Error::invalid(format!(
             "the model has {} classes but {} category ids were given",
             model.config.model.num_classes,
             category_ids.len()
-        ));
+        )));
     }
     let loader = Loader::new(
         Arc::clone(dataset),
         LoaderConfig::eval(batch_size, min_size, max_size),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let total = dataset.len();
     let mut done = 0;
     let mut detections = Vec::new();
     for batch in loader.epoch(0) {
-        let batch = batch.map_err(|e| e.to_string())?;
+        let batch = batch?;
         let per_image = detect_batch(model, &batch);
         for (t, dets) in batch.targets.iter().zip(&per_image) {
             detections.extend(to_coco_results(t.image_id, dets, category_ids));
         }
         done += batch.len();
-        progress(done, total);
+        if !progress(done, total) {
+            return Ok(None);
+        }
     }
     let result = focal_data::evaluate(&dataset.ground_truth(), &detections)
-        .map_err(|e| format!("evaluating on {}: {e}", dataset.describe()))?;
-    Ok(Evaluation {
+        .map_err(|e| Error::context(format!("evaluating on {}", dataset.describe()), e))?;
+    Ok(Some(Evaluation {
         result,
         detections,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    }))
 }

@@ -19,13 +19,13 @@ use std::path::Path;
 use focal_engine::Tensor;
 use focal_nn::{import_safetensors, read_safetensors, ImportOptions, ImportReport};
 
+use crate::error::Error;
 use crate::import::{remap_coco_rows, COCO_IDS, TORCHVISION_COCO_CLASSES};
 use crate::model::RetinaNet;
 
 /// Loads what fits of `path` into `model`; see the module documentation.
-pub fn init_from_safetensors(model: &mut RetinaNet, path: &Path) -> Result<ImportReport, String> {
-    let names: Vec<String> = read_safetensors(path)
-        .map_err(|e| e.to_string())?
+pub fn init_from_safetensors(model: &mut RetinaNet, path: &Path) -> Result<ImportReport, Error> {
+    let names: Vec<String> = read_safetensors(path)?
         .into_iter()
         .map(|(n, _, _)| n)
         .collect();
@@ -34,7 +34,7 @@ pub fn init_from_safetensors(model: &mut RetinaNet, path: &Path) -> Result<Impor
         .any(|n| n.starts_with("backbone.") || n.starts_with("head."));
     let a = model.config.anchors.anchors_per_cell();
     let k = model.config.model.num_classes;
-    let remap = move |name: &str, t: Tensor, _shape: &[usize]| -> Result<Tensor, String> {
+    let remap = move |name: &str, t: Tensor, _shape: &[usize]| -> focal_nn::Result<Tensor> {
         let is_cls = name == "head.classification_head.cls_logits.weight"
             || name == "head.classification_head.cls_logits.bias";
         if is_cls && k == COCO_IDS.len() && t.dim(0) == a * TORCHVISION_COCO_CLASSES {
@@ -48,13 +48,13 @@ pub fn init_from_safetensors(model: &mut RetinaNet, path: &Path) -> Result<Impor
         ImportOptions::new()
             .rename(|n: &str| (!n.starts_with("fc.")).then(|| format!("backbone.body.{n}")))
     };
-    let report = import_safetensors(model, path, &opts).map_err(|e| e.to_string())?;
+    let report = import_safetensors(model, path, &opts)?;
     if report.loaded.is_empty() {
-        return Err(format!(
-            "weights {}: no tensor fits the model ({})",
-            path.display(),
+        let why = format!(
+            "no tensor fits the model ({})",
             report.problems().join("; ")
-        ));
+        );
+        return Err(focal_nn::Error::in_weights(path, focal_nn::Error::Invalid(why)).into());
     }
     Ok(report)
 }

@@ -1,11 +1,20 @@
 //! Training, evaluation and checkpoints of a whole run: what `focal train`, `focal eval`
-//! and `focal detect` are built on.
+//! and `focal detect` are built on. One concern per file:
 //!
 //! - [`config`]: [`TrainConfig`], every choice of a run, as TOML;
-//! - [`trainer`]: [`Trainer`], the loop (load → forward → loss → backward → clip → step),
-//!   its run folder and exact resumption;
+//! - [`builders`]: what a configuration builds, side by side: datasets, loader,
+//!   optimiser, learning-rate schedule;
+//! - [`step`]: one optimiser step (targets → forward → loss → backward → clip → update);
+//! - [`data_parallel`]: the forward/backward pass of a step, whole or cut into shards;
+//! - [`trainer`]: [`Trainer`], the loop around the step, with evaluation, checkpoints and
+//!   exact resumption;
+//! - [`records`] and [`observer`]: what the loop records (`metrics.jsonl` rows, checkpoint
+//!   metadata) and how it reports to a progress bar ([`Observer`]);
+//! - [`run_folder`]: the files of a run folder, written atomically;
+//! - [`checkpoint`]: reading a trainer checkpoint back (for eval/detect, and to resume);
 //! - [`evaluate`](mod@evaluate): inference over a dataset scored by focal's COCOeval;
-//! - [`init`]: starting from torchvision or ImageNet weights.
+//! - [`init`]: starting from torchvision or ImageNet weights;
+//! - [`memory`]: the memory estimate a run is checked against before it starts;
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -15,23 +24,35 @@
 //! if let Outcome::Finished(result) = trainer.run(&mut Silent)? {
 //!     println!("{}", result.summary());
 //! }
-//! # Ok::<(), focal_retinanet::train::TrainError>(())
+//! # Ok::<(), focal_retinanet::Error>(())
 //! ```
 
+pub mod builders;
+pub mod checkpoint;
 pub mod config;
 pub mod data_parallel;
 pub mod evaluate;
 pub mod init;
+pub mod memory;
+pub mod observer;
+pub mod records;
+pub mod run_folder;
+pub mod step;
 pub mod trainer;
 
+pub use builders::{
+    build_optimizer, build_schedule, build_train_loader, class_names, open_datasets,
+};
+pub use checkpoint::{load_trained_model, TrainedModel};
 pub use config::{
     CocoData, DataConfig, DecayKind, OptimizerConfig, OptimizerKind, ScheduleConfig, ShapesData,
     TrainConfig,
 };
-pub use evaluate::{detect_batch, evaluate, image_size, to_coco_results, Evaluation};
-pub use init::init_from_safetensors;
-pub use trainer::{
-    build_optimizer, class_names, load_trained_model, open_datasets, ClassName, EvalRecord,
-    MetricRow, Observer, Outcome, RunMetadata, Silent, StepRecord, TrainError, TrainedModel,
-    Trainer,
+pub use evaluate::{
+    detect_batch, evaluate, evaluate_until, image_size, to_coco_results, Evaluation,
 };
+pub use init::init_from_safetensors;
+pub use observer::{Observer, Silent};
+pub use records::{ClassName, EvalRecord, MetricRow, RunMetadata, StepRecord};
+pub use run_folder::{RunFolder, RunLock};
+pub use trainer::{Outcome, StartOptions, Trainer};

@@ -1,25 +1,22 @@
-//! The training loop and its run folder.
-//!
-//! One step (spec rows 16–20):
+//! The training loop: a [`Trainer`] owns the model, the optimiser, the schedule, the data
+//! and the [`RunFolder`], and runs [`optimizer_step`] over the loader's batches, evaluating
+//! and writing checkpoints on the way.
 //!
 //! ```text
-//!   batch from the loader → forward → targets → focal loss + box loss (÷ positives)
-//!   → stop if the loss is NaN/∞ → backward → clip the gradient norm → optimiser step
-//!   with the scheduled learning rate
+//!   before step 1: the memory estimate, the run folder's lock, every image checked
+//!   for each epoch, for each batch:  optimizer_step (step.rs)  →  a row of metrics.jsonl
+//!       every eval_every steps:       evaluate → last.ckpt, then best.ckpt if the AP improved
+//!       every checkpoint_every steps,
+//!       and checkpoint_every_min minutes after the last save: last.ckpt
+//!   at the end: evaluate, last.ckpt, metrics.json
 //! ```
 //!
-//! A run folder holds:
-//!
-//! | file           | content                                                          |
-//! |----------------|------------------------------------------------------------------|
-//! | `config.toml`  | the full, resolved [`TrainConfig`]                               |
-//! | `metrics.jsonl`| one JSON object per step, and one per evaluation                 |
-//! | `last.ckpt`    | model, optimiser, step, epoch, RNG, configuration, class names   |
-//! | `best.ckpt`    | the model of the evaluation with the best AP                     |
-//! | `metrics.json` | the final 12 COCO numbers under AP, AP50, ..., ARl               |
-//!
-//! Every file is written atomically; `metrics.jsonl` is rewritten whole (every few steps
-//! and at each checkpoint), so it is never seen half-written either.
+//! **Stopping.** The observer's [`Observer::should_stop`] (Ctrl-C or SIGTERM in `focal
+//! train`) is checked after every step and after every batch of an evaluation: the run
+//! finishes the step (or abandons the evaluation, which a resumed run then repeats),
+//! writes `last.ckpt` and returns [`Outcome::Stopped`]. An image that fails to load
+//! mid-run also writes `last.ckpt` before the error is returned, so nothing trained is
+//! lost while the file is fixed.
 //!
 //! **Resuming** ([`Trainer::resume`]) restores the model, the optimiser's state, the step,
 //! the epoch, the RNG state and the position within the epoch, drops the rows of
@@ -28,204 +25,28 @@
 //! and every kernel is deterministic, the continued run writes exactly the losses an
 //! uninterrupted run would have written.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use focal_data::{
-    CocoDataset, Dataset, EvalResult, Loader, LoaderConfig, ShapesConfig, ShapesDataset, Split,
+use focal_data::{Batch, Dataset, EvalResult, Fingerprint, Loader};
+use focal_engine::Rng;
+use focal_nn::{Checkpoint, ImportReport, Optimizer, Schedule, TrainState};
+
+use super::builders::{
+    build_optimizer, build_schedule, build_train_loader, check_same_categories, class_names,
+    open_datasets,
 };
-use focal_engine::{backward, Rng};
-
-use super::data_parallel::sharded_pass;
-use focal_nn::{
-    clip_grad_norm, AdamW, Checkpoint, CheckpointError, ImportReport, Optimizer, Schedule, Sgd,
-    TrainState,
-};
-use serde::{Deserialize, Serialize};
-
-use super::config::{OptimizerKind, TrainConfig};
-use super::evaluate::{evaluate, Evaluation};
+use super::checkpoint::{ckpt_error, read_checkpoint, rebuild_model};
+use super::config::TrainConfig;
+use super::evaluate::{evaluate_until, Evaluation};
+use super::memory;
+use super::observer::Observer;
+use super::records::{ClassName, EvalRecord, MetricRow, RunMetadata, StepRecord};
+use super::run_folder::{RunFolder, RunLock};
+use super::step::{optimizer_step, StepOutcome};
+use crate::error::{Error, Result};
 use crate::model::RetinaNet;
-use crate::targets::GroundTruth;
-
-/// A training error: a sentence naming the file, field or step.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainError(pub String);
-
-impl std::fmt::Display for TrainError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for TrainError {}
-
-impl From<String> for TrainError {
-    fn from(s: String) -> Self {
-        TrainError(s)
-    }
-}
-
-impl From<CheckpointError> for TrainError {
-    fn from(e: CheckpointError) -> Self {
-        TrainError(e.to_string())
-    }
-}
-
-impl From<focal_data::Error> for TrainError {
-    fn from(e: focal_data::Error) -> Self {
-        TrainError(e.to_string())
-    }
-}
-
-pub type Result<T> = std::result::Result<T, TrainError>;
-
-/// One category of the training set: the model's label k is `categories[k]`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClassName {
-    pub id: i64,
-    pub name: String,
-}
-
-/// What a checkpoint carries besides the model and optimiser (as JSON in its metadata).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunMetadata {
-    /// The classes in label order, with their COCO category ids.
-    pub categories: Vec<ClassName>,
-    /// Batches of the current epoch already trained on.
-    pub batch_in_epoch: u64,
-    /// The best AP of the evaluations so far, and its step.
-    pub best_ap: Option<f64>,
-    pub best_step: Option<u64>,
-}
-
-/// One row of `metrics.jsonl` for a training step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StepRecord {
-    /// Steps completed (1 for the first step).
-    pub step: u64,
-    /// The epoch the batch belongs to (0-based).
-    pub epoch: u64,
-    /// cls_loss + box_loss.
-    pub loss: f32,
-    pub cls_loss: f32,
-    pub box_loss: f32,
-    /// The learning rate of this step.
-    pub lr: f32,
-    /// Positive anchors in the batch (the losses' normaliser).
-    pub num_pos: usize,
-    /// Global L2 norm of the gradient before clipping.
-    pub grad_norm: f32,
-    /// Images of this step per second of wall time (loading included).
-    pub images_per_s: f64,
-}
-
-/// One row of `metrics.jsonl` for an evaluation: the 12 COCO numbers by name.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvalRecord {
-    pub step: u64,
-    pub epoch: u64,
-    #[serde(rename = "AP")]
-    pub ap: f64,
-    #[serde(rename = "AP50")]
-    pub ap50: f64,
-    #[serde(rename = "AP75")]
-    pub ap75: f64,
-    #[serde(rename = "APs")]
-    pub ap_s: f64,
-    #[serde(rename = "APm")]
-    pub ap_m: f64,
-    #[serde(rename = "APl")]
-    pub ap_l: f64,
-    #[serde(rename = "AR1")]
-    pub ar1: f64,
-    #[serde(rename = "AR10")]
-    pub ar10: f64,
-    #[serde(rename = "AR100")]
-    pub ar100: f64,
-    #[serde(rename = "ARs")]
-    pub ar_s: f64,
-    #[serde(rename = "ARm")]
-    pub ar_m: f64,
-    #[serde(rename = "ARl")]
-    pub ar_l: f64,
-    /// Wall time of the evaluation.
-    pub seconds: f64,
-}
-
-impl EvalRecord {
-    pub fn new(step: u64, epoch: u64, r: &EvalResult, seconds: f64) -> EvalRecord {
-        let s = r.stats;
-        EvalRecord {
-            step,
-            epoch,
-            ap: s[0],
-            ap50: s[1],
-            ap75: s[2],
-            ap_s: s[3],
-            ap_m: s[4],
-            ap_l: s[5],
-            ar1: s[6],
-            ar10: s[7],
-            ar100: s[8],
-            ar_s: s[9],
-            ar_m: s[10],
-            ar_l: s[11],
-            seconds,
-        }
-    }
-
-    /// The 12 numbers in pycocotools' order.
-    pub fn stats(&self) -> [f64; 12] {
-        [
-            self.ap, self.ap50, self.ap75, self.ap_s, self.ap_m, self.ap_l, self.ar1, self.ar10,
-            self.ar100, self.ar_s, self.ar_m, self.ar_l,
-        ]
-    }
-}
-
-/// A row of `metrics.jsonl`: `{"kind": "step", ...}` or `{"kind": "eval", ...}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum MetricRow {
-    Step(StepRecord),
-    Eval(EvalRecord),
-}
-
-impl MetricRow {
-    pub fn step(&self) -> u64 {
-        match self {
-            MetricRow::Step(r) => r.step,
-            MetricRow::Eval(r) => r.step,
-        }
-    }
-}
-
-/// What the loop tells the outside world (progress bars, plots) and asks of it (whether
-/// to stop). Every method has a do-nothing default.
-pub trait Observer {
-    /// Before the first step of this invocation.
-    fn on_start(&mut self, _trainer: &Trainer) {}
-    fn on_step(&mut self, _record: &StepRecord, _trainer: &Trainer) {}
-    /// An evaluation begins; `images` is the size of the validation set.
-    fn on_eval_start(&mut self, _step: u64, _images: usize) {}
-    /// Called after each evaluation batch.
-    fn on_eval_progress(&mut self, _done: usize, _total: usize) {}
-    fn on_eval(&mut self, _record: &EvalRecord, _result: &EvalResult, _trainer: &Trainer) {}
-    /// A file was written in the run folder (checkpoint or metrics).
-    fn on_saved(&mut self, _path: &Path) {}
-    /// Checked after every step: `true` finishes the step, writes `last.ckpt` and stops
-    /// (Ctrl-C).
-    fn should_stop(&mut self) -> bool {
-        false
-    }
-}
-
-/// An observer that does nothing.
-pub struct Silent;
-impl Observer for Silent {}
 
 /// How [`Trainer::run`] ended.
 #[derive(Clone, Debug)]
@@ -236,119 +57,36 @@ pub enum Outcome {
     Stopped { step: u64 },
 }
 
+/// How a run is started, besides its configuration: what `focal train` asks of the
+/// checks before step 1. [`StartOptions::default`] is what [`Trainer::new`] and
+/// [`Trainer::resume`] use.
+pub struct StartOptions<'a> {
+    /// Resume although the dataset's fingerprint differs from the checkpoint's.
+    pub accept_data_change: bool,
+    /// Leave out the images the check finds bad (besides the configuration's
+    /// `data.skip_bad_images`, which a resumed run keeps).
+    pub skip_bad_images: bool,
+    /// Refuse a run whose memory estimate exceeds the machine's memory.
+    pub check_memory: bool,
+    /// Reports the image check: (what, images done, images in all).
+    pub progress: &'a (dyn Fn(&str, usize, usize) + Sync),
+}
+
+fn no_progress(_: &str, _: usize, _: usize) {}
+
+impl Default for StartOptions<'_> {
+    fn default() -> Self {
+        StartOptions {
+            accept_data_change: false,
+            skip_bad_images: false,
+            check_memory: true,
+            progress: &no_progress,
+        }
+    }
+}
+
 /// Rewrite `metrics.jsonl` at least every this many steps.
 const METRICS_FLUSH_STEPS: u64 = 20;
-
-/// The datasets of a configuration: (train, val).
-pub fn open_datasets(config: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
-    let d = &config.data;
-    match (&d.shapes, &d.coco) {
-        (Some(s), _) => {
-            let make = |split, images, max_objects| -> Result<Arc<dyn Dataset>> {
-                Ok(Arc::new(ShapesDataset::new(ShapesConfig {
-                    size: s.size,
-                    max_objects,
-                    ..ShapesConfig::new(split, images, s.seed)
-                })?))
-            };
-            let train_max = s.train_max_objects.unwrap_or(s.max_objects);
-            Ok((
-                make(Split::Train, s.train_images, train_max)?,
-                make(Split::Val, s.val_images, s.max_objects)?,
-            ))
-        }
-        (None, Some(c)) => {
-            let train = CocoDataset::open(&c.train_annotations, &c.train_images)?;
-            let val = CocoDataset::open(&c.val_annotations, &c.val_images)?;
-            Ok((Arc::new(train), Arc::new(val)))
-        }
-        (None, None) => Err(TrainError("data: no dataset configured".into())),
-    }
-}
-
-/// The class names of a dataset, in label order.
-pub fn class_names(dataset: &dyn Dataset) -> Vec<ClassName> {
-    dataset
-        .categories()
-        .iter()
-        .map(|c| ClassName {
-            id: c.id,
-            name: c.name.clone(),
-        })
-        .collect()
-}
-
-/// The optimiser a configuration asks for.
-pub fn build_optimizer(config: &TrainConfig) -> Box<dyn Optimizer + Send> {
-    let o = &config.optimizer;
-    match o.kind {
-        OptimizerKind::Sgd => Box::new(
-            Sgd::new(o.momentum, o.weight_decay).decay_norm_and_bias(o.decay_norm_and_bias),
-        ),
-        OptimizerKind::AdamW => Box::new(
-            AdamW::new(o.weight_decay)
-                .betas(o.betas[0], o.betas[1])
-                .decay_norm_and_bias(o.decay_norm_and_bias),
-        ),
-    }
-}
-
-/// A model rebuilt from a checkpoint written by the trainer, with its configuration and
-/// metadata (class names). For `focal eval` and `focal detect`.
-pub struct TrainedModel {
-    pub model: RetinaNet,
-    pub config: TrainConfig,
-    pub metadata: RunMetadata,
-    pub step: u64,
-}
-
-/// Reads a trainer checkpoint and rebuilds its model in evaluation mode.
-pub fn load_trained_model(path: &Path) -> Result<TrainedModel> {
-    let ckpt = Checkpoint::read(path)?;
-    let (config, metadata) = parse_checkpoint(&ckpt, path)?;
-    let mut model = RetinaNet::new(&config.retinanet(), &mut Rng::new(config.seed))
-        .map_err(|e| ckpt_error(path, e))?;
-    ckpt.restore_model(&mut model)
-        .map_err(|e| ckpt_error(path, e))?;
-    model.set_train(false);
-    Ok(TrainedModel {
-        model,
-        config,
-        metadata,
-        step: ckpt.step,
-    })
-}
-
-fn ckpt_error(path: &Path, message: impl Into<String>) -> TrainError {
-    CheckpointError::new(path, message).into()
-}
-
-/// The configuration and metadata of a trainer checkpoint, checked against each other.
-fn parse_checkpoint(ckpt: &Checkpoint, path: &Path) -> Result<(TrainConfig, RunMetadata)> {
-    let config = TrainConfig::from_toml(&ckpt.config).map_err(|e| {
-        ckpt_error(
-            path,
-            format!("its configuration is not a focal training configuration ({e})"),
-        )
-    })?;
-    let metadata: RunMetadata = serde_json::from_str(&ckpt.metadata).map_err(|e| {
-        ckpt_error(
-            path,
-            format!("its metadata is not a focal training record ({e})"),
-        )
-    })?;
-    if metadata.categories.len() != config.model.num_classes {
-        return Err(ckpt_error(
-            path,
-            format!(
-                "it names {} classes but its model has {}",
-                metadata.categories.len(),
-                config.model.num_classes
-            ),
-        ));
-    }
-    Ok((config, metadata))
-}
 
 /// A training run: model, optimiser, schedule, data and run folder.
 pub struct Trainer {
@@ -367,92 +105,188 @@ pub struct Trainer {
     batch_in_epoch: u64,
     total_steps: u64,
     best: Option<(f64, u64)>,
-    run_dir: PathBuf,
+    folder: RunFolder,
     history: Vec<MetricRow>,
     /// Stop after this many steps of this invocation (writing `last.ckpt`).
     stop_after: Option<u64>,
     metrics_flushed_at: u64,
+    /// When `last.ckpt` was last written (or the run started).
+    last_saved: Instant,
+    /// An evaluation was abandoned (stop requested): the run repeats it first.
+    eval_pending: bool,
+    /// The fingerprints of the training and validation sets, saved in checkpoints.
+    fingerprints: Option<(Fingerprint, Fingerprint)>,
+    /// What the start found worth telling (files replaced, images left out, ...).
+    notes: Vec<String>,
+    /// The memory estimate the run was checked against.
+    estimate: Option<memory::MemoryEstimate>,
+    /// The lock on the run folder, held while the trainer lives.
+    _lock: Option<RunLock>,
 }
 
 impl Trainer {
-    /// A fresh run writing into `run_dir` (created if needed). Refuses a folder that
-    /// already holds a run (`metrics.jsonl` or `last.ckpt`): resume it instead.
+    /// A fresh run writing into `run_dir` (created if needed), with the default
+    /// [`StartOptions`]. Refuses a folder that holds a checkpoint (resume it instead).
     ///
     /// The model's number of classes is taken from the training set.
-    pub fn new(mut config: TrainConfig, run_dir: &Path) -> Result<Trainer> {
-        for f in ["metrics.jsonl", "last.ckpt"] {
-            if run_dir.join(f).exists() {
-                return Err(TrainError(format!(
-                    "{} already holds a run ({f}); continue it with --resume {}, or choose \
-                     another output folder",
-                    run_dir.display(),
-                    run_dir.join("last.ckpt").display()
-                )));
-            }
+    pub fn new(config: TrainConfig, run_dir: &Path) -> Result<Trainer> {
+        Trainer::start(config, run_dir, &StartOptions::default())
+    }
+
+    /// A fresh run: everything is checked before anything is written — the configuration,
+    /// the datasets, the memory estimate ([`memory`]), then, holding the run folder's
+    /// lock, the folder ([`RunFolder::prepare_fresh`]) and every image
+    /// ([`focal_data::check`]). Dataset paths are made absolute, so the run can be
+    /// resumed from any working directory.
+    pub fn start(config: TrainConfig, run_dir: &Path, options: &StartOptions) -> Result<Trainer> {
+        let mut config = config.with_absolute_paths();
+        if options.skip_bad_images {
+            config.data.skip_bad_images = true;
         }
         let (train, val) = open_datasets(&config)?;
+        refuse_empty(&*train)?;
         config.model.num_classes = train.num_classes();
         config.validate()?;
         check_same_categories(&*train, &*val)?;
+        let estimate = if options.check_memory {
+            Some(check_memory(&config, &*train)?)
+        } else {
+            None
+        };
+        let folder = RunFolder::new(run_dir);
+        let lock = folder.lock()?;
+        folder.check_fresh()?;
+        let mut notes = Vec::new();
+        note_removed_temp_files(&folder, &mut notes)?;
+        check_images(&config, &train, &val, options, &mut notes)?;
+        // Only now, with everything checked, are the logs of an unfinished run replaced.
+        let replaced = folder.prepare_fresh()?;
+        if !replaced.is_empty() {
+            notes.push(format!(
+                "{} held the files of a run that never saved a checkpoint ({}); started \
+                 afresh in their place",
+                run_dir.display(),
+                replaced.join(", ")
+            ));
+        }
+        let fingerprints = (train.fingerprint(), val.fingerprint());
         let mut rng = Rng::new(config.seed);
         let model = RetinaNet::new(&config.retinanet(), &mut rng)?;
         let categories = class_names(&*train);
-        let trainer = Trainer::assemble(config, model, rng, train, val, categories, run_dir)?;
-        std::fs::create_dir_all(run_dir).map_err(|e| {
-            TrainError(format!(
-                "cannot create the run folder {}: {e}",
-                run_dir.display()
-            ))
-        })?;
-        write_file(
-            &run_dir.join("config.toml"),
-            trainer.config.to_toml().as_bytes(),
-        )?;
+        let mut trainer = Trainer::assemble(config, model, rng, train, val, categories, folder)?;
+        trainer._lock = Some(lock);
+        trainer.notes = notes;
+        trainer.estimate = estimate;
+        trainer.fingerprints = Some(fingerprints);
+        trainer.folder.start(&trainer.config)?;
         Ok(trainer)
     }
 
     /// Continues the run saved in `checkpoint` (normally `RUN/last.ckpt`), writing into
     /// `run_dir` (default: the checkpoint's folder). `threads` replaces the saved thread
-    /// count (results do not depend on it).
+    /// count (results do not depend on it). Default [`StartOptions`].
     pub fn resume(
         checkpoint: &Path,
         run_dir: Option<&Path>,
         threads: Option<usize>,
     ) -> Result<Trainer> {
-        let ckpt = Checkpoint::read(checkpoint)?;
-        let (mut config, metadata) = parse_checkpoint(&ckpt, checkpoint)?;
+        Trainer::resume_with(checkpoint, run_dir, threads, &StartOptions::default())
+    }
+
+    /// [`Trainer::resume`] with options. The run folder must be the checkpoint's own or
+    /// an empty (or new) one, which then receives the run's history up to the
+    /// checkpoint; the datasets must have the fingerprints the checkpoint saved, unless
+    /// `options.accept_data_change`.
+    pub fn resume_with(
+        checkpoint: &Path,
+        run_dir: Option<&Path>,
+        threads: Option<usize>,
+        options: &StartOptions,
+    ) -> Result<Trainer> {
+        let (ckpt, mut config, metadata) = read_checkpoint(checkpoint)?;
         if ckpt.optimizer.is_none() {
             return Err(ckpt_error(
                 checkpoint,
-                "it holds no optimiser state (best.ckpt keeps only the model); resume from \
-                 last.ckpt",
+                Error::invalid(
+                    "it holds no optimiser state (best.ckpt keeps only the model); resume \
+                     from last.ckpt",
+                ),
             ));
         }
         if let Some(t) = threads {
             config.threads = t;
         }
+        if options.skip_bad_images {
+            config.data.skip_bad_images = true;
+        }
+        let ckpt_dir = checkpoint
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let run_dir = run_dir.map_or_else(|| ckpt_dir.clone(), Path::to_path_buf);
+        let own_folder = same_folder(&run_dir, &ckpt_dir);
+        if !own_folder && !RunFolder::is_empty_or_missing(&run_dir) {
+            return Err(Error::invalid(format!(
+                "{} holds other files; a resumed run writes into its checkpoint's folder {} \
+                 or into an empty or new folder (which then receives the run's history), \
+                 never over another run",
+                run_dir.display(),
+                ckpt_dir.display()
+            )));
+        }
         let (train, val) = open_datasets(&config)?;
+        refuse_empty(&*train)?;
         let categories = class_names(&*train);
         if categories != metadata.categories {
             return Err(ckpt_error(
                 checkpoint,
-                format!(
+                Error::invalid(format!(
                     "it was trained on other classes than the dataset now holds ({})",
                     train.describe()
-                ),
+                )),
             ));
         }
-        let mut rng = Rng::new(config.seed);
-        let mut model = RetinaNet::new(&config.retinanet(), &mut rng)?;
-        ckpt.restore_model(&mut model)
-            .map_err(|e| ckpt_error(checkpoint, e))?;
-        let run_dir = match run_dir {
-            Some(d) => d.to_path_buf(),
-            None => checkpoint
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from(".")),
+        let mut notes = Vec::new();
+        let fingerprints = (train.fingerprint(), val.fingerprint());
+        let saved = [&metadata.train_data, &metadata.val_data];
+        for ((name, now), saved) in [
+            ("training", &fingerprints.0),
+            ("validation", &fingerprints.1),
+        ]
+        .into_iter()
+        .zip(saved)
+        {
+            let Some(saved) = saved else { continue };
+            let changes = now.differences(saved);
+            if changes.is_empty() {
+                continue;
+            }
+            let what = format!(
+                "the {name} set is not the one this run was trained on: {}",
+                changes.join("; ")
+            );
+            if !options.accept_data_change {
+                return Err(ckpt_error(
+                    checkpoint,
+                    Error::invalid(format!(
+                        "{what}. Resume with --accept-data-change to continue on the changed \
+                         data knowingly"
+                    )),
+                ));
+            }
+            notes.push(format!("{what} (accepted)"));
+        }
+        let estimate = if options.check_memory {
+            Some(check_memory(&config, &*train)?)
+        } else {
+            None
         };
+        let folder = RunFolder::new(&run_dir);
+        let lock = folder.lock()?;
+        note_removed_temp_files(&folder, &mut notes)?;
+        check_images(&config, &train, &val, options, &mut notes)?;
+        let model = rebuild_model(&ckpt, &config, checkpoint)?;
         let mut trainer = Trainer::assemble(
             config,
             model,
@@ -460,47 +294,28 @@ impl Trainer {
             train,
             val,
             categories,
-            &run_dir,
+            folder,
         )?;
+        trainer._lock = Some(lock);
+        trainer.notes = notes;
+        trainer.estimate = estimate;
+        trainer.fingerprints = Some(fingerprints);
         ckpt.restore_optimizer(&mut trainer.model, trainer.optimizer.as_mut())
             .map_err(|e| ckpt_error(checkpoint, e))?;
         trainer.step = ckpt.step;
         trainer.epoch = ckpt.epoch;
         trainer.batch_in_epoch = metadata.batch_in_epoch;
         trainer.best = metadata.best_ap.zip(metadata.best_step);
-        trainer.metrics_flushed_at = trainer.step;
-        // Keep the rows written up to the checkpoint, drop the later ones.
-        let metrics = run_dir.join("metrics.jsonl");
-        if metrics.exists() {
-            let text = std::fs::read_to_string(&metrics)
-                .map_err(|e| TrainError(format!("cannot read {}: {e}", metrics.display())))?;
-            for (i, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                let row: MetricRow = serde_json::from_str(line).map_err(|e| {
-                    TrainError(format!("{} line {}: {e}", metrics.display(), i + 1))
-                })?;
-                if row.step() <= trainer.step {
-                    trainer.history.push(row);
-                }
-            }
-        }
-        std::fs::create_dir_all(&run_dir).map_err(|e| {
-            TrainError(format!(
-                "cannot create the run folder {}: {e}",
-                run_dir.display()
-            ))
-        })?;
-        write_file(
-            &run_dir.join("config.toml"),
-            trainer.config.to_toml().as_bytes(),
-        )?;
+        trainer.eval_pending = metadata.eval_pending;
+        // Keep the rows written up to the checkpoint (read from the checkpoint's own
+        // folder, so a new folder gets the whole history), drop the later ones.
+        trainer.history = RunFolder::new(&ckpt_dir).read_metrics_until(trainer.step)?;
+        trainer.folder.start(&trainer.config)?;
         trainer.write_metrics()?;
         Ok(trainer)
     }
 
+    /// The parts every run has, fresh or resumed, built from `config` (step 0).
     fn assemble(
         config: TrainConfig,
         model: RetinaNet,
@@ -508,20 +323,17 @@ impl Trainer {
         train: Arc<dyn Dataset>,
         val: Arc<dyn Dataset>,
         categories: Vec<ClassName>,
-        run_dir: &Path,
+        folder: RunFolder,
     ) -> Result<Trainer> {
-        let d = &config.data;
-        let mut loader_config =
-            LoaderConfig::train(config.batch_size, d.min_size, d.max_size, config.seed);
-        loader_config.flip = d.flip;
-        let train_loader = Loader::new(train, loader_config)?;
+        let train_loader = build_train_loader(&config, train)?;
         let total_steps = config.total_steps(train_loader.batches_per_epoch());
-        if total_steps == 0 {
-            return Err(TrainError(
-                "the run has no steps (empty training set?)".into(),
-            ));
+        if total_steps == 0 || train_loader.batches_per_epoch() == 0 {
+            return Err(Error::invalid(format!(
+                "the run has no steps: {}",
+                train_loader.dataset().describe()
+            )));
         }
-        let schedule = config.lr_schedule(total_steps);
+        let schedule = build_schedule(&config, total_steps);
         let optimizer = build_optimizer(&config);
         Ok(Trainer {
             config,
@@ -537,17 +349,34 @@ impl Trainer {
             batch_in_epoch: 0,
             total_steps,
             best: None,
-            run_dir: run_dir.to_path_buf(),
+            folder,
             history: Vec::new(),
             stop_after: None,
             metrics_flushed_at: 0,
+            last_saved: Instant::now(),
+            eval_pending: false,
+            fingerprints: None,
+            notes: Vec::new(),
+            estimate: None,
+            _lock: None,
         })
+    }
+
+    /// The memory estimate of this run ([`memory`]), when it was checked.
+    pub fn memory_estimate(&self) -> Option<&memory::MemoryEstimate> {
+        self.estimate.as_ref()
+    }
+
+    /// What starting the run found worth telling the user: files replaced in the run
+    /// folder, stale temporary files removed, images left out, an accepted data change.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// Loads weights (torchvision's RetinaNet, or an ImageNet ResNet) into the model
     /// before training; see [`crate::train::init_from_safetensors`].
     pub fn init_from(&mut self, path: &Path) -> Result<ImportReport> {
-        super::init::init_from_safetensors(&mut self.model, path).map_err(TrainError)
+        super::init::init_from_safetensors(&mut self.model, path)
     }
 
     /// Stop after `n` more steps (writing `last.ckpt`), e.g. to split a run in parts.
@@ -560,7 +389,7 @@ impl Trainer {
     }
 
     pub fn run_dir(&self) -> &Path {
-        &self.run_dir
+        self.folder.dir()
     }
 
     /// Steps completed.
@@ -603,25 +432,35 @@ impl Trainer {
     }
 
     /// Trains to the end (or until the observer asks to stop), evaluating every
-    /// `eval_every` steps and at the end.
+    /// `eval_every` steps and at the end, and writing `last.ckpt` on the way (see the
+    /// module documentation).
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<Outcome> {
         observer.on_start(self);
+        self.last_saved = Instant::now();
         let first_step = self.step;
         let mut last_eval: Option<EvalResult> = None;
+        if self.eval_pending && self.step < self.total_steps {
+            // The evaluation a stop abandoned, at the step it was due.
+            if self.eval_and_save(observer)?.is_none() {
+                return self.stop(observer);
+            }
+        }
         'epochs: while self.step < self.total_steps {
             let mut batches = self.train_loader.epoch(self.epoch);
             // Skip the batches of this epoch that a resumed run already trained on.
             for _ in 0..self.batch_in_epoch {
                 match batches.next() {
                     Some(b) => {
-                        b?;
+                        b.map_err(|e| self.save_before_error(e, observer))?;
                     }
                     None => break,
                 }
             }
             let mut step_started = Instant::now();
-            for batch in batches.by_ref() {
-                let batch = batch?;
+            let mut stepped = false;
+            while let Some(batch) = batches.next() {
+                let batch = batch.map_err(|e| self.save_before_error(e, observer))?;
+                stepped = true;
                 let record = self.train_step(&batch, step_started)?;
                 self.history.push(MetricRow::Step(record.clone()));
                 observer.on_step(&record, self);
@@ -629,10 +468,21 @@ impl Trainer {
 
                 let every = |n: u64, step: u64| n > 0 && step.is_multiple_of(n);
                 let at_end = self.step == self.total_steps;
+                let minutes = self.config.checkpoint_every_min;
+                let due_by_time = minutes > 0.0
+                    && self.last_saved.elapsed() >= Duration::from_secs_f64(minutes * 60.0);
                 if every(self.config.eval_every, self.step) && !at_end {
-                    last_eval = Some(self.evaluate_and_record(observer)?);
-                    self.save_last(observer)?;
-                } else if every(self.config.checkpoint_every, self.step) && !at_end {
+                    match self.eval_and_save(observer)? {
+                        Some(r) => last_eval = Some(r),
+                        None => {
+                            // Stopped during the evaluation: repeat it on resume.
+                            self.eval_pending = true;
+                            drop(batches);
+                            return self.stop(observer);
+                        }
+                    }
+                } else if (every(self.config.checkpoint_every, self.step) || due_by_time) && !at_end
+                {
                     self.save_last(observer)?;
                 } else if self.step - self.metrics_flushed_at >= METRICS_FLUSH_STEPS {
                     self.write_metrics()?;
@@ -640,146 +490,175 @@ impl Trainer {
                 let stop_requested = observer.should_stop()
                     || self.stop_after.is_some_and(|n| self.step - first_step >= n);
                 if stop_requested && !at_end {
-                    self.save_last(observer)?;
-                    return Ok(Outcome::Stopped { step: self.step });
+                    drop(batches);
+                    return self.stop(observer);
                 }
                 if at_end {
                     break 'epochs;
                 }
                 step_started = Instant::now();
             }
+            if !stepped && self.batch_in_epoch == 0 {
+                // Every image of the epoch was left out as unreadable: no step can ever be
+                // made, so stop rather than loop over empty epochs.
+                self.save_last(observer)?;
+                return Err(Error::invalid(format!(
+                    "no image of the training set could be read in epoch {}: {}",
+                    self.epoch + 1,
+                    self.train_set().describe()
+                )));
+            }
             self.epoch += 1;
             self.batch_in_epoch = 0;
         }
         let result = match last_eval {
-            Some(r) => r,
-            None => self.evaluate_and_record(observer)?,
+            Some(r) => {
+                self.save_last(observer)?;
+                r
+            }
+            None => match self.eval_and_save(observer)? {
+                Some(r) => r,
+                None => {
+                    self.eval_pending = true;
+                    return self.stop(observer);
+                }
+            },
         };
-        self.save_last(observer)?;
-        let mut json = String::from("{\n");
-        for (i, (name, v)) in result.named_stats().iter().enumerate() {
-            let sep = if i + 1 < 12 { "," } else { "" };
-            json.push_str(&format!("  \"{name}\": {}{sep}\n", json_f64(*v)));
-        }
-        json.push_str("}\n");
-        let path = self.run_dir.join("metrics.json");
-        write_file(&path, json.as_bytes())?;
+        let path = self.folder.write_final_metrics(&result)?;
         observer.on_saved(&path);
         Ok(Outcome::Finished(result))
     }
 
-    /// One optimiser step on `batch`.
-    fn train_step(&mut self, batch: &focal_data::Batch, started: Instant) -> Result<StepRecord> {
-        let ground_truth: Vec<GroundTruth> = batch
-            .targets
-            .iter()
-            .map(|t| GroundTruth {
-                boxes: t.boxes.clone(),
-                labels: t.labels.clone(),
-            })
-            .collect();
+    /// Writes `last.ckpt` and reports the stop.
+    fn stop(&mut self, observer: &mut dyn Observer) -> Result<Outcome> {
+        self.save_last(observer)?;
+        Ok(Outcome::Stopped { step: self.step })
+    }
+
+    /// Before a data error ends the run: writes `last.ckpt` (the state after the last
+    /// completed step), so that the run continues once the file is fixed or left out.
+    fn save_before_error(&mut self, e: focal_data::Error, observer: &mut dyn Observer) -> Error {
+        let saved = match self.save_last(observer) {
+            Ok(()) => format!(
+                "{} holds step {}; fix or remove the image (or leave bad images out with \
+                 --skip-bad-images) and continue with --resume",
+                self.folder.last_checkpoint().display(),
+                self.step
+            ),
+            Err(save) => format!("last.ckpt could not be written either: {}", save.chain()),
+        };
+        Error::context(
+            format!("training stopped at step {} ({saved})", self.step),
+            e,
+        )
+    }
+
+    /// One optimiser step on `batch` ([`optimizer_step`]) at the scheduled rate, and its
+    /// row of `metrics.jsonl`.
+    fn train_step(&mut self, batch: &Batch, started: Instant) -> Result<StepRecord> {
         let lr = self.schedule.lr_at(self.step);
-        // Forward, loss and backward: in one pass, or cut into shards run concurrently.
-        let shards = self.config.shards.min(batch.len());
-        let (cls, boxl, loss, num_positive, grads) = if shards <= 1 {
-            let losses = self.model.training_loss(&batch.images, &ground_truth)?;
-            let total = losses.total();
-            let (cls, boxl, loss) = (
-                losses.classification.item(),
-                losses.box_regression.item(),
-                total.item(),
-            );
-            let grads = if loss.is_finite() {
-                Some(backward(&total))
-            } else {
-                focal_engine::clear_tape();
-                None
-            };
-            (cls, boxl, loss, losses.num_positive, grads)
-        } else {
-            let pass = sharded_pass(&mut self.model, &batch.images, &ground_truth, shards)?;
-            let loss = pass.loss();
-            let grads = loss.is_finite().then_some(pass.grads);
-            (
-                pass.classification,
-                pass.box_regression,
-                loss,
-                pass.num_positive,
-                grads,
-            )
+        let outcome = optimizer_step(
+            &mut self.model,
+            self.optimizer.as_mut(),
+            batch,
+            lr,
+            self.config.shards,
+            self.config.optimizer.clip_grad_norm,
+        )?;
+        let r = match outcome {
+            StepOutcome::Updated(r) => r,
+            StepOutcome::NonFinite {
+                classification,
+                box_regression,
+            } => {
+                let last = self.folder.last_checkpoint();
+                let kept = if last.exists() {
+                    format!("the last good checkpoint {} is intact", last.display())
+                } else {
+                    "no checkpoint had been written yet".to_string()
+                };
+                let _ = self.write_metrics();
+                return Err(Error::NonFiniteLoss {
+                    step: self.step + 1,
+                    epoch: self.epoch + 1,
+                    classification,
+                    box_regression,
+                    kept,
+                });
+            }
         };
-        let step_number = self.step + 1;
-        let Some(mut grads) = grads else {
-            let last = self.run_dir.join("last.ckpt");
-            let kept = if last.exists() {
-                format!("the last good checkpoint {} is intact", last.display())
-            } else {
-                "no checkpoint had been written yet".to_string()
-            };
-            let _ = self.write_metrics();
-            return Err(TrainError(format!(
-                "the loss is not finite at step {step_number} (epoch {}): classification \
-                 {cls}, box {boxl}; training stopped and {kept}. Try a lower learning rate \
-                 (--lr), a longer warm-up or gradient clipping (--clip-grad-norm).",
-                self.epoch + 1
-            )));
-        };
-        let clip = self.config.optimizer.clip_grad_norm;
-        let grad_norm = if clip > 0.0 {
-            clip_grad_norm(&mut self.model, &mut grads, clip)
-        } else {
-            focal_nn::grad_norm(&mut self.model, &grads)
-        };
-        self.optimizer.step(&mut self.model, &grads, lr);
-        drop(grads);
-        self.step = step_number;
+        self.step += 1;
         self.batch_in_epoch += 1;
         let seconds = started.elapsed().as_secs_f64();
         Ok(StepRecord {
             step: self.step,
             epoch: self.epoch,
-            loss,
-            cls_loss: cls,
-            box_loss: boxl,
+            loss: r.loss,
+            cls_loss: r.classification,
+            box_loss: r.box_regression,
             lr,
-            num_pos: num_positive,
-            grad_norm,
+            num_pos: r.num_positive,
+            grad_norm: r.grad_norm,
             images_per_s: batch.len() as f64 / seconds.max(1e-9),
         })
     }
 
-    /// Evaluates the model on the validation set now.
+    /// Evaluates the model on the validation set now (to the end, whatever the
+    /// observer's [`Observer::should_stop`] says).
     pub fn evaluate(&mut self, observer: &mut dyn Observer) -> Result<Evaluation> {
+        self.evaluate_or_stop(observer, false)?
+            .ok_or_else(|| Error::invalid("the evaluation was stopped"))
+    }
+
+    /// The evaluation, or `None` when `stoppable` and the observer asked to stop (checked
+    /// after every batch).
+    fn evaluate_or_stop(
+        &mut self,
+        observer: &mut dyn Observer,
+        stoppable: bool,
+    ) -> Result<Option<Evaluation>> {
         observer.on_eval_start(self.step, self.val.len());
         let ids: Vec<i64> = self.categories.iter().map(|c| c.id).collect();
         let d = &self.config.data;
         let (min_size, max_size, bs) = (d.min_size, d.max_size, d.eval_batch_size);
-        let eval = evaluate(
+        let eval = evaluate_until(
             &mut self.model,
             &self.val,
             &ids,
             min_size,
             max_size,
             bs,
-            &mut |done, total| observer.on_eval_progress(done, total),
+            &mut |done, total| {
+                observer.on_eval_progress(done, total);
+                !(stoppable && observer.should_stop())
+            },
         )?;
         Ok(eval)
     }
 
-    fn evaluate_and_record(&mut self, observer: &mut dyn Observer) -> Result<EvalResult> {
-        let eval = self.evaluate(observer)?;
+    /// Evaluates, records the row, and writes `last.ckpt`, then `best.ckpt` when the AP
+    /// improved (in this order, so a folder never holds `best.ckpt` without
+    /// `last.ckpt`). `None` when stopped during the evaluation (nothing is written).
+    fn eval_and_save(&mut self, observer: &mut dyn Observer) -> Result<Option<EvalResult>> {
+        let Some(eval) = self.evaluate_or_stop(observer, true)? else {
+            return Ok(None);
+        };
         let record = EvalRecord::new(self.step, self.epoch, &eval.result, eval.seconds);
         self.history.push(MetricRow::Eval(record.clone()));
-        let ap = eval.result.stats[0];
-        if self.best.is_none_or(|(best, _)| ap > best) {
+        let ap = eval.result.stats.ap;
+        let improved = self.best.is_none_or(|(best, _)| ap > best);
+        if improved {
             self.best = Some((ap, self.step));
-            let path = self.run_dir.join("best.ckpt");
+        }
+        self.eval_pending = false;
+        self.save_last(observer)?;
+        if improved {
+            let path = self.folder.best_checkpoint();
             self.checkpoint(false).save(&path)?;
             observer.on_saved(&path);
         }
         observer.on_eval(&record, &eval.result, self);
-        self.write_metrics()?;
-        Ok(eval.result)
+        Ok(Some(eval.result))
     }
 
     /// The run's state as a checkpoint (with the optimiser when `with_optimizer`).
@@ -789,6 +668,9 @@ impl Trainer {
             batch_in_epoch: self.batch_in_epoch,
             best_ap: self.best.map(|b| b.0),
             best_step: self.best.map(|b| b.1),
+            eval_pending: self.eval_pending,
+            train_data: self.fingerprints.as_ref().map(|f| f.0.clone()),
+            val_data: self.fingerprints.as_ref().map(|f| f.1.clone()),
         };
         let state = TrainState {
             step: self.step,
@@ -804,49 +686,127 @@ impl Trainer {
         Checkpoint::capture(&mut self.model, optimizer, &state, &self.config.to_toml())
     }
 
-    /// Writes `metrics.jsonl` and then `last.ckpt` (both atomically).
+    /// Writes `metrics.jsonl` and then `last.ckpt` (both atomically), then removes any
+    /// temporary file a killed process left in the folder.
     pub fn save_last(&mut self, observer: &mut dyn Observer) -> Result<()> {
         self.write_metrics()?;
-        let path = self.run_dir.join("last.ckpt");
+        let path = self.folder.last_checkpoint();
         self.checkpoint(true).save(&path)?;
+        self.last_saved = Instant::now();
         observer.on_saved(&path);
+        self.folder.remove_stale_temp_files()?;
         Ok(())
     }
 
-    /// Rewrites `metrics.jsonl` from the rows in memory, atomically.
+    /// Rewrites `metrics.jsonl` from the rows in memory.
     fn write_metrics(&mut self) -> Result<()> {
-        let mut text = Vec::with_capacity(200 * self.history.len());
-        for row in &self.history {
-            serde_json::to_writer(&mut text, row).expect("metric rows serialise");
-            text.write_all(b"\n").expect("writing to memory");
-        }
-        write_file(&self.run_dir.join("metrics.jsonl"), &text)?;
+        self.folder.write_metrics(&self.history)?;
         self.metrics_flushed_at = self.step;
         Ok(())
     }
 }
 
-/// A JSON number, or `null` for a non-finite value.
-fn json_f64(v: f64) -> String {
-    if v.is_finite() {
-        serde_json::to_string(&v).expect("finite numbers serialise")
-    } else {
-        "null".into()
-    }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    focal_engine::write_atomic(path, bytes)
-        .map_err(|e| TrainError(format!("cannot write {}: {e}", path.display())))
-}
-
-fn check_same_categories(train: &dyn Dataset, val: &dyn Dataset) -> Result<()> {
-    if class_names(train) != class_names(val) {
-        return Err(TrainError(format!(
-            "the training and validation sets have different categories ({} vs {})",
-            train.describe(),
-            val.describe()
+/// Refuses a training set without images (a run on it could never make a step).
+fn refuse_empty(train: &dyn Dataset) -> Result<()> {
+    if train.is_empty() {
+        return Err(Error::invalid(format!(
+            "the training set has no images: {}",
+            train.describe()
         )));
     }
     Ok(())
+}
+
+/// Refuses a run whose memory estimate exceeds what the machine can give it; returns the
+/// estimate.
+fn check_memory(config: &TrainConfig, train: &dyn Dataset) -> Result<memory::MemoryEstimate> {
+    let estimate = memory::estimate(config, decode_bytes(config, train));
+    let Some((total, _available)) = memory::machine_memory() else {
+        return Ok(estimate);
+    };
+    if estimate.total() > total {
+        return Err(Error::invalid(format!(
+            "this run would need about {}, more than this machine's {:.1} GB of memory; \
+             make it smaller (--batch-size, --min-size/--max-size, --fpn-channels, \
+             --head-width, --backbone), or pass --no-memory-check if the estimate is wrong",
+            estimate.describe(config.batch_size),
+            total as f64 / 1e9
+        )));
+    }
+    Ok(estimate)
+}
+
+/// What decoding may hold at once: as many of the largest image as there are decoding
+/// threads (or images in a batch), within the decoding budget.
+fn decode_bytes(config: &TrainConfig, train: &dyn Dataset) -> u64 {
+    if config.data.coco.is_none() {
+        return 0;
+    }
+    let largest = (0..train.len())
+        .map(|i| {
+            let (w, h) = train.image_size(i);
+            focal_data::decode_budget::worst_case_decode_bytes(w, h)
+        })
+        .max()
+        .unwrap_or(0);
+    let at_once = rayon::current_num_threads().min(config.batch_size.max(1)) as u64;
+    (largest * at_once).min(focal_data::DecodeBudget::global().limit().max(largest))
+}
+
+/// Checks every image of both sets before step 1 ([`focal_data::check_dataset`]),
+/// leaving the bad ones out when the configuration says so.
+fn check_images(
+    config: &TrainConfig,
+    train: &Arc<dyn Dataset>,
+    val: &Arc<dyn Dataset>,
+    options: &StartOptions,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let skip = config.data.skip_bad_images;
+    for (name, set) in [("training", train), ("validation", val)] {
+        let what = format!("checking the {name} images");
+        let report = focal_data::check_dataset(&**set, skip, &|done, total| {
+            (options.progress)(&what, done, total)
+        })?;
+        if !report.left_out.is_empty() {
+            notes.push(format!(
+                "left out {} of the {} {name} images that cannot be used (--skip-bad-images):{}",
+                report.left_out.len(),
+                report.checked,
+                report
+                    .left_out
+                    .iter()
+                    .map(|p| format!("\n  {p}"))
+                    .collect::<String>()
+            ));
+            if report.left_out.len() == report.checked {
+                return Err(Error::invalid(format!(
+                    "no usable image is left in the {name} set: {}",
+                    set.describe()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes stale temporary files from the folder, noting how many.
+fn note_removed_temp_files(folder: &RunFolder, notes: &mut Vec<String>) -> Result<()> {
+    let n = folder.remove_stale_temp_files()?;
+    if n > 0 {
+        notes.push(format!(
+            "removed {n} temporary file(s) that interrupted writes had left in {}",
+            folder.dir().display()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same folder (a folder that does not exist yet is only the
+/// same as itself, compared as absolute paths).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
 }

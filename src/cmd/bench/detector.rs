@@ -14,19 +14,21 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 use focal_engine::{backward, clear_tape, no_grad, Rng, Tensor};
 use focal_nn::{Optimizer, Sgd};
 use focal_retinanet::loss::retinanet_loss;
 use focal_retinanet::postprocess::postprocess;
 use focal_retinanet::targets::assign_targets;
-use focal_retinanet::{BackboneNorm, Depth, GroundTruth, ImageSize, RetinaNet, RetinaNetConfig};
+use focal_retinanet::{
+    BackboneName, BackboneNorm, GroundTruth, ImageSize, RetinaNet, RetinaNetConfig,
+};
 
 #[derive(ClapArgs, Clone)]
 pub struct Options {
-    /// Backbone: resnet18, resnet34 or resnet50.
-    #[arg(long, default_value = "resnet18")]
+    /// Backbone: any registered one (`focal train --help` lists them).
+    #[arg(long, value_name = "NAME", default_value = "resnet18", help = backbone_help())]
     backbone: String,
     /// Backbone normalisation: gn, bn or frozen-bn.
     #[arg(long, default_value = "gn")]
@@ -65,6 +67,11 @@ pub struct Options {
     json: bool,
 }
 
+/// The help of `--backbone`: every registered backbone, by name.
+fn backbone_help() -> String {
+    format!("Backbone: {}", focal_retinanet::backbone::names())
+}
+
 /// Peak resident set size of this process in MiB (VmHWM), if the system reports it.
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -92,8 +99,8 @@ fn setup(o: &Options) -> Result<Setup> {
         bail!("--batch and --steps must be at least 1");
     }
     let mut config = RetinaNetConfig::default();
-    config.model.depth = Depth::parse(&o.backbone).map_err(|e| anyhow!(e))?;
-    config.model.norm = BackboneNorm::parse(&o.norm).map_err(|e| anyhow!(e))?;
+    config.model.depth = BackboneName::parse(&o.backbone)?;
+    config.model.norm = BackboneNorm::parse(&o.norm)?;
     config.model.num_classes = o.classes;
     if let Some(f) = o.fpn_channels {
         config.model.fpn_channels = f;
@@ -104,9 +111,9 @@ fn setup(o: &Options) -> Result<Setup> {
     if let Some(d) = o.head_depth {
         config.model.head_depth = d;
     }
-    config.model.validate().map_err(|e| anyhow!(e))?;
+    config.model.validate()?;
     let mut rng = Rng::new(o.seed);
-    let model = RetinaNet::new(&config, &mut rng).map_err(|e| anyhow!(e))?;
+    let model = RetinaNet::new(&config, &mut rng)?;
     let n = o.batch * 3 * o.size * o.size;
     let images = Tensor::from_vec(&[o.batch, 3, o.size, o.size], rng.normal_vec(n, 0.0, 1.0));
     // Four boxes per image, 16 px to 35% of the side, inside the image.

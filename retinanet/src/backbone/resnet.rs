@@ -9,6 +9,9 @@
 //!   layer4: first block stride 2                          (C5, stride 32)
 //! ```
 //!
+//! Registered as `resnet18`, `resnet34` and `resnet50` ([`RESNET18`], ...); other widths
+//! are a [`ResNetLayout`] away (see `resnet18_half`).
+//!
 //! - ResNet-18 / 34: *basic* blocks (3×3, 3×3), [2, 2, 2, 2] / [3, 4, 6, 3] blocks,
 //!   C3..C5 = 128, 256, 512 channels.
 //! - ResNet-50: *bottleneck* blocks (1×1 reduce, 3×3, 1×1 expand ×4), [3, 4, 6, 3]
@@ -31,43 +34,135 @@
 
 use focal_engine::{Conv2dOptions, Rng, Tensor};
 use focal_nn::init::{kaiming_normal, FanMode};
-use focal_nn::{BatchNorm2d, Conv2d, GroupNorm, MaxPool2d, Module, Visitor};
+use focal_nn::{Conv2d, MaxPool2d, Module, Visitor};
 
-use crate::config::{BackboneNorm, Depth};
+use super::norm::Norm;
+use super::{Backbone, BackboneMemory, BackboneOptions, BackboneSpec};
+use crate::config::BackboneNorm;
 
-/// A normalisation layer of the backbone (see [`BackboneNorm`]).
-#[derive(Clone)]
-pub enum Norm {
-    Group(GroupNorm),
-    Batch(BatchNorm2d),
+/// ResNet-18 (torchvision's `resnet18`).
+pub const RESNET18: BackboneSpec = BackboneSpec {
+    name: "resnet18",
+    about: "ResNet-18, basic blocks [2, 2, 2, 2], C3-C5 = 128, 256, 512 channels",
+    build: |o, rng| Box::new(ResNet::new(&ResNetLayout::RESNET18, o, rng)),
+    memory: |norm, h, w| ResNetLayout::RESNET18.memory(norm, h, w),
+};
+
+/// ResNet-34 (torchvision's `resnet34`).
+pub const RESNET34: BackboneSpec = BackboneSpec {
+    name: "resnet34",
+    about: "ResNet-34, basic blocks [3, 4, 6, 3], C3-C5 = 128, 256, 512 channels",
+    build: |o, rng| Box::new(ResNet::new(&ResNetLayout::RESNET34, o, rng)),
+    memory: |norm, h, w| ResNetLayout::RESNET34.memory(norm, h, w),
+};
+
+/// ResNet-50 (torchvision's `resnet50`, v1.5).
+pub const RESNET50: BackboneSpec = BackboneSpec {
+    name: "resnet50",
+    about: "ResNet-50, bottleneck blocks [3, 4, 6, 3], C3-C5 = 512, 1024, 2048 channels",
+    build: |o, rng| Box::new(ResNet::new(&ResNetLayout::RESNET50, o, rng)),
+    memory: |norm, h, w| ResNetLayout::RESNET50.memory(norm, h, w),
+};
+
+/// The shape of a ResNet: blocks per stage, block kind and width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResNetLayout {
+    /// Blocks in layer1..layer4.
+    pub blocks: [usize; 4],
+    /// Bottleneck blocks (1×1, 3×3, 1×1 ×4) instead of basic ones (3×3, 3×3).
+    pub bottleneck: bool,
+    /// Channels of the stem and of layer1's blocks (64 in every torchvision ResNet); each
+    /// later stage doubles them.
+    pub width: usize,
 }
 
-impl Norm {
-    pub fn new(kind: BackboneNorm, channels: usize, frozen_bn_eps: f32) -> Norm {
-        match kind {
-            BackboneNorm::GroupNorm => Norm::Group(GroupNorm::new(32, channels)),
-            BackboneNorm::BatchNorm => Norm::Batch(BatchNorm2d::new(channels)),
-            BackboneNorm::FrozenBatchNorm => {
-                Norm::Batch(BatchNorm2d::frozen(channels).eps(frozen_bn_eps))
+impl ResNetLayout {
+    /// Channels of C3, C4, C5: layer2..layer4's outputs.
+    pub fn out_channels(&self) -> [usize; 3] {
+        let e = if self.bottleneck { 4 } else { 1 };
+        [2 * self.width * e, 4 * self.width * e, 8 * self.width * e]
+    }
+
+    /// The backbone's parameters and the floats its forward pass saves for one `h` x `w`
+    /// input, counted from the layout (torchvision's ResNet without its classifier: the
+    /// test `memory_counts_the_parameters_of_the_built_resnet` checks the count against the
+    /// built network)
+    ///
+    /// Saved floats, an upper bound of what the tape keeps: a convolution's output, a
+    /// norm's output and normalised input (frozen BatchNorm, an affine map, only its
+    /// output), a ReLU's output, a residual sum, at each layer's resolution.
+    pub fn memory(&self, norm: BackboneNorm, h: usize, w: usize) -> BackboneMemory {
+        let n = match norm {
+            BackboneNorm::FrozenBatchNorm => 1,
+            _ => 2,
+        };
+        let (width, e) = (self.width as u64, if self.bottleneck { 4 } else { 1 });
+        // A convolution's weights (no bias: a norm follows every one) and a norm's two
+        // vectors.
+        let conv = |cin: u64, cout: u64, k: u64| k * k * cin * cout;
+        let half = |(a, b): (usize, usize)| (a.div_ceil(2), b.div_ceil(2));
+        let area = |(a, b): (usize, usize)| (a * b) as u64;
+        let s1 = half((h, w)); // conv1, stride 2
+        let mut size = half(s1); // the max-pool, stride 4
+
+        // Stem: conv, norm, ReLU at stride 2, max-pool at stride 4.
+        let mut parameters = conv(3, width, 7) + 2 * width;
+        let mut saved = width * area(s1) * (2 + n) + width * area(size);
+        let mut cin = width;
+        for (stage, &blocks) in self.blocks.iter().enumerate() {
+            let planes = width << stage;
+            let input = area(size);
+            if stage > 0 {
+                size = half(size);
+            }
+            let out = area(size);
+            for b in 0..blocks {
+                let s_in = if b == 0 { input } else { out };
+                let shortcut = b == 0 && (stage > 0 || cin != planes * e);
+                if self.bottleneck {
+                    // 1×1 reduce (at the input's resolution), 3×3 (the stride), 1×1 ×4,
+                    // each with its norm, ReLU after all but the last; the sum, its ReLU.
+                    parameters += conv(cin, planes, 1)
+                        + conv(planes, planes, 3)
+                        + conv(planes, 4 * planes, 1)
+                        + 2 * (planes + planes + 4 * planes);
+                    saved += planes * s_in * (2 + n)
+                        + planes * out * (2 + n)
+                        + 4 * planes * out * (1 + n + 2);
+                } else {
+                    // conv, norm, ReLU, conv, norm, the sum, its ReLU.
+                    parameters += conv(cin, planes, 3) + conv(planes, planes, 3) + 4 * planes;
+                    saved += planes * out * (5 + 2 * n);
+                }
+                if shortcut {
+                    parameters += conv(cin, planes * e, 1) + 2 * planes * e;
+                    saved += planes * e * out * (1 + n);
+                }
+                cin = planes * e;
             }
         }
-    }
-
-    pub fn forward(&mut self, x: &Tensor) -> Tensor {
-        match self {
-            Norm::Group(n) => n.forward(x),
-            Norm::Batch(n) => n.forward(x),
+        BackboneMemory {
+            parameters,
+            out_channels: self.out_channels(),
+            saved_floats: saved,
         }
     }
-}
 
-impl Module for Norm {
-    fn visit(&mut self, v: &mut dyn Visitor) {
-        match self {
-            Norm::Group(n) => n.visit(v),
-            Norm::Batch(n) => n.visit(v),
-        }
-    }
+    pub const RESNET18: ResNetLayout = ResNetLayout {
+        blocks: [2, 2, 2, 2],
+        bottleneck: false,
+        width: 64,
+    };
+    pub const RESNET34: ResNetLayout = ResNetLayout {
+        blocks: [3, 4, 6, 3],
+        bottleneck: false,
+        width: 64,
+    };
+    pub const RESNET50: ResNetLayout = ResNetLayout {
+        blocks: [3, 4, 6, 3],
+        bottleneck: true,
+        width: 64,
+    };
 }
 
 /// A bias-free convolution with torchvision's ResNet initialisation.
@@ -197,20 +292,16 @@ pub struct ResNet {
 
 impl ResNet {
     /// Builds the trunk; with frozen BatchNorm the stem and layer1 are frozen too.
-    pub fn new(depth: Depth, norm_kind: BackboneNorm, frozen_bn_eps: f32, rng: &mut Rng) -> ResNet {
-        let norm = |c: usize| Norm::new(norm_kind, c, frozen_bn_eps);
-        let (blocks, bottleneck) = match depth {
-            Depth::ResNet18 => ([2, 2, 2, 2], false),
-            Depth::ResNet34 => ([3, 4, 6, 3], false),
-            Depth::ResNet50 => ([3, 4, 6, 3], true),
-        };
+    pub fn new(layout: &ResNetLayout, options: &BackboneOptions, rng: &mut Rng) -> ResNet {
+        let norm = |c: usize| Norm::new(options.norm, c, options.frozen_bn_eps);
+        let (blocks, bottleneck, width) = (layout.blocks, layout.bottleneck, layout.width);
         let expansion = if bottleneck { 4 } else { 1 };
-        let conv1 = conv(3, 64, 7, 2, rng);
-        let bn1 = norm(64);
+        let conv1 = conv(3, width, 7, 2, rng);
+        let bn1 = norm(width);
         let mut layers = Vec::new();
-        let mut cin = 64;
+        let mut cin = width;
         for (stage, &n) in blocks.iter().enumerate() {
-            let planes = 64 << stage;
+            let planes = width << stage;
             let mut layer = Vec::new();
             for b in 0..n {
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
@@ -223,7 +314,11 @@ impl ResNet {
             }
             layers.push(layer);
         }
-        let out_channels = [128 * expansion, 256 * expansion, 512 * expansion];
+        let out_channels = [
+            2 * width * expansion,
+            4 * width * expansion,
+            8 * width * expansion,
+        ];
         let mut net = ResNet {
             conv1,
             bn1,
@@ -231,7 +326,7 @@ impl ResNet {
             layers,
             out_channels,
         };
-        if norm_kind == BackboneNorm::FrozenBatchNorm {
+        if options.norm == BackboneNorm::FrozenBatchNorm {
             focal_nn::freeze(&mut net, "conv1");
             focal_nn::freeze(&mut net, "layer1");
         }
@@ -266,5 +361,19 @@ impl Module for ResNet {
                 }
             });
         }
+    }
+}
+
+impl Backbone for ResNet {
+    fn out_channels(&self) -> [usize; 3] {
+        self.out_channels
+    }
+
+    fn forward(&mut self, images: &Tensor) -> [Tensor; 3] {
+        ResNet::forward(self, images)
+    }
+
+    fn clone_box(&self) -> Box<dyn Backbone> {
+        Box::new(self.clone())
     }
 }

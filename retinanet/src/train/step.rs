@@ -1,0 +1,95 @@
+//! One optimiser step, the heart of training (the paper's §4.1 "Optimization"):
+//!
+//! ```text
+//!   batch → targets (anchors matched to the boxes) → forward → focal loss + box loss,
+//!   both ÷ positive anchors → [stop if the loss is NaN/∞] → backward
+//!   → [clip the gradient's global norm] → optimiser update at the scheduled rate
+//! ```
+//!
+//! The forward and backward pass is [`sharded_pass`], in one piece or cut into shards run
+//! concurrently; everything else here is the same either way. The trainer
+//! ([`super::Trainer`]) wraps this with the loader, the schedule, logging, evaluation and
+//! checkpoints.
+
+use focal_data::Batch;
+use focal_nn::{clip_grad_norm, grad_norm, Optimizer};
+
+use super::data_parallel::sharded_pass;
+use crate::error::Result;
+use crate::model::RetinaNet;
+use crate::targets::GroundTruth;
+
+/// The figures of a completed step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepResult {
+    /// The classification (focal) loss, normalised by the positive anchors.
+    pub classification: f32,
+    /// The box-regression loss, normalised likewise.
+    pub box_regression: f32,
+    /// `classification + box_regression`, the differentiated scalar.
+    pub loss: f32,
+    /// Positive anchors in the batch.
+    pub num_positive: usize,
+    /// Global L2 norm of the gradient before clipping.
+    pub grad_norm: f32,
+}
+
+/// How a step ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepOutcome {
+    /// The parameters were updated.
+    Updated(StepResult),
+    /// The loss was NaN or infinite: no backward pass ran and nothing was updated.
+    NonFinite {
+        classification: f32,
+        box_regression: f32,
+    },
+}
+
+/// The ground truth of a batch as the detector takes it (boxes in network-input pixels,
+/// labels 0..K−1).
+pub fn ground_truth(batch: &Batch) -> Vec<GroundTruth> {
+    batch
+        .targets
+        .iter()
+        .map(|t| GroundTruth {
+            boxes: t.boxes.clone(),
+            labels: t.labels.clone(),
+        })
+        .collect()
+}
+
+/// One step on `batch` with learning rate `lr`: the pass cut into `shards` parts (1: one
+/// pass), the gradient clipped to a global L2 norm of `clip` (0: never), then one update
+/// of `optimizer`.
+pub fn optimizer_step(
+    model: &mut RetinaNet,
+    optimizer: &mut dyn Optimizer,
+    batch: &Batch,
+    lr: f32,
+    shards: usize,
+    clip: f32,
+) -> Result<StepOutcome> {
+    let pass = sharded_pass(model, &batch.images, &ground_truth(batch), shards)?;
+    let loss = pass.loss();
+    if !loss.is_finite() {
+        return Ok(StepOutcome::NonFinite {
+            classification: pass.classification,
+            box_regression: pass.box_regression,
+        });
+    }
+    let mut grads = pass.grads;
+    let norm = if clip > 0.0 {
+        clip_grad_norm(model, &mut grads, clip)
+    } else {
+        grad_norm(model, &grads)
+    };
+    optimizer.step(model, &grads, lr);
+    Ok(StepOutcome::Updated(StepResult {
+        classification: pass.classification,
+        box_regression: pass.box_regression,
+        loss,
+        num_positive: pass.num_positive,
+        grad_norm: norm,
+    }))
+}
