@@ -4,7 +4,9 @@
 //! and bad inputs (missing files, bad flag values, wrong checkpoints) with their exit codes.
 
 mod common;
-use common::{fails_with, focal, last_json_line, scratch, succeeds, text, train_args, STAT_KEYS};
+use common::{
+    fails_with, focal, focal_env, last_json_line, scratch, succeeds, text, train_args, STAT_KEYS,
+};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -236,6 +238,44 @@ fn same_seed_same_losses_whatever_the_thread_count() {
     let (la, lb) = (losses(&a), losses(&b));
     assert_eq!(la.len(), 4);
     assert_eq!(la, lb, "--threads 1 and --threads 2 wrote different losses");
+}
+
+/// The AVX2 and AVX-512 GEMM kernels give the same bits (`engine/src/gemm/`), so a
+/// whole training run writes the same losses on either path (`FOCAL_ISA` forces one):
+/// the promise that a run reproduces on any machine. A path the CPU lacks is skipped
+/// with a notice.
+#[test]
+fn same_losses_on_the_avx2_and_avx512_gemm_paths() {
+    use focal_engine::gemm::Isa;
+    let paths: Vec<Isa> = [Isa::Avx512, Isa::Avx2]
+        .into_iter()
+        .filter(|i| {
+            let ok = i.available();
+            if !ok {
+                println!("skipping the {i} path: the CPU lacks {}", i.requires());
+            }
+            ok
+        })
+        .collect();
+    if paths.len() < 2 {
+        println!("skipping: both SIMD paths are needed to compare them");
+        return;
+    }
+    let dir = scratch("cli-train", "isa");
+    let mut runs = Vec::new();
+    for isa in paths {
+        let d = dir.join(isa.name());
+        let args = train_args(&d, &["--iters", "4"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = focal_env(&args, &[("FOCAL_ISA", isa.name())]);
+        assert!(out.status.success(), "{isa}: {}", text(&out.stderr));
+        runs.push(losses(&d));
+    }
+    assert_eq!(runs[0].len(), 4);
+    assert_eq!(
+        runs[0], runs[1],
+        "the avx512 and avx2 paths wrote different losses"
+    );
 }
 
 #[test]

@@ -75,8 +75,14 @@ pub fn train_args(out: &std::path::Path, extra: &[&str]) -> Vec<String> {
 
 /// Runs the `focal` binary built for these tests.
 pub fn focal(args: &[&str]) -> Output {
+    focal_env(args, &[])
+}
+
+/// Runs the `focal` binary with extra environment variables.
+pub fn focal_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_focal"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("focal runs")
 }
