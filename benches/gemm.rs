@@ -1,16 +1,16 @@
-//! `cargo bench --bench gemm`: square sgemm at 256..2048 (same figures as
-//! `focal bench gemm`). Pass `--json` after `--` for one JSON object per line.
+//! `cargo bench --bench gemm`: square GEMMs at 256..2048 on every path the CPU has, as
+//! fractions of the measured FMA peak (the same figures as `focal bench gemm`). Pass
+//! `--json` after `--` for one JSON object per line.
 
-#[allow(dead_code)]
-#[path = "../src/cmd/bench/kernels.rs"]
-mod kernels;
+use focal_engine::bench::{self, gemm, Budget};
 
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
     if !json {
-        println!("# {}", kernels::threading_note());
+        println!("# {}", bench::threading_note());
     }
-    for row in kernels::gemm_rows(&[256, 512, 1024, 2048], kernels::Budget::default()) {
+    let peak = gemm::measured_peak();
+    for row in gemm::gemm_rows(&[256, 512, 1024, 2048], Budget::default(), peak) {
         println!("{}", if json { row.json() } else { row.text() });
     }
 }

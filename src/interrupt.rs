@@ -1,29 +1,67 @@
-//! Ctrl-C for long commands: the first press sets a flag that the command checks between
-//! steps (it then finishes the step, saves and exits with status 130); a second press
-//! exits at once.
+//! Ctrl-C (SIGINT) and SIGTERM (what `kill`, `docker stop` and Slurm send) for long
+//! commands: the first signal sets a flag that the command checks between steps (it then
+//! finishes the step or abandons an evaluation, saves, and exits); a second one exits at
+//! once. The exit status is the one a shell reports for a process ended by that signal:
+//! 130 (128 + SIGINT 2) after Ctrl-C, 143 (128 + SIGTERM 15) after SIGTERM, so a script
+//! or a scheduler sees how the run ended.
+//!
+//! The signals are received by a thread of their own (signal-hook's iterator), not in a
+//! signal handler, so that the messages can be printed safely.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 /// Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit status after SIGTERM (128 + SIGTERM).
+pub const EXIT_TERMINATED: u8 = 143;
 
-/// Installs the handler; the returned flag turns true at the first Ctrl-C. `what` says
-/// what happens next, e.g. "finishing the current step, then writing last.ckpt".
+/// The first signal received (0: none yet).
+static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+fn status(signal: i32) -> u8 {
+    if signal == SIGTERM {
+        EXIT_TERMINATED
+    } else {
+        EXIT_INTERRUPTED
+    }
+}
+
+/// The exit status for the signal that stopped the command: 130 (Ctrl-C) or 143
+/// (SIGTERM).
+pub fn exit_code() -> u8 {
+    status(FIRST_SIGNAL.load(Ordering::SeqCst))
+}
+
+/// Installs the handler; the returned flag turns true at the first Ctrl-C or SIGTERM.
+/// `what` says what happens next, e.g. "finishing the current step, then writing
+/// last.ckpt".
 pub fn install(what: &'static str) -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
-    let presses = AtomicUsize::new(0);
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).context("cannot install the Ctrl-C and SIGTERM handler")?;
     let f = Arc::clone(&flag);
-    ctrlc::set_handler(move || {
-        if presses.fetch_add(1, Ordering::SeqCst) > 0 {
-            eprintln!("\nsecond Ctrl-C: exiting now");
-            std::process::exit(EXIT_INTERRUPTED as i32);
-        }
-        eprintln!("\nCtrl-C: {what} (Ctrl-C again to quit now)");
-        f.store(true, Ordering::SeqCst);
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    std::thread::Builder::new()
+        .name("focal-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "Ctrl-C"
+                };
+                if f.swap(true, Ordering::SeqCst) {
+                    eprintln!("\nsecond signal ({name}): exiting now");
+                    std::process::exit(status(signal) as i32);
+                }
+                FIRST_SIGNAL.store(signal, Ordering::SeqCst);
+                eprintln!("\n{name}: {what} (Ctrl-C again to quit now)");
+            }
+        })
+        .context("cannot start the signal thread")?;
     Ok(flag)
 }

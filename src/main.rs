@@ -10,6 +10,38 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Tells mimalloc never to hand freed memory back to the kernel ("purge").
+///
+/// By default it purges pages a second after they are freed; a training step frees and
+/// re-allocates the same activation buffers (several MiB each) every few milliseconds,
+/// so each step faulted them in again and the kernel zeroed them, one 2 MiB huge page
+/// at a time: measured on the default 96-px step, 0.3-0.75 s of system time per 6
+/// steps (up to a third of the CPU time) against 0.06-0.1 s with purging off, for
+/// 6 MiB more peak RSS (`MIMALLOC_SHOW_STATS=1 focal bench train-step --size 96 ...`).
+/// `MIMALLOC_PURGE_DELAY` in the environment still overrides this.
+fn keep_freed_memory() {
+    // mimalloc's `mi_option_purge_delay`: position 15 of `mi_option_t` in the mimalloc 2
+    // and 3 sources that libmimalloc-sys 0.1 builds.
+    const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+    extern "C" {
+        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+        fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+    }
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: both are plain C functions of the mimalloc library linked in as the global
+    // allocator (through the mimalloc crate); they take an enum (a C int) and a long by
+    // value, touch only mimalloc's own option table, and may be called at any time.
+    unsafe {
+        // Its default is 1000 (ms) in mimalloc 3 and 10 in mimalloc 2: anything else
+        // means the option table is laid out differently, and nothing is changed.
+        if matches!(mi_option_get(MI_OPTION_PURGE_DELAY), 10 | 1000) {
+            mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        }
+    }
+}
+
 mod cmd;
 mod draw;
 mod files;
@@ -28,8 +60,8 @@ mod plot;
                   Run `focal <command> --help` for the options of each command."
 )]
 struct Cli {
-    /// Worker threads for all kernels (default: every core; also FOCAL_THREADS).
-    /// Results are bitwise identical whatever the count.
+    /// Worker threads for all kernels, at most four per core (default: every core; also
+    /// FOCAL_THREADS). Results are bitwise identical whatever the count.
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
 
@@ -42,12 +74,15 @@ enum Command {
     /// Train a RetinaNet (on the built-in synthetic shapes by default, or a COCO dataset)
     /// and write a run folder: configuration, metrics, checkpoints, plots.
     Train(Box<cmd::train::Args>),
-    /// Evaluate a trained checkpoint on a COCO dataset: the 12 COCO numbers and a results
-    /// file.
+    /// Evaluate a trained checkpoint or pretrained weights (torchvision's RetinaNet
+    /// state dict) on a COCO dataset: the 12 COCO numbers and a results file.
     Eval(cmd::eval::Args),
-    /// Run a trained checkpoint on images: PNG copies with the detections drawn, and a
-    /// COCO results file.
+    /// Run a trained checkpoint or pretrained weights on images: PNG copies with the
+    /// detections drawn, and a COCO results file.
     Detect(cmd::detect::Args),
+    /// Safetensors weights: inspect a file (torchvision's RetinaNet, an ImageNet ResNet, a
+    /// focal export) or export a checkpoint under torchvision's names.
+    Weights(cmd::weights::Args),
     /// Check every op's backward against finite differences and print a table.
     Gradcheck(cmd::gradcheck::Args),
     /// Write the synthetic shapes dataset to disk as COCO (annotations + PNG images).
@@ -65,6 +100,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     // `focal train` may be one of several processes started by an MPI launcher: find out
     // (and initialise MPI) before any thread is started.
@@ -99,10 +135,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // The GEMM path (FOCAL_ISA, or the best the CPU has), checked before any work.
+    if let Err(e) = focal_engine::gemm::isa::init_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(*a, cli.threads, &world),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Detect(a) => cmd::detect::run(a),
+        Command::Weights(a) => cmd::weights::run(a),
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Cocoeval(a) => cmd::cocoeval::run(a),

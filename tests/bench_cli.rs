@@ -1,8 +1,8 @@
-//! `focal bench train-step`, `infer`, `conv` and `gemm`: the output format (speed is
+//! `focal bench train-step`, `infer`, `conv`, `gemm` and `peak`: the output format (speed is
 //! never asserted, only measured) and the refusal of bad options.
 
 mod common;
-use common::{focal, last_json_line, succeeds, text};
+use common::{fails_with, focal, focal_env, last_json_line, succeeds, text};
 
 /// Both modes, and every registered backbone's train step (`resnet18-half` included).
 #[test]
@@ -101,7 +101,12 @@ fn conv_and_gemm_benches_print_one_json_object_per_line() {
         "0",
         "--json",
     ]);
-    for (what, out, lines) in [("conv", conv, 2), ("gemm", gemm, 4)] {
+    // One gemm row per size and GEMM path the CPU has (portable always among them).
+    let paths = focal_engine::gemm::Isa::ALL
+        .into_iter()
+        .filter(|i| i.available())
+        .count();
+    for (what, out, lines) in [("conv", conv, 2), ("gemm", gemm, 2 * paths)] {
         succeeds(&out);
         let stdout = text(&out.stdout);
         let rows: Vec<serde_json::Value> = stdout
@@ -115,10 +120,53 @@ fn conv_and_gemm_benches_print_one_json_object_per_line() {
             let ms = j["ms"].as_f64().unwrap();
             assert!(ms > 0.0, "{j}");
             assert!(j["gflops"].as_f64().unwrap() > 0.0, "{j}");
-            if what == "conv" {
-                let best = j["best_ms"].as_f64().unwrap();
-                assert!(best > 0.0 && best <= ms, "{j}");
-            }
+            let best = j["best_ms"].as_f64().unwrap();
+            assert!(best > 0.0 && best <= ms, "{j}");
+            assert!(j["peak_fraction"].as_f64().unwrap() > 0.0, "{j}");
+        }
+    }
+}
+
+/// `focal bench peak --json`: one row per SIMD path the CPU has (the path in use first,
+/// marked), with a positive rate; the CPU model and path are named in the table's note.
+#[test]
+fn peak_reports_the_path_in_use_and_the_cpu() {
+    let out = focal(&["bench", "peak", "--json"]);
+    succeeds(&out);
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!rows.is_empty());
+    assert_eq!(rows[0]["in_use"].as_f64(), Some(1.0), "{}", rows[0]);
+    for r in &rows {
+        assert!(r["name"].as_str().unwrap().starts_with("peak/"), "{r}");
+        assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let table = focal(&["bench", "peak"]);
+    succeeds(&table);
+    let t = text(&table.stdout);
+    assert!(t.contains("GEMM path: ") && t.contains("CPU: "), "{t}");
+}
+
+/// `FOCAL_ISA` naming no path (or one the CPU lacks) is refused up front, exit 2, with
+/// the expected names; a valid one is used.
+#[test]
+fn focal_isa_is_checked_before_any_work() {
+    let out = focal_env(&["bench", "peak"], &[("FOCAL_ISA", "sse9")]);
+    let e = fails_with(&out, 2);
+    assert!(
+        e.contains("FOCAL_ISA=\"sse9\"") && e.contains("avx512, avx2 or portable"),
+        "{e}"
+    );
+    for isa in focal_engine::gemm::Isa::ALL {
+        let out = focal_env(&["bench", "peak"], &[("FOCAL_ISA", isa.name())]);
+        if isa.available() {
+            succeeds(&out);
+            assert!(text(&out.stdout).contains(&format!("GEMM path: {isa}")));
+        } else {
+            let e = fails_with(&out, 2);
+            assert!(e.contains(isa.requires()), "{e}");
         }
     }
 }

@@ -4,58 +4,18 @@
 //! and bad inputs (missing files, bad flag values, wrong checkpoints) with their exit codes.
 
 mod common;
-use common::{fails_with, focal, last_json_line, scratch, succeeds, text, STAT_KEYS};
+use common::{
+    fails_with, focal, focal_env, last_json_line, scratch, succeeds, text, train_args, STAT_KEYS,
+};
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-/// The flags of a tiny run: 8 training and 4 validation images of 64 px, ResNet-18 with a
-/// 32-wide FPN and one-layer heads without GroupNorm, batches of 4, the paper's loss
-/// (γ = 2, α = 0.25) and anchor ratios. (With GroupNorm in the heads, or the synthetic
-/// default's γ = 0.5, α = 0.5, six steps leave every score under the 0.05 threshold: the
-/// eval and detect tests would have no detection to compare.)
-const TINY: &[&str] = &[
-    "--shapes-train",
-    "8",
-    "--shapes-val",
-    "4",
-    "--shapes-size",
-    "64",
-    "--min-size",
-    "64",
-    "--max-size",
-    "64",
-    "--batch-size",
-    "4",
-    "--eval-batch-size",
-    "4",
-    "--fpn-channels",
-    "32",
-    "--head-width",
-    "32",
-    "--head-depth",
-    "1",
-    "--head-norm",
-    "false",
-    "--warmup-iters",
-    "2",
-    "--lr",
-    "0.002",
-    "--gamma",
-    "2",
-    "--alpha",
-    "0.25",
-    "--anchor-ratios",
-    "0.5,1,2",
-    "--no-progress",
-];
-
 fn train(out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["train", "--out", out.to_str().unwrap()];
-    args.extend_from_slice(TINY);
-    args.extend_from_slice(extra);
+    let args = train_args(out, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     focal(&args)
 }
 
@@ -269,15 +229,53 @@ fn same_seed_same_losses_whatever_the_thread_count() {
     let dir = scratch("cli-train", "threads");
     let (a, b) = (dir.join("t1"), dir.join("t2"));
     for (d, threads) in [(&a, "1"), (&b, "2")] {
-        let mut args = vec!["--threads", threads, "train", "--out", d.to_str().unwrap()];
-        args.extend_from_slice(TINY);
-        args.extend_from_slice(&["--iters", "4"]);
+        let mut args = vec!["--threads".to_string(), threads.to_string()];
+        args.extend(train_args(d, &["--iters", "4"]));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = focal(&args);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
     let (la, lb) = (losses(&a), losses(&b));
     assert_eq!(la.len(), 4);
     assert_eq!(la, lb, "--threads 1 and --threads 2 wrote different losses");
+}
+
+/// The AVX2 and AVX-512 GEMM kernels give the same bits (`engine/src/gemm/`), so a
+/// whole training run writes the same losses on either path (`FOCAL_ISA` forces one):
+/// the promise that a run reproduces on any machine. A path the CPU lacks is skipped
+/// with a notice.
+#[test]
+fn same_losses_on_the_avx2_and_avx512_gemm_paths() {
+    use focal_engine::gemm::Isa;
+    let paths: Vec<Isa> = [Isa::Avx512, Isa::Avx2]
+        .into_iter()
+        .filter(|i| {
+            let ok = i.available();
+            if !ok {
+                println!("skipping the {i} path: the CPU lacks {}", i.requires());
+            }
+            ok
+        })
+        .collect();
+    if paths.len() < 2 {
+        println!("skipping: both SIMD paths are needed to compare them");
+        return;
+    }
+    let dir = scratch("cli-train", "isa");
+    let mut runs = Vec::new();
+    for isa in paths {
+        let d = dir.join(isa.name());
+        let args = train_args(&d, &["--iters", "4"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = focal_env(&args, &[("FOCAL_ISA", isa.name())]);
+        assert!(out.status.success(), "{isa}: {}", text(&out.stderr));
+        runs.push(losses(&d));
+    }
+    assert_eq!(runs[0].len(), 4);
+    assert_eq!(
+        runs[0], runs[1],
+        "the avx512 and avx2 paths wrote different losses"
+    );
 }
 
 #[test]
@@ -417,9 +415,7 @@ fn detect_draws_boxes_and_writes_results() {
 #[test]
 fn ctrl_c_finishes_the_step_saves_and_exits_130_and_resume_completes() {
     let dir = scratch("cli-train", "ctrl-c").join("run");
-    let mut args = vec!["train", "--out", dir.to_str().unwrap()];
-    args.extend_from_slice(TINY);
-    args.extend_from_slice(&["--iters", "400"]);
+    let args = train_args(&dir, &["--iters", "400"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
         .args(&args)
         .stderr(Stdio::piped())
@@ -592,10 +588,9 @@ fn wrong_checkpoints_are_refused() {
     let st = dir.join("w.safetensors");
     let mut lin = focal_nn::Linear::new(3, 2, &mut focal_engine::Rng::new(0));
     focal_nn::export_safetensors(&mut lin, &st, None).unwrap();
-    let mut args = vec!["train", "--init", st.to_str().unwrap(), "--out"];
     let o = dir.join("run");
-    args.push(o.to_str().unwrap());
-    args.extend_from_slice(TINY);
+    let args = train_args(&o, &["--init", st.to_str().unwrap()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let e = fails_with(&focal(&args), 1);
     assert!(e.contains("no tensor fits"), "{e}");
 }

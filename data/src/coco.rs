@@ -10,21 +10,34 @@
 //! - Crowd regions (`iscrowd = 1`) are not training targets; they stay in
 //!   [`Dataset::ground_truth`], where COCOeval uses them as ignore regions.
 //! - Images without any box stay in: they are pure negatives for training.
-//! - A `file_name` must stay inside the images folder: absolute paths and `..` are refused.
-//!   (Symbolic links inside the folder are followed; where they point is the user's call.)
-//! - A missing image is found when the dataset is opened, an undecodable one when it is
-//!   loaded; either is an error naming the image file and the annotation file, unless
-//!   [`CocoOptions::skip_bad_images`] is set: then the image is reported once on stderr,
-//!   counted ([`CocoDataset::skipped_images`]) and left out.
+//! - A `file_name` must stay inside the images folder: absolute paths and `..` are refused
+//!   when the file is opened, and so is a symbolic link that leads outside the folder
+//!   (links that stay inside are followed).
+//! - An image may have at most [`MAX_BOXES_PER_IMAGE`] training boxes: matching anchors
+//!   costs time in proportion to boxes × anchors, and no real dataset comes near.
+//! - [`Dataset::check_images`] finds every missing, unreadable, truncated or mislabelled
+//!   image at once, before training ([`crate::check`]); an image that still fails when it
+//!   is loaded (a corrupt JPEG whose end is intact) is an error naming the image file and
+//!   the annotation file, unless [`CocoOptions::skip_bad_images`] is set: then the image
+//!   is reported once on stderr, counted ([`CocoDataset::skipped_images`]) and left out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
+use rayon::prelude::*;
+
+use crate::check::ImageProblem;
 use crate::coco_format::CocoFile;
 use crate::dataset::{Category, Dataset, Sample};
+use crate::decode_budget::DecodeBudget;
 use crate::error::{Error, Result};
-use crate::image_io::read_rgb;
+use crate::fingerprint::Fingerprint;
+use crate::image_io::{decode, ends_completely, read_header, read_image_file, read_rgb_sized};
+
+/// The most training boxes one image may have (crowd regions not counted). Matching
+/// costs time in proportion to boxes × anchors; COCO's busiest image has under 100.
+pub const MAX_BOXES_PER_IMAGE: usize = 1000;
 
 /// How to open a COCO dataset.
 #[derive(Clone, Debug, Default)]
@@ -49,6 +62,10 @@ struct Entry {
 #[derive(Debug)]
 pub struct CocoDataset {
     annotation_file: PathBuf,
+    images_dir: PathBuf,
+    /// The images folder with every symbolic link resolved (`None` when it does not
+    /// exist): an image's real path must lie under it.
+    images_root: Option<PathBuf>,
     coco: CocoFile,
     categories: Vec<Category>,
     entries: Vec<Entry>,
@@ -164,9 +181,23 @@ impl CocoDataset {
                  1 pixel after clipping to the image"
             );
         }
+        if let Some(e) = entries.iter().find(|e| e.boxes.len() > MAX_BOXES_PER_IMAGE) {
+            return Err(Error::in_file(
+                annotation_file,
+                format!(
+                    "image id {} has {} boxes, more than the {MAX_BOXES_PER_IMAGE} per image \
+                     focal trains on (matching anchors to that many boxes would take too \
+                     long)",
+                    e.id,
+                    e.boxes.len()
+                ),
+            ));
+        }
 
-        let dataset = CocoDataset {
+        Ok(CocoDataset {
             annotation_file: annotation_file.to_path_buf(),
+            images_dir: images_dir.to_path_buf(),
+            images_root: std::fs::canonicalize(images_dir).ok(),
             coco,
             categories,
             entries,
@@ -174,19 +205,7 @@ impl CocoDataset {
             dropped_boxes,
             options,
             skipped: Mutex::new(BTreeMap::new()),
-        };
-        // Missing files are cheap to find now, and failing at once beats failing an hour
-        // into training.
-        for (i, e) in dataset.entries.iter().enumerate() {
-            if !e.path.is_file() {
-                let err = dataset.image_error(
-                    i,
-                    Error::in_file(&e.path, "cannot read the image: no such file"),
-                );
-                dataset.fail_or_skip(i, err)?;
-            }
-        }
-        Ok(dataset)
+        })
     }
 
     /// The annotation file this dataset was read from.
@@ -250,13 +269,73 @@ impl CocoDataset {
         Ok(())
     }
 
+    /// The image's file, if it is a regular file that lies inside the images folder once
+    /// symbolic links are resolved.
+    fn checked_path(&self, index: usize) -> Result<&Path> {
+        let path = &self.entries[index].path;
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                return Err(Error::in_file(path, "is a folder, not an image file"));
+            }
+            Ok(m) if !m.is_file() => {
+                return Err(Error::in_file(
+                    path,
+                    "is not a regular file (a device, pipe or socket)",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::in_file(path, "cannot read the image: no such file"));
+            }
+            Err(e) => return Err(Error::io(path, "read the image", e)),
+        }
+        if let Some(root) = &self.images_root {
+            let real =
+                std::fs::canonicalize(path).map_err(|e| Error::io(path, "read the image", e))?;
+            if !real.starts_with(root) {
+                return Err(Error::in_file(
+                    path,
+                    format!(
+                        "is a symbolic link that leads outside the images folder {} (to {}); \
+                         file names must stay inside it",
+                        self.images_dir.display(),
+                        real.display()
+                    ),
+                ));
+            }
+        }
+        Ok(path)
+    }
+
+    /// Checks image `index` as [`Dataset::load`] will read it, decoding its pixels only
+    /// when the file does not end as a complete file does (see [`crate::check`]).
+    fn check_image(&self, index: usize) -> Result<()> {
+        let e = &self.entries[index];
+        let path = self.checked_path(index)?;
+        let bytes = read_image_file(path)?;
+        let header = read_header(&bytes, path)?;
+        header.check_limit(path)?;
+        if (header.width, header.height) != (e.width, e.height) {
+            return Err(Error::in_file(
+                path,
+                format!(
+                    "the image is {}x{} but the annotation file gives {}x{}",
+                    header.width, header.height, e.width, e.height
+                ),
+            ));
+        }
+        if !ends_completely(&bytes, header.format) {
+            let _pixels = DecodeBudget::global().reserve(header.decode_bytes());
+            decode(&bytes, path)?;
+        }
+        Ok(())
+    }
+
     fn is_skipped(&self, index: usize) -> bool {
-        self.options.skip_bad_images
-            && self
-                .skipped
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&index)
+        self.skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&index)
     }
 }
 
@@ -270,19 +349,9 @@ impl Dataset for CocoDataset {
             return Ok(None);
         }
         let e = &self.entries[index];
-        let image = read_rgb(&e.path).and_then(|img| {
-            if (img.width, img.height) == (e.width, e.height) {
-                Ok(img)
-            } else {
-                Err(Error::in_file(
-                    &e.path,
-                    format!(
-                        "the image is {}x{} but the annotation file gives {}x{}",
-                        img.width, img.height, e.width, e.height
-                    ),
-                ))
-            }
-        });
+        let image = self
+            .checked_path(index)
+            .and_then(|path| read_rgb_sized(path, e.width, e.height));
         match image {
             Ok(image) => Ok(Some(Sample {
                 image,
@@ -324,6 +393,48 @@ impl Dataset for CocoDataset {
         gt
     }
 
+    fn check_images(&self, tick: &(dyn Fn() + Sync)) -> Vec<ImageProblem> {
+        (0..self.entries.len())
+            .into_par_iter()
+            .filter_map(|i| {
+                let result = self.check_image(i);
+                tick();
+                result.err().map(|err| ImageProblem {
+                    index: i,
+                    image_id: self.entries[i].id,
+                    path: self.entries[i].path.clone(),
+                    problem: err.chain(),
+                })
+            })
+            .collect()
+    }
+
+    fn leave_out(&self, problems: &[ImageProblem]) {
+        let mut skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+        for p in problems {
+            skipped.insert(p.index, format!("{p}"));
+        }
+    }
+
+    /// The absolute paths of the annotation file and images folder, and the annotation
+    /// file's content (all of it, images left out or not).
+    fn fingerprint(&self) -> Fingerprint {
+        let abs = |p: &Path| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .display()
+                .to_string()
+        };
+        Fingerprint::of(
+            format!(
+                "{} (images in {})",
+                abs(&self.annotation_file),
+                abs(&self.images_dir)
+            ),
+            &self.coco,
+        )
+    }
+
     fn describe(&self) -> String {
         let skipped = self.skipped_images().len();
         let mut s = format!(
@@ -337,7 +448,7 @@ impl Dataset for CocoDataset {
             self.dropped_boxes,
         );
         if skipped > 0 {
-            s.push_str(&format!(", {skipped} unreadable images skipped"));
+            s.push_str(&format!(", {skipped} unusable images left out"));
         }
         s
     }

@@ -7,8 +7,10 @@
 //! generated in memory). The [`crate::loader::Loader`] takes either as an
 //! `Arc<dyn Dataset>`.
 
+use crate::check::ImageProblem;
 use crate::coco_format::CocoFile;
 use crate::error::Result;
+use crate::fingerprint::Fingerprint;
 use crate::image_io::RgbImage;
 
 /// One category. Its label — the index of the classifier's output channel — is its
@@ -75,5 +77,23 @@ pub trait Dataset: Send + Sync {
     /// The COCO category id of contiguous label `label`.
     fn category_id(&self, label: usize) -> i64 {
         self.categories()[label].id
+    }
+
+    /// Checks every image the way [`Dataset::load`] will read it, without decoding its
+    /// pixels (see [`crate::check`]), calling `tick` once per image checked (from several
+    /// threads); returns the problems in index order. A dataset drawn in memory has
+    /// nothing to check.
+    fn check_images(&self, _tick: &(dyn Fn() + Sync)) -> Vec<ImageProblem> {
+        Vec::new()
+    }
+
+    /// Leaves these images out from now on: [`Dataset::load`] gives `Ok(None)` for them
+    /// and [`Dataset::ground_truth`] drops them.
+    fn leave_out(&self, _problems: &[ImageProblem]) {}
+
+    /// What a resumed run compares to notice a changed dataset ([`crate::fingerprint`]).
+    /// By default: [`Dataset::describe`] and the ground truth.
+    fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self.describe(), &self.ground_truth())
     }
 }

@@ -44,9 +44,33 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// Images of a dataset that cannot be used, all of them, found by the check before
+    /// training ([`crate::check::check_dataset`]).
+    #[error("{}", bad_images(dataset, *total, problems))]
+    BadImages {
+        /// The dataset, as [`crate::Dataset::describe`] gives it.
+        dataset: String,
+        total: usize,
+        problems: Vec<crate::check::ImageProblem>,
+    },
     /// Anything else: a sentence naming the file, entry or setting.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// "3 of 50 images of DATASET cannot be used:" and one line per image.
+fn bad_images(dataset: &str, total: usize, problems: &[crate::check::ImageProblem]) -> String {
+    let mut s = format!(
+        "{} of {total} images of {dataset} cannot be used:",
+        problems.len()
+    );
+    for p in problems {
+        s.push_str(&format!("\n  {p}"));
+    }
+    s.push_str(
+        "\nfix or remove them, or leave them out with --skip-bad-images (data.skip_bad_images)",
+    );
+    s
 }
 
 /// `"PATH: "`, or nothing.

@@ -50,11 +50,14 @@
 
 pub mod atomic;
 pub mod batch;
+pub mod check;
 pub mod coco;
 pub mod coco_format;
 pub mod cocoeval;
 pub mod dataset;
+pub mod decode_budget;
 pub mod error;
+pub mod fingerprint;
 pub mod image_io;
 pub mod loader;
 pub mod results;
@@ -62,13 +65,16 @@ pub mod synth;
 pub mod transforms;
 
 pub use batch::{Batch, Target};
-pub use coco::{CocoDataset, CocoOptions};
+pub use check::{check_dataset, CheckReport, ImageProblem};
+pub use coco::{CocoDataset, CocoOptions, MAX_BOXES_PER_IMAGE};
 pub use coco_format::CocoFile;
 pub use cocoeval::{evaluate, CocoStats, EvalResult, STAT_NAMES};
 pub use dataset::{Category, Dataset, Sample};
+pub use decode_budget::DecodeBudget;
 pub use error::{Error, Result};
+pub use fingerprint::Fingerprint;
 pub use image_io::RgbImage;
-pub use loader::{BatchPart, Epoch, Loader, LoaderConfig};
+pub use loader::{BatchPart, Epoch, Loader, LoaderConfig, PartRange};
 pub use results::Detection;
 pub use synth::{Shape, ShapesConfig, ShapesDataset, Split};
 

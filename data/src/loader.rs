@@ -30,6 +30,8 @@
 //!   left as is without `shuffle`);
 //! - whether image `i` is flipped in epoch `e` is drawn from its own generator
 //!   `Rng::derive(seed, [FLIP, e, i])`, whichever thread processes it;
+//! - with several `min_sizes` (multi-scale training), batch `b` of epoch `e` is resized
+//!   to the one drawn from `Rng::derive(seed, [SCALE, e, b])` ([`Loader::batch_min_size`]);
 //! - images are put into their batch in the epoch's order.
 //!
 //! So the same seed and epoch give bitwise the same batches on 1 thread or 16.
@@ -39,6 +41,7 @@
 //! then stops. Images that a dataset skips (COCO with `skip_bad_images`) are left out of
 //! their batch, so such a batch is smaller, and a batch left empty is not yielded.
 
+use std::collections::BTreeSet;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -48,16 +51,30 @@ use rayon::prelude::*;
 
 use crate::batch::{collate_raw, collate_raw_to, padded_size, Batch, RawBatch};
 use crate::dataset::Dataset;
+use crate::decode_budget::{worst_case_decode_bytes, DecodeBudget};
 use crate::error::{Error, Result};
 use crate::transforms::{resized_size, transform};
 
-/// Which images of a batch one process of a distributed run loads: `part(b, n)` is the
-/// range of positions, within batch `b` of `n` images, that are this process's.
-pub type BatchPart = Arc<dyn Fn(usize, usize) -> std::ops::Range<usize> + Send + Sync>;
+/// `range(b, n)`: the positions, within batch `b` of `n` images, that one process of a
+/// distributed run loads.
+pub type PartRange = Arc<dyn Fn(usize, usize) -> std::ops::Range<usize> + Send + Sync>;
+
+/// Which images of each batch one process of a distributed run loads
+/// ([`Loader::epoch_part`]).
+#[derive(Clone)]
+pub struct BatchPart {
+    /// The positions of each batch that are this process's.
+    pub range: PartRange,
+    /// Images left out of every batch, the same on every process (those the check before
+    /// training found bad): a batch is cut and padded as if they were not in it, as one
+    /// process does when its dataset skips them.
+    pub left_out: Arc<BTreeSet<usize>>,
+}
 
 /// Stream keys for [`Rng::derive`], so the order and the flips never share a stream.
 const ORDER_KEY: u64 = 0x4f_5244_4552; // "ORDER"
 const FLIP_KEY: u64 = 0x464c_4950; // "FLIP"
+const SCALE_KEY: u64 = 0x53_4341_4c45; // "SCALE"
 
 /// How to batch a dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,8 +87,11 @@ pub struct LoaderConfig {
     pub flip: bool,
     /// Resize so the short side is `min_size` ...
     pub min_size: usize,
-    /// ... unless the long side would then exceed `max_size` (see
-    /// [`crate::transforms::resize_scale`]).
+    /// ... or, when not empty, one of these, drawn for each batch (multi-scale training,
+    /// as detectron2's `ResizeShortestEdge` with its "choice" style and torchvision's
+    /// detection references do it; see [`Loader::batch_min_size`]).
+    pub min_sizes: Vec<usize>,
+    /// ... unless the long side would then exceed `max_size`.
     pub max_size: usize,
     /// Fixes the order and the flips of every epoch.
     pub seed: u64,
@@ -89,6 +109,7 @@ impl LoaderConfig {
             shuffle: true,
             flip: true,
             min_size,
+            min_sizes: Vec::new(),
             max_size,
             seed,
             prefetch: 2,
@@ -118,7 +139,7 @@ impl Loader {
         if config.batch_size == 0 {
             return Err(Error::new("loader: batch_size must be at least 1"));
         }
-        if config.min_size == 0 || config.max_size == 0 {
+        if config.min_size == 0 || config.max_size == 0 || config.min_sizes.contains(&0) {
             return Err(Error::new(format!(
                 "loader: min_size and max_size must be at least 1 (got {} and {})",
                 config.min_size, config.max_size
@@ -168,29 +189,53 @@ impl Loader {
             && Rng::derive(self.config.seed, &[FLIP_KEY, epoch, index as u64]).bernoulli(0.5)
     }
 
-    /// Loads, transforms and collates the images `indices` (as in epoch `epoch`, which
-    /// fixes the flips) on the calling thread's rayon pool. `Ok(None)` when the dataset
-    /// skipped all of them. The first failing image (in `indices` order) is the error.
-    pub fn load_batch(&self, epoch: u64, indices: &[usize]) -> Result<Option<Batch>> {
-        Ok(self.load_raw(epoch, indices)?.map(RawBatch::into_batch))
+    /// The short side batch `batch` of epoch `epoch` is resized to: `min_size`, or with
+    /// several `min_sizes` the one drawn from `Rng::derive(seed, [SCALE, epoch, batch])`,
+    /// uniformly. It depends on nothing else, so a resumed run draws the same sizes.
+    pub fn batch_min_size(&self, epoch: u64, batch: usize) -> usize {
+        match self.config.min_sizes.len() {
+            0 => self.config.min_size,
+            n => {
+                let mut rng = Rng::derive(self.config.seed, &[SCALE_KEY, epoch, batch as u64]);
+                self.config.min_sizes[rng.below(n)]
+            }
+        }
     }
 
-    /// [`Loader::load_batch`] without making the tensor.
-    fn load_raw(&self, epoch: u64, indices: &[usize]) -> Result<Option<RawBatch>> {
-        let kept = self.load_transformed(epoch, indices)?;
+    /// Loads, transforms and collates the images `indices` (as in epoch `epoch`, which
+    /// fixes the flips) on the calling thread's rayon pool, at `min_size`. `Ok(None)` when
+    /// the dataset skipped all of them. The first failing image (in `indices` order) is
+    /// the error.
+    pub fn load_batch(&self, epoch: u64, indices: &[usize]) -> Result<Option<Batch>> {
+        let min_size = self.config.min_size;
+        Ok(self
+            .load_raw(epoch, indices, min_size)?
+            .map(RawBatch::into_batch))
+    }
+
+    /// [`Loader::load_batch`] at `min_size`, without making the tensor.
+    fn load_raw(&self, epoch: u64, indices: &[usize], min_size: usize) -> Result<Option<RawBatch>> {
+        let kept = self.load_transformed(epoch, indices, min_size)?;
         Ok((!kept.is_empty()).then(|| collate_raw(kept)))
     }
 
-    /// The images `indices` decoded and transformed (those the dataset skipped left out).
+    /// The images `indices` decoded and transformed at `min_size` (those the dataset
+    /// skipped left out).
     fn load_transformed(
         &self,
         epoch: u64,
         indices: &[usize],
+        min_size: usize,
     ) -> Result<Vec<(usize, crate::transforms::Transformed)>> {
-        let (min_size, max_size) = (self.config.min_size, self.config.max_size);
+        let max_size = self.config.max_size;
         let items: Vec<Result<Option<_>>> = indices
             .par_iter()
             .map(|&i| {
+                // The decoded pixels count against the process's decoding budget until
+                // they are resized (see decode_budget): huge images wait their turn
+                // instead of being decoded on every thread at once.
+                let (w, h) = self.dataset.image_size(i);
+                let _pixels = DecodeBudget::global().reserve(worst_case_decode_bytes(w, h));
                 let sample = self.dataset.load(i)?;
                 Ok(sample.map(|s| (i, transform(s, min_size, max_size, self.flips(epoch, i)))))
             })
@@ -206,9 +251,9 @@ impl Loader {
 
     /// `(H, W)` of the batch of images `indices`, from the sizes the dataset knows without
     /// decoding ([`Dataset::image_size`]): the size [`collate`](crate::batch::collate)
-    /// pads them to when none is skipped.
-    pub fn padded_size(&self, indices: &[usize]) -> (usize, usize) {
-        let (min_size, max_size) = (self.config.min_size, self.config.max_size);
+    /// pads them at `min_size` ([`Loader::batch_min_size`]) to when none is skipped.
+    pub fn padded_size(&self, indices: &[usize], min_size: usize) -> (usize, usize) {
+        let max_size = self.config.max_size;
         padded_size(indices.iter().map(|&i| {
             let (w, h) = self.dataset.image_size(i);
             let (rw, rh) = resized_size(w, h, min_size, max_size);
@@ -224,13 +269,15 @@ impl Loader {
         self.start_epoch(epoch, None)
     }
 
-    /// The batches of epoch `epoch` as one process of a distributed run sees them: for
-    /// batch `b` of `n` images, only the images `part(b, n)` (a range of positions in the
-    /// batch) are loaded, padded to the size of the whole batch ([`Loader::padded_size`]).
+    /// The batches of epoch `epoch` as one process of a distributed run sees them: batch
+    /// `b` without the images `part.left_out` holds is the batch of `n` images, of which
+    /// only those at `(part.range)(b, n)` (a range of positions) are loaded, padded to the
+    /// size of the whole batch ([`Loader::padded_size`]); [`Batch::whole_len`] is `n`.
     /// Every batch of the epoch is yielded, in order, even when this process's part of it
-    /// is empty (a `(0, 3, H, W)` batch), so that every process takes part in every step.
-    /// Skipped images are left out of their part; the batch is still padded to the size
-    /// of all its images.
+    /// is empty (a `(0, 3, H, W)` batch), so that every process takes part in every step
+    /// — except a batch whose every image is left out, which no process sees (as one
+    /// process never sees it). An image the dataset skips only when it is loaded is left
+    /// out of its part; the batch is still padded to the size of all its images.
     pub fn epoch_part(&self, epoch: u64, part: BatchPart) -> Epoch {
         self.start_epoch(epoch, Some(part))
     }
@@ -260,13 +307,22 @@ impl Loader {
                     if me.config.drop_last && chunk.len() < bs {
                         break;
                     }
+                    let min_size = me.batch_min_size(epoch, b);
                     let result = match &part {
-                        None => pool.install(|| me.load_raw(epoch, chunk)),
+                        None => pool.install(|| me.load_raw(epoch, chunk, min_size)),
                         Some(part) => {
-                            let range = part(b, chunk.len());
-                            let size = me.padded_size(chunk);
-                            pool.install(|| me.load_transformed(epoch, &chunk[range]))
-                                .map(|items| Some(collate_raw_to(items, size)))
+                            let kept: Vec<usize> = chunk
+                                .iter()
+                                .copied()
+                                .filter(|i| !part.left_out.contains(i))
+                                .collect();
+                            if kept.is_empty() {
+                                continue;
+                            }
+                            let range = (part.range)(b, kept.len());
+                            let size = me.padded_size(&kept, min_size);
+                            pool.install(|| me.load_transformed(epoch, &kept[range], min_size))
+                                .map(|items| Some(collate_raw_to(items, size, kept.len())))
                         }
                     };
                     let failed = result.is_err();

@@ -2,10 +2,15 @@
 //! resize, and the normalisation (docs/design-choices.md, "Pixels", "Resize" and
 //! "Augmentation"; the paper's only augmentation is the flip, §4.1). Padding to a
 //! multiple of 32 happens when images are put together into a batch ([`crate::batch`]).
+//! Together they are torchvision's `GeneralizedRCNNTransform`, so that weights trained
+//! with torchvision see the inputs they were trained on:
+//! `data/tests/torchvision_preprocess.rs` checks the network input against torchvision's
+//! on photographs of several shapes, to 1e-5.
 //!
-//! - **Resize**: `scale = min(min_size / short side, max_size / long side)`; each output
-//!   side is `floor(side * scale + 0.5)`. Pixels are interpolated bilinearly with
-//!   half-pixel centres (PyTorch's `align_corners = False`, no antialiasing), boxes are
+//! - **Resize**: `scale = min(min_size / short side, max_size / long side)` in f64; each
+//!   output side is `floor(side * scale)` (torchvision's rounding, which truncates).
+//!   Pixels are interpolated bilinearly with half-pixel centres (PyTorch's
+//!   `align_corners = False`, no antialiasing) from the output/input size ratio, boxes are
 //!   scaled per axis by `output side / input side`.
 //! - **Normalise**: RGB to [0, 1], then `(x - mean) / std` per channel with the ImageNet
 //!   mean and std (what torchvision's weights expect). The bilinear weights of a pixel sum
@@ -23,18 +28,22 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations of RGB in [0, 1].
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// The resize factor `min(min_size / short side, max_size / long side)`, computed in f64
-/// so that the output size does not depend on float rounding.
+/// The resize factor: the short side to `min_size` unless the long side would then exceed
+/// `max_size`, computed in f64 (as torchvision computes it in Python floats).
 pub fn resize_scale(width: u32, height: u32, min_size: usize, max_size: usize) -> f64 {
     let short = width.min(height) as f64;
     let long = width.max(height) as f64;
     (min_size as f64 / short).min(max_size as f64 / long)
 }
 
-/// `(width, height)` after resizing: each side `floor(side * scale + 0.5)`, at least 1.
+/// `(width, height)` after resizing: each side `floor(side * scale)` in f64, at least 1,
+/// as torchvision's `GeneralizedRCNNTransform` (through `interpolate` with
+/// `recompute_scale_factor = True`) computes it. The product can land a hair under the
+/// integer it stands for: 107 · (128 / 107) = 127.99999999999999, so a 160 × 107 image at
+/// min size 128 becomes 191 × 127, in torchvision as here.
 pub fn resized_size(width: u32, height: u32, min_size: usize, max_size: usize) -> (usize, usize) {
     let scale = resize_scale(width, height, min_size, max_size);
-    let side = |s: u32| ((s as f64 * scale + 0.5).floor() as usize).max(1);
+    let side = |s: u32| ((s as f64 * scale).floor() as usize).max(1);
     (side(width), side(height))
 }
 
@@ -51,11 +60,19 @@ struct Tap {
 /// `upsample_bilinear2d` with `align_corners = False` computes them: the output pixel
 /// centre `d + 0.5` maps to input coordinate `(d + 0.5) * input / output - 0.5`, clamped
 /// below at 0; the right neighbour is clamped to the last pixel.
+///
+/// The coordinate is computed in f32 with one rounding, `ratio · (d + 0.5) − 0.5` as a
+/// fused multiply-add, because that is what PyTorch's CPU kernels compute (their compiler
+/// fuses the expression): at coordinates near 100 an f32 step is 8e-6, so the two
+/// roundings of a plain multiply and subtract move a weight by that much and an output
+/// value by up to 1.4e-5, while the fused form agrees with torchvision to 1e-6
+/// (`data/tests/torchvision_preprocess.rs`). `mul_add` is exact by definition, so the
+/// result is the same on every machine.
 fn taps(input: usize, output: usize) -> Vec<Tap> {
     let ratio = input as f32 / output as f32;
     (0..output)
         .map(|d| {
-            let src = ((d as f32 + 0.5) * ratio - 0.5).max(0.0);
+            let src = ratio.mul_add(d as f32 + 0.5, -0.5).max(0.0);
             let i0 = (src as usize).min(input - 1);
             let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
             let w1 = src - i0 as f32;
@@ -149,7 +166,7 @@ pub struct Transformed {
     pub flipped: bool,
 }
 
-/// Flips (when `flip`), resizes with `min_size` / `max_size` ([`resize_scale`]), and
+/// Flips (when `flip`), resizes with `min_size` / `max_size` ([`resized_size`]), and
 /// normalises.
 pub fn transform(sample: Sample, min_size: usize, max_size: usize, flip: bool) -> Transformed {
     let Sample {
@@ -159,12 +176,12 @@ pub fn transform(sample: Sample, min_size: usize, max_size: usize, flip: bool) -
         image_id,
     } = sample;
     let (orig_width, orig_height) = (image.width, image.height);
-    let image = if flip {
+    let mut image = image;
+    if flip {
+        // In place: a huge image is not held twice.
         flip_boxes(&mut boxes, orig_width as f32);
-        image.flip_horizontal()
-    } else {
-        image
-    };
+        image.flip_horizontal_in_place();
+    }
     let (width, height) = resized_size(orig_width, orig_height, min_size, max_size);
     let scale = [
         width as f32 / orig_width as f32,
@@ -190,17 +207,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_follow_spec_row_2() {
-        // 640 x 480 at 800 / 1333: scale = min(800/480, 1333/640) = 1.6667 -> 1067 x 800.
-        assert_eq!(resized_size(640, 480, 800, 1333), (1067, 800));
+    fn sizes_are_floored_as_torchvision_does() {
+        // 640 x 480 at 800 / 1333: scale = min(800/480, 1333/640) = 1.6667 -> 1066.67 -> 1066.
+        assert_eq!(resized_size(640, 480, 800, 1333), (1066, 800));
         // A panorama is capped by max_size: scale = 1333/2000 -> 1333 x 333.25 -> 333.
         assert_eq!(resized_size(2000, 500, 800, 1333), (1333, 333));
         // Already the right size: unchanged.
         assert_eq!(resized_size(256, 256, 256, 1000), (256, 256));
-        // Half-up rounding: 451 * 256/300 = 384.85 -> 385 (floor alone would give 384).
-        assert_eq!(resized_size(300, 451, 256, 1000), (256, 385));
+        // Truncated, not rounded: 451 * 256/300 = 384.85 -> 384.
+        assert_eq!(resized_size(300, 451, 256, 1000), (256, 384));
         // Portrait 427 x 640 at 512 / 853: scale = 512/427, 640 * 1.19906 = 767.4 -> 767.
         assert_eq!(resized_size(427, 640, 512, 853), (512, 767));
+        // 107 * (128/107) is 127.99999999999999 in f64: the short side becomes 127.
+        assert_eq!(resized_size(160, 107, 128, 213), (191, 127));
     }
 
     #[test]
@@ -227,8 +246,8 @@ mod tests {
     }
 
     /// The reference figures come from PyTorch 2 (torch.nn.functional.interpolate,
-    /// bilinear, align_corners=False, antialias off), on the image normalised first, printed
-    /// by a Python with torch (pip install torch):
+    /// bilinear, align_corners=False, antialias off), on the image normalised first, with
+    /// a Python with torch (pip install torch):
     ///
     /// ```text
     /// python -c "

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use focal_data::image_io::write_png;
-use focal_data::{CocoDataset, CocoOptions, Dataset, Loader, LoaderConfig, RgbImage};
+use focal_data::{
+    check_dataset, CocoDataset, CocoOptions, Dataset, Loader, LoaderConfig, RgbImage,
+};
 
 /// A folder with `images/a.png` (8 x 6) and `images/b.png` (8 x 6), and an annotation file
 /// written from `json` (with `A` and `B` standing for the two file names).
@@ -114,22 +116,30 @@ fn file_name_escaping_the_folder() {
 }
 
 #[test]
-fn missing_image_fails_at_open_or_is_skipped() {
+fn missing_image_is_found_by_the_check_or_left_out() {
     let json = GOOD.replacen("\"a.png\"", "\"gone.png\"", 1);
-    let (msg, ann) = open_err("missing", &json);
+    let (_dir, ann, images) = setup("missing", &json);
+    let ds = CocoDataset::open(&ann, &images).unwrap();
+    let msg = check_dataset(&ds, false, &|_, _| {}).unwrap_err().chain();
+    assert!(
+        msg.contains("gone.png") && msg.contains("no such file"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("1 of 2 images") && msg.contains("image id 1"),
+        "{msg}"
+    );
+    let msg = ds.load(0).expect_err("should fail").chain();
     assert!(msg.contains("gone.png") && names(&msg, &ann), "{msg}");
-    assert!(msg.contains("image id 1"), "{msg}");
 
-    let (_dir, ann, images) = setup("missing-skip", &json);
-    let skip = CocoOptions {
-        skip_bad_images: true,
-    };
-    let ds = CocoDataset::open_with(&ann, &images, skip).unwrap();
+    let report = check_dataset(&ds, true, &|_, _| {}).unwrap();
+    assert_eq!(report.checked, 2);
+    assert_eq!(report.left_out.len(), 1);
     assert_eq!(ds.skipped_images().len(), 1);
     assert_eq!(ds.skipped_images()[0].0, 0);
     assert!(ds.load(0).unwrap().is_none());
     assert!(ds.load(1).unwrap().is_some());
-    assert!(ds.describe().contains("1 unreadable images skipped"));
+    assert!(ds.describe().contains("1 unusable images left out"));
     // The evaluator's ground truth leaves the skipped image out.
     let gt = ds.ground_truth();
     assert_eq!(gt.images.len(), 1);
@@ -140,6 +150,52 @@ fn missing_image_fails_at_open_or_is_skipped() {
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].targets.len(), 1);
     assert_eq!(batches[0].targets[0].image_id, 2);
+}
+
+/// Every kind of bad image at once, each with its reason; the good one passes.
+#[test]
+fn the_check_reports_every_bad_image_at_once() {
+    let json = r#"{
+      "images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 6},
+                 {"id": 2, "file_name": "b.png", "width": 8, "height": 6},
+                 {"id": 3, "file_name": "dir.png", "width": 8, "height": 6},
+                 {"id": 4, "file_name": "link.png", "width": 8, "height": 6},
+                 {"id": 5, "file_name": "inside.png", "width": 8, "height": 6},
+                 {"id": 6, "file_name": "gone.png", "width": 8, "height": 6}],
+      "annotations": [],
+      "categories": [{"id": 7, "name": "thing"}]
+    }"#;
+    let (dir, ann, images) = setup("check-all", json);
+    // b.png cut short, dir.png a folder, link.png a link to a file outside the folder,
+    // inside.png a link to a.png (inside: fine), gone.png missing.
+    let png = std::fs::read(images.join("b.png")).unwrap();
+    std::fs::write(images.join("b.png"), &png[..png.len() - 20]).unwrap();
+    std::fs::create_dir(images.join("dir.png")).unwrap();
+    std::fs::copy(images.join("a.png"), dir.join("outside.png")).unwrap();
+    std::os::unix::fs::symlink(dir.join("outside.png"), images.join("link.png")).unwrap();
+    std::os::unix::fs::symlink(images.join("a.png"), images.join("inside.png")).unwrap();
+    let ds = CocoDataset::open(&ann, &images).unwrap();
+    let e = check_dataset(&ds, false, &|_, _| {}).unwrap_err().chain();
+    assert!(e.contains("4 of 6 images"), "{e}");
+    for (id, why) in [
+        (2, "cannot decode"),
+        (3, "is a folder, not an image file"),
+        (4, "symbolic link that leads outside the images folder"),
+        (6, "no such file"),
+    ] {
+        let line = e
+            .lines()
+            .find(|l| l.contains(&format!("image id {id}:")))
+            .unwrap_or_else(|| panic!("image {id} not reported: {e}"));
+        assert!(line.contains(why), "{line}");
+    }
+    assert!(
+        !e.contains("image id 1:") && !e.contains("image id 5:"),
+        "{e}"
+    );
+    // The link that leaves the folder is refused at load time as well.
+    let msg = ds.load(3).expect_err("outside").chain();
+    assert!(msg.contains("leads outside"), "{msg}");
 }
 
 #[test]

@@ -156,16 +156,19 @@ fn bad_configs_are_refused() {
 }
 
 /// Images of different sizes (so that a batch's padding depends on all of them), which
-/// records the indices it was asked to load.
+/// records the indices it was asked to load and skips those in `skipped` (as a COCO
+/// dataset skips the images its check left out).
 struct Sizes {
     loaded: std::sync::Mutex<Vec<usize>>,
+    skipped: std::collections::BTreeSet<usize>,
     categories: Vec<focal_data::Category>,
 }
 
 impl Sizes {
-    fn new() -> Sizes {
+    fn new(skipped: &[usize]) -> Sizes {
         Sizes {
             loaded: std::sync::Mutex::new(Vec::new()),
+            skipped: skipped.iter().copied().collect(),
             categories: vec![focal_data::Category {
                 id: 1,
                 name: "thing".into(),
@@ -180,6 +183,9 @@ impl Dataset for Sizes {
     }
     fn load(&self, index: usize) -> focal_data::Result<Option<focal_data::Sample>> {
         self.loaded.lock().unwrap().push(index);
+        if self.skipped.contains(&index) {
+            return Ok(None);
+        }
         let (w, h) = self.image_size(index);
         let mut image = focal_data::RgbImage::new(w, h);
         for (k, v) in image.data.iter_mut().enumerate() {
@@ -212,66 +218,135 @@ impl Dataset for Sizes {
 /// The parts of a batch that the processes of a distributed run load (`epoch_part`) are,
 /// image for image and bit for bit, the slices of the batch one process loads, padded to
 /// the whole batch's size; each part loads only its own images, and a process whose part
-/// of a batch is empty still gets that batch, empty.
+/// of a batch is empty still gets that batch, empty. Also with multi-scale training (the
+/// padding follows each batch's size), and with images left out before the run: the
+/// parts are then cut from the batch without them, as one process's batch is, and a
+/// batch of left-out images only is yielded to no process.
 #[test]
 fn batch_parts_are_slices_of_the_whole_batch() {
-    let ds = Arc::new(Sizes::new());
-    let config = LoaderConfig::train(3, 40, 90, 4);
-    let whole = all(&Loader::new(ds.clone(), config.clone()).unwrap(), 1);
-    assert_eq!(whole.len(), 3); // 7 images in batches of 3: 3, 3, 1
-    let loader = Loader::new(ds.clone(), config).unwrap();
-    // Three processes: the first takes the first image of each batch, the second the rest
-    // but for batches of one image, the third nothing.
-    let parts: [focal_data::BatchPart; 3] = [
-        Arc::new(|_, _| 0..1),
-        Arc::new(|_, n| 1.min(n)..n),
-        Arc::new(|_, n| n..n),
-    ];
-    let mut seen = Vec::new();
-    let mut got: Vec<Vec<Batch>> = Vec::new();
-    for part in parts {
-        ds.loaded.lock().unwrap().clear();
-        got.push(
-            loader
-                .epoch_part(1, part)
-                .map(|b| b.unwrap())
-                .collect::<Vec<_>>(),
-        );
-        let mut loaded = ds.loaded.lock().unwrap().clone();
-        loaded.sort_unstable();
-        seen.push(loaded);
-    }
-    for (b, w) in whole.iter().enumerate() {
-        let (h, wd) = w.padded_size();
-        let mut row = 0;
-        for p in &got {
-            let part = &p[b];
-            assert_eq!(part.padded_size(), (h, wd), "batch {b}");
-            let n = part.len();
-            assert_eq!(part.images.shape()[0], n);
-            assert_eq!(part.targets[..], w.targets[row..row + n]);
-            let slice = w.images.narrow(0, row, n);
-            assert!(
-                part.images
-                    .data()
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .eq(slice.data().iter().map(|v| v.to_bits())),
-                "batch {b}, rows {row}..{}",
-                row + n
-            );
-            row += n;
+    // 7 images in batches of 3: 3, 3, 1; then without the first and the last image of
+    // epoch 1's order: 2, 3 and nothing.
+    let order = Loader::new(Arc::new(Sizes::new(&[])), LoaderConfig::train(3, 40, 90, 4))
+        .unwrap()
+        .order(1);
+    let left = vec![order[0], order[6]];
+    for (skipped, multi_scale, batches) in [
+        (vec![], false, 3),
+        (vec![], true, 3),
+        (left.clone(), false, 2),
+        (left, true, 2),
+    ] {
+        let ds = Arc::new(Sizes::new(&skipped));
+        let mut config = LoaderConfig::train(3, 40, 90, 4);
+        if multi_scale {
+            config.min_sizes = vec![32, 40, 56, 64];
         }
-        assert_eq!(row, w.len());
+        let whole = all(&Loader::new(ds.clone(), config.clone()).unwrap(), 1);
+        assert_eq!(whole.len(), batches);
+        let loader = Loader::new(ds.clone(), config).unwrap();
+        let left_out = Arc::new(skipped.iter().copied().collect());
+        // Three processes: the first takes the first image of each batch, the second the
+        // rest but for batches of one image, the third nothing.
+        let ranges: [focal_data::PartRange; 3] = [
+            Arc::new(|_, _| 0..1),
+            Arc::new(|_, n| 1.min(n)..n),
+            Arc::new(|_, n| n..n),
+        ];
+        let mut seen = Vec::new();
+        let mut got: Vec<Vec<Batch>> = Vec::new();
+        for range in ranges {
+            ds.loaded.lock().unwrap().clear();
+            let part = focal_data::BatchPart {
+                range,
+                left_out: Arc::clone(&left_out),
+            };
+            got.push(
+                loader
+                    .epoch_part(1, part)
+                    .map(|b| b.unwrap())
+                    .collect::<Vec<_>>(),
+            );
+            let mut loaded = ds.loaded.lock().unwrap().clone();
+            loaded.sort_unstable();
+            seen.push(loaded);
+        }
+        for (b, w) in whole.iter().enumerate() {
+            let (h, wd) = w.padded_size();
+            let mut row = 0;
+            for p in &got {
+                assert_eq!(p.len(), whole.len());
+                let part = &p[b];
+                assert_eq!(part.padded_size(), (h, wd), "batch {b}");
+                assert_eq!(part.whole_len, w.len(), "batch {b}");
+                let n = part.len();
+                assert_eq!(part.images.shape()[0], n);
+                assert_eq!(part.targets[..], w.targets[row..row + n]);
+                let slice = w.images.narrow(0, row, n);
+                assert!(
+                    part.images
+                        .data()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .eq(slice.data().iter().map(|v| v.to_bits())),
+                    "batch {b}, rows {row}..{}",
+                    row + n
+                );
+                row += n;
+            }
+            assert_eq!(row, w.len());
+        }
+        // The sizes differ, so the padding of some part is set by an image it did not load.
+        assert!(whole
+            .iter()
+            .any(|w| w.padded_size() != whole[0].padded_size()));
+        // Each process loaded only its own images (never a left-out one): together, each
+        // image once.
+        assert!(seen[2].is_empty());
+        let mut every: Vec<usize> = seen.concat();
+        every.sort_unstable();
+        let kept: Vec<usize> = (0..7).filter(|i| !skipped.contains(i)).collect();
+        assert_eq!(every, kept);
+        assert_eq!(seen[0].len(), batches);
     }
-    // The sizes differ, so the padding of some part is set by an image it did not load.
-    assert!(whole
-        .iter()
-        .any(|w| w.padded_size() != whole[0].padded_size()));
-    // Each process loaded only its own images: together, each image once.
-    assert!(seen[2].is_empty());
-    let mut every: Vec<usize> = seen.concat();
-    every.sort_unstable();
-    assert_eq!(every, (0..7).collect::<Vec<_>>());
-    assert_eq!(seen[0].len(), 3);
+}
+
+/// Multi-scale training: each batch is resized to one of `min_sizes`, drawn from (seed,
+/// epoch, batch index) alone: the same on 1 or 2 threads and on a second run, different
+/// for another seed or epoch, and every image of a batch at the same size.
+#[test]
+fn multi_scale_picks_one_size_per_batch_deterministically_by_seed() {
+    let ds = shapes(24, 64);
+    let sizes = vec![64, 80, 96, 112, 128];
+    let make = |seed| {
+        let mut c = LoaderConfig::train(2, 64, 1000, seed);
+        c.min_sizes = sizes.clone();
+        Loader::new(ds.clone(), c).unwrap()
+    };
+    let loader = make(3);
+    let picks = |l: &Loader, epoch| {
+        (0..12)
+            .map(|b| l.batch_min_size(epoch, b))
+            .collect::<Vec<_>>()
+    };
+    let p0 = picks(&loader, 0);
+    assert!(p0.iter().all(|s| sizes.contains(s)));
+    let distinct: std::collections::BTreeSet<_> = p0.iter().collect();
+    assert!(
+        distinct.len() >= 3,
+        "12 batches should use several sizes: {p0:?}"
+    );
+    assert_eq!(p0, picks(&make(3), 0), "same seed, same picks");
+    assert_ne!(p0, picks(&make(4), 0), "another seed, other picks");
+    assert_ne!(p0, picks(&loader, 1), "another epoch, other picks");
+    // The batches are resized to the picks (square 64-px images: the short side is it).
+    let one = with_threads(1, || all(&loader, 0));
+    for (b, batch) in one.iter().enumerate() {
+        for t in &batch.targets {
+            assert_eq!((t.input_width, t.input_height), (p0[b], p0[b]), "batch {b}");
+        }
+    }
+    assert!(same(&one, &with_threads(2, || all(&loader, 0))));
+    // Without a list, min_size as before.
+    let plain = Loader::new(ds, LoaderConfig::train(2, 72, 1000, 3)).unwrap();
+    assert!((0..5).all(|b| plain.batch_min_size(0, b) == 72));
 }

@@ -57,21 +57,21 @@ fn known_box_after_resizing_to_512() {
     assert_eq!(ds.image_size(0), (640, 360));
     // Resize with min 512, max 853 (800/1333 scaled to 512):
     //   scale = min(512/360, 853/640) = min(1.42222, 1.3328125) = 1.3328125
-    //   width = floor(640 * 1.3328125 + 0.5) = floor(853.5) = 853
-    //   height = floor(360 * 1.3328125 + 0.5) = floor(480.3125) = 480
-    //   sx = 853/640 = 1.3328125, sy = 480/360 = 1.333333
+    //   width = floor(640 * 1.3328125) = 853 (torchvision's rounding: truncation)
+    //   height = floor(360 * 1.3328125) = floor(479.8125) = 479
+    //   sx = 853/640 = 1.3328125, sy = 479/360 = 1.330556
     // Box xyxy = [359.17, 146.17, 359.17 + 112.45, 146.17 + 213.57] = [359.17, 146.17, 471.62, 359.74]
     //   x1 = 359.17 * 1.3328125 = 359.17 + 119.536265 = 478.706265
-    //   y1 = 146.17 * 4/3 = 194.893333
+    //   y1 = 146.17 * 479/360 = 194.487306
     //   x2 = 471.62 * 1.3328125 = 471.62 + 156.961031 = 628.581031
-    //   y2 = 359.74 * 4/3 = 479.653333
+    //   y2 = 359.74 * 479/360 = 478.654056
     let loader = Loader::new(ds.clone(), LoaderConfig::eval(1, 512, 853)).unwrap();
     let batch = loader.epoch(0).next().unwrap().unwrap();
     let t = &batch.targets[0];
-    assert_eq!((t.input_width, t.input_height), (853, 480));
+    assert_eq!((t.input_width, t.input_height), (853, 479));
     assert_eq!(batch.images.shape(), &[1, 3, 480, 864]); // 853 -> 864 = 27 * 32
     assert_eq!(t.labels[0], 3); // category 4 is the 4th id
-    let want: [f32; 4] = [478.7063, 194.8933, 628.581, 479.6533];
+    let want: [f32; 4] = [478.7063, 194.4873, 628.581, 478.6541];
     for (g, w) in t.boxes[0].iter().zip(want) {
         assert!((g - w).abs() < 1e-3, "{:?} vs {want:?}", t.boxes[0]);
     }

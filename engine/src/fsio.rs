@@ -34,6 +34,20 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// The process id in the name of one of [`write_atomic`]'s temporary files
+/// (`.NAME.tmp-PID-N`), or `None` for any other name: how a folder's owner recognises
+/// the leftovers of writes that a killed process never finished.
+pub fn temp_file_pid(file_name: &str) -> Option<u32> {
+    let rest = file_name.strip_prefix('.')?;
+    let (name, tail) = rest.rsplit_once(".tmp-")?;
+    let (pid, n) = tail.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if name.is_empty() || !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 fn write(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
@@ -70,5 +84,25 @@ mod tests {
         // A folder that does not exist: an error, and nothing is created.
         assert!(write_atomic(&dir.join("no/such/dir/b.bin"), b"x").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temp_file_names_are_recognised() {
+        let dir = std::env::temp_dir();
+        let name = temp_path(&dir.join("last.ckpt"));
+        let name = name.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_file_pid(name), Some(std::process::id()));
+        assert_eq!(temp_file_pid(".last.ckpt.tmp-4242-17"), Some(4242));
+        for other in [
+            "last.ckpt",
+            ".last.ckpt",
+            ".last.ckpt.tmp-12",
+            ".last.ckpt.tmp-12-x",
+            "last.ckpt.tmp-12-3",
+            "..tmp-1-2",
+            ".notes.tmp-abc-1",
+        ] {
+            assert_eq!(temp_file_pid(other), None, "{other}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! shapes, axes, keepdim, strides, padding, dilation, groups, ...) has its own case, so a
 //! failure names exactly what broke. `focal gradcheck` prints one row per case.
 
-use crate::gradcheck::{away_from_zero, distinct, randn, Case};
+use crate::gradcheck::case::{away_from_zero, distinct, randn, Case};
 use crate::op::Op;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -13,7 +13,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(reductions());
     v.extend(shapes());
     v.extend(crate::ops::matmul::gradcheck_cases());
-    v.extend(crate::ops::conv2d::gradcheck_cases());
+    v.extend(crate::ops::conv::gradcheck_cases::gradcheck_cases());
     v.extend(crate::ops::pool::gradcheck_cases());
     v.extend(crate::ops::upsample::gradcheck_cases());
     v.extend(crate::ops::norm::gradcheck_cases());

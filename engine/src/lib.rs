@@ -6,7 +6,8 @@
 //! - [`tape`]: the list of recorded ops and the single reverse walk that is `backward`.
 //! - [`ops`]: every op's forward and hand-written backward, side by side.
 //! - [`gradcheck`]: the finite-difference checker that every op is tested with.
-//! - [`gemm`]: the one entry point to `matrixmultiply::sgemm`.
+//! - [`gemm`]: focal's own GEMM (packed micro-kernels, AVX-512 / AVX2 / portable).
+//! - [`bench`]: the kernel benchmarks of `focal bench` and `cargo bench`.
 //! - [`threads`]: rayon parallelism that never changes a result.
 //!
 //! ## Errors: panics for broken contracts, `Result` for the outside world
@@ -32,6 +33,7 @@
 //! assert_eq!(grads.get(w_id).unwrap().to_vec(), vec![3.0, 4.0]); // ∂loss/∂w = x
 //! ```
 
+pub mod bench;
 pub mod fsio;
 pub mod gemm;
 pub mod gradcheck;
@@ -48,7 +50,7 @@ pub mod threads;
 
 pub use fsio::{write_atomic, write_atomic_unsynced};
 pub use op::Op;
-pub use ops::conv2d::{conv2d, Conv2dOptions};
+pub use ops::conv::{conv2d, Conv2dOptions};
 pub use ops::loss::{bce_with_logits, l1, sigmoid_focal_loss, smooth_l1, Reduction};
 pub use ops::norm::{batch_norm_train, channel_affine, group_norm, BatchStats};
 pub use ops::pool::max_pool2d;

@@ -8,7 +8,7 @@
 //! fed (the fast path scatters columns back with col2im), and the weight gradient is the
 //! textbook sum over batch and output pixels.
 
-use crate::ops::conv2d::Conv2dOptions;
+use crate::ops::conv::Conv2dOptions;
 use crate::tensor::Tensor;
 
 /// `A·B` for row-major `A: (m, k)` and `B: (k, n)`.

@@ -60,7 +60,7 @@ define_ops! {
     IndexSelect => "index_select",
     ScatterAdd => "scatter_add",
     Pad => "pad",
-    // linear algebra and images (ops/matmul.rs, ops/conv2d.rs, ops/pool.rs, ops/upsample.rs)
+    // linear algebra and images (ops/matmul.rs, ops/conv/, ops/pool.rs, ops/upsample.rs)
     Matmul => "matmul",
     Conv2d => "conv2d",
     MaxPool2d => "max_pool2d",

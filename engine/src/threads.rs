@@ -17,21 +17,29 @@ pub const CHUNK: usize = 1 << 14;
 /// Below this many elements a kernel runs on the calling thread (spawning costs more).
 pub const PAR_THRESHOLD: usize = 1 << 15;
 
-/// Configures the global rayon pool. The first call wins; later calls (or a pool already
-/// started by rayon) return an error naming the count in effect.
+/// The most worker threads focal starts: four per core (more only adds switching), and
+/// never fewer than 4.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (4 * cores).max(4)
+}
+
+/// Configures the global rayon pool with `n` threads, 1 to [`max_threads`]. The first
+/// call wins; a later call returns an error (the pool is already running). An error is
+/// final: the caller must not use the global pool afterwards (rayon would panic trying
+/// to start it again), which is why `focal` exits on it.
 pub fn set_num_threads(n: usize) -> Result<(), String> {
-    if n == 0 {
-        return Err("--threads must be at least 1".into());
+    let max = max_threads();
+    if n == 0 || n > max {
+        return Err(format!(
+            "--threads {n} is out of range: 1 to {max} (four per core of this machine's {})",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ));
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
-        .map_err(|_| {
-            format!(
-                "the thread pool was already started with {} threads",
-                rayon::current_num_threads()
-            )
-        })
+        .map_err(|e| format!("cannot start the pool of {n} worker threads: {e}"))
 }
 
 /// Applies `FOCAL_THREADS` if it is set. Returns an error for a value that is not a

@@ -6,7 +6,7 @@
 //! `1e-4·(|reference| + √K)`, an order of magnitude above that, and far below the
 //! error of a single wrong or missing term (of order 1).
 
-use focal_engine::gemm::{sgemm, sgemm_rows_par};
+use focal_engine::gemm::{gemm, MatMut, MatRef};
 use focal_engine::gradcheck::{distinct, randn};
 use focal_engine::Conv2dOptions as Opts;
 use focal_engine::{
@@ -41,8 +41,12 @@ fn sgemm_matches_naive_for_odd_sizes_and_strides() {
         let b = r.normal_vec(k * n, 0.0, 1.0);
         let want = naive::gemm(m, k, n, &a, &b);
         let mut c = vec![f32::NAN; m * n];
-        sgemm(
-            m, k, n, 1.0, &a, k as isize, 1, &b, n as isize, 1, 0.0, &mut c, n as isize, 1,
+        gemm(
+            1.0,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            0.0,
+            MatMut::row_major(&mut c, m, n),
         );
         assert_close(&format!("A·B {m}x{k}x{n}"), &c, &want, k);
 
@@ -66,30 +70,40 @@ fn sgemm_matches_naive_for_odd_sizes_and_strides() {
             (1, m),
         );
         let mut c2 = c0.clone();
-        sgemm(
-            m, k, n, 0.5, &at, 1, m as isize, &bt, 1, k as isize, 2.0, &mut c2, 1, m as isize,
+        gemm(
+            0.5,
+            MatRef::row_major(&at, k, m).t(),
+            MatRef::row_major(&bt, n, k).t(),
+            2.0,
+            MatMut::new(&mut c2, m, n, 1, m),
         );
         assert_close(&format!("strided {m}x{k}x{n}"), &c2, &want2, k);
     }
 }
 
 #[test]
-fn parallel_row_blocks_equal_one_gemm_bitwise() {
+fn one_thread_and_every_thread_give_the_same_gemm() {
     let mut r = Rng::new(2);
-    // 300 rows = 3 blocks (the last one short); 2·m·k·n above the parallel threshold.
+    // 2·m·k·n above the parallel threshold: several tasks on more than one thread.
     let (m, k, n) = (300, 100, 80);
     let a = r.normal_vec(m * k, 0.0, 1.0);
     let b = r.normal_vec(k * n, 0.0, 1.0);
-    let mut one = vec![0.0; m * n];
-    sgemm(
-        m, k, n, 1.0, &a, k as isize, 1, &b, n as isize, 1, 0.0, &mut one, n as isize, 1,
-    );
-    let mut par = vec![0.0; m * n];
-    sgemm_rows_par(
-        m, k, n, 1.0, &a, k as isize, 1, &b, n as isize, 1, 0.0, &mut par,
-    );
-    assert_eq!(one, par);
-    assert_close("row blocks", &par, &naive::gemm(m, k, n, &a, &b), k);
+    let product = |threads: usize| {
+        focal_engine::threads::with_threads(threads, || {
+            let mut c = vec![0.0; m * n];
+            gemm(
+                1.0,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+                0.0,
+                MatMut::row_major(&mut c, m, n),
+            );
+            c
+        })
+    };
+    let one = product(1);
+    assert_eq!(one, product(3));
+    assert_close("threads", &one, &naive::gemm(m, k, n, &a, &b), k);
 }
 
 #[test]
@@ -285,9 +299,10 @@ fn conv_table() -> Vec<ConvCase> {
             d,
             false,
         ),
-        // Output planes under 256 pixels take the batched kernels (conv2d_batched.rs):
-        // all samples' columns side by side. These cover several samples, groups,
-        // stride, dilation, row/column/sample blocks and 1x1 planes.
+        // Output planes under 256 pixels run as one product for the whole batch
+        // (engine/src/ops/conv/forward.rs), all samples' columns side by side. These
+        // cover several samples, groups, stride, dilation, row and column blocks and
+        // 1x1 planes.
         (
             "batched: 3x3 s2, groups 2, batch 5",
             [5, 6, 7, 6],

@@ -3,8 +3,36 @@
 //!
 //! Fans follow PyTorch: for a weight of shape `(out, in, k1, k2, ...)` the receptive field is
 //! `k1·k2·...`, `fan_in = in · receptive` and `fan_out = out · receptive`.
+//!
+//! [`without_random_init`] builds a model whose every value is about to be overwritten
+//! (weights loaded strictly from a file, or a model built only to read its names and
+//! shapes) without drawing any random number: ResNet-50's 25 M normal draws take seconds.
+
+use std::cell::Cell;
 
 use focal_engine::{Rng, Tensor};
+
+thread_local! {
+    static SKIP_RANDOM_INIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with [`normal`] and [`uniform`] (and the initialisers built on them) returning
+/// zeros on this thread, without drawing from the generator. Only for models whose every
+/// parameter is then overwritten: a strict load, or reading names and shapes.
+pub fn without_random_init<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SKIP_RANDOM_INIT.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SKIP_RANDOM_INIT.with(|s| s.replace(true)));
+    f()
+}
+
+fn skipping() -> bool {
+    SKIP_RANDOM_INIT.with(|s| s.get())
+}
 
 /// Which fan scales a Kaiming initialisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,12 +83,18 @@ pub fn kaiming_uniform(shape: &[usize], a: f32, mode: FanMode, rng: &mut Rng) ->
 
 /// N(mean, std²), independently for each value.
 pub fn normal(shape: &[usize], mean: f32, std: f32, rng: &mut Rng) -> Tensor {
+    if skipping() {
+        return Tensor::zeros(shape);
+    }
     let n = shape.iter().product();
     Tensor::from_vec(shape, rng.normal_vec(n, mean, std))
 }
 
 /// U(lo, hi), independently for each value.
 pub fn uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut Rng) -> Tensor {
+    if skipping() {
+        return Tensor::zeros(shape);
+    }
     let n = shape.iter().product();
     Tensor::from_vec(shape, rng.uniform_vec(n, lo, hi))
 }
@@ -93,6 +127,24 @@ pub fn pytorch_default(weight_shape: &[usize], bias_len: usize, rng: &mut Rng) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_random_init_gives_zeros_and_draws_nothing() {
+        let mut rng = Rng::new(3);
+        let (w, state) = without_random_init(|| {
+            let w = kaiming_normal(&[4, 2, 3, 3], 0.0, FanMode::FanOut, &mut rng);
+            let b = uniform(&[5], -1.0, 1.0, &mut rng);
+            assert!(b.data().iter().all(|&v| v == 0.0));
+            (w, rng.state())
+        });
+        assert!(w.data().iter().all(|&v| v == 0.0));
+        assert_eq!(state, Rng::new(3).state(), "no number was drawn");
+        // Outside, drawing is back.
+        assert!(normal(&[3], 0.0, 1.0, &mut rng)
+            .data()
+            .iter()
+            .any(|&v| v != 0.0));
+    }
 
     fn mean_std(t: &Tensor) -> (f64, f64) {
         let n = t.numel() as f64;

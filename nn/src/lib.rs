@@ -39,6 +39,7 @@ pub use param::Param;
 pub use record::TensorRecord;
 pub use schedule::{Decay, Schedule};
 pub use weights::{
-    export_safetensors, import_safetensors, read_safetensors, FileTensor, ImportOptions,
-    ImportReport, ShapeMismatch,
+    export_safetensors, import_safetensors, looks_like_safetensors, read_safetensors,
+    read_safetensors_info, safetensors_bytes, FileTensor, ImportOptions, ImportReport,
+    ShapeMismatch, TensorInfo,
 };

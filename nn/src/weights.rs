@@ -139,16 +139,24 @@ pub enum FileTensor {
     Unsupported(String),
 }
 
+/// The bytes of the weights file at `path`, or "weights PATH: cannot read: ...".
+fn read_weights_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::in_weights(
+            path,
+            Error::Io {
+                action: "read",
+                source: e,
+            },
+        )
+    })
+}
+
 /// Reads every tensor of a safetensors file, in name order. Float types are converted to
 /// f32; the second value is the original type.
 pub fn read_safetensors(path: &Path) -> Result<Vec<(String, FileTensor, Dtype)>> {
     let err = |e: Error| Error::in_weights(path, e);
-    let bytes = std::fs::read(path).map_err(|e| {
-        err(Error::Io {
-            action: "read",
-            source: e,
-        })
-    })?;
+    let bytes = read_weights_file(path)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         err(Error::Safetensors {
             what: "not a valid safetensors file".into(),
@@ -169,6 +177,60 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, FileTensor, Dtype)>>
         out.push((name, decode(&view), dtype));
     }
     Ok(out)
+}
+
+/// One entry of a safetensors file's table of contents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// "F32", "F16", "I64", ...
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+/// The table of contents of a safetensors file: every tensor's name, type and shape (in
+/// name order) and the file's metadata. The whole file is read and checked (a truncated
+/// or malformed file is an error naming it), but no tensor is decoded.
+pub fn read_safetensors_info(path: &Path) -> Result<(Vec<TensorInfo>, HashMap<String, String>)> {
+    let err = |e: Error| Error::in_weights(path, e);
+    let bytes = read_weights_file(path)?;
+    let not_safetensors = |e| {
+        err(Error::Safetensors {
+            what: "not a valid safetensors file".into(),
+            source: e,
+        })
+    };
+    // deserialize checks that every tensor's bytes lie inside the file.
+    let st = SafeTensors::deserialize(&bytes).map_err(not_safetensors)?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(not_safetensors)?;
+    let mut infos: Vec<TensorInfo> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| TensorInfo {
+            name,
+            dtype: view.dtype().to_string(),
+            shape: view.shape().to_vec(),
+        })
+        .collect();
+    infos.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((infos, header.metadata().clone().unwrap_or_default()))
+}
+
+/// Whether `path` starts as a safetensors file does: an 8-byte little-endian header
+/// length that fits in the file, then `{`. Cheap (reads 9 bytes); a file that passes may
+/// still be malformed further on.
+pub fn looks_like_safetensors(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 9];
+    if f.read_exact(&mut head).is_err() {
+        return false;
+    }
+    let n = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    head[8] == b'{' && n >= 2 && n <= len.saturating_sub(8)
 }
 
 fn decode(view: &TensorView<'_>) -> FileTensor {

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! centred on the cell's top-left corner (x·stride, y·stride) — torchvision's and
-//! Detectron2's offset of 0. Corners stay floats (torchvision rounds them to integers;
-//! Detectron2 and focal do not).
+//! Detectron2's offset of 0. Corners stay floats (Detectron2 and focal's default), or,
+//! with [`AnchorStyle::Torchvision`], are computed as torchvision computes them (integer
+//! sizes, rounded corners, strides from the padded size) for weights trained there.
 //!
 //! **Order.** Anchors are listed level by level (P3 first), within a level cell by cell
 //! in row-major order (y, then x), and within a cell `a = ratio_index·|scales| +
@@ -26,7 +27,7 @@
 use std::ops::Range;
 
 use crate::boxes::Box4;
-use crate::config::AnchorConfig;
+use crate::config::{AnchorConfig, AnchorStyle};
 
 /// Output length of a convolution or pooling window along one axis:
 /// ⌊(input + 2·padding − kernel) / stride⌋ + 1.
@@ -67,7 +68,40 @@ pub fn level_sizes(height: usize, width: usize) -> [(usize, usize); 5] {
 }
 
 /// The A zero-centred anchors of one cell for base size `size`, in the order
-/// `a = ratio_index·|scales| + scale_index`.
+/// `a = ratio_index·|scales| + scale_index`, as [`AnchorStyle`] computes them.
+pub fn cell_anchors_styled(
+    size: f32,
+    scales: &[f32],
+    ratios: &[f32],
+    style: AnchorStyle,
+) -> Vec<Box4> {
+    match style {
+        AnchorStyle::Exact => cell_anchors(size, scales, ratios),
+        AnchorStyle::Torchvision => torchvision_cell_anchors(size, scales, ratios),
+    }
+}
+
+/// torchvision's `AnchorGenerator.generate_anchors` for the sizes `int(size · scale)`
+/// (Python's truncation of the f64 product, as torchvision's RetinaNet builds its sizes
+/// tuple): in f32, √r and its inverse, the sides `w = s/√r`, `h = s·√r`, halved and
+/// rounded to the nearest integer, ties to even (`torch.round`).
+pub fn torchvision_cell_anchors(size: f32, scales: &[f32], ratios: &[f32]) -> Vec<Box4> {
+    let mut out = Vec::with_capacity(scales.len() * ratios.len());
+    for &r in ratios {
+        let h_ratio = r.sqrt();
+        let w_ratio = 1.0 / h_ratio;
+        for &c in scales {
+            let s = (size as f64 * c as f64).trunc() as f32;
+            let half_w = (w_ratio * s / 2.0).round_ties_even();
+            let half_h = (h_ratio * s / 2.0).round_ties_even();
+            out.push([-half_w, -half_h, half_w, half_h]);
+        }
+    }
+    out
+}
+
+/// The A zero-centred anchors of one cell for base size `size`, in the order
+/// `a = ratio_index·|scales| + scale_index`, exact to f32.
 pub fn cell_anchors(size: f32, scales: &[f32], ratios: &[f32]) -> Vec<Box4> {
     let mut out = Vec::with_capacity(scales.len() * ratios.len());
     for &r in ratios {
@@ -103,11 +137,20 @@ impl Anchors {
         let mut boxes = Vec::new();
         let mut level_counts = Vec::with_capacity(sizes.len());
         for (l, &(h, w)) in sizes.iter().enumerate() {
-            let cell = cell_anchors(config.sizes[l], &config.scales, &config.ratios);
-            let stride = config.strides[l] as f32;
+            let cell = cell_anchors_styled(
+                config.sizes[l],
+                &config.scales,
+                &config.ratios,
+                config.style,
+            );
+            let (stride_y, stride_x) = match config.style {
+                AnchorStyle::Exact => (config.strides[l], config.strides[l]),
+                // torchvision: the padded input's size over the feature map's, rounded down.
+                AnchorStyle::Torchvision => (height / h, width / w),
+            };
             for y in 0..h {
                 for x in 0..w {
-                    let (cx, cy) = (x as f32 * stride, y as f32 * stride);
+                    let (cx, cy) = ((x * stride_x) as f32, (y * stride_y) as f32);
                     for b in &cell {
                         boxes.push([cx + b[0], cy + b[1], cx + b[2], cy + b[3]]);
                     }
@@ -228,6 +271,51 @@ mod tests {
             &a.boxes[r[4].start + 3],
             &[-256.0, -256.0, 256.0, 256.0]
         ));
+    }
+
+    /// torchvision 0.29's `_default_anchorgen()` (RetinaNet's anchor generator) on a
+    /// padded input of 800 × 1088 with the feature maps P3..P7 of a ResNet FPN, with a
+    /// Python with torch and torchvision (pip install torch torchvision):
+    ///
+    /// ```text
+    /// g = torchvision.models.detection.retinanet._default_anchorgen()
+    /// sizes = [(100, 136), (50, 68), (25, 34), (13, 17), (7, 9)]
+    /// a = g(ImageList(torch.zeros(1, 3, 800, 1088), [(800, 1088)]),
+    ///       [torch.zeros(1, 1, h, w) for h, w in sizes])[0]
+    /// ```
+    ///
+    /// 163 206 anchors; the first cell's nine of each level and the level's last anchor
+    /// are pasted below (P6 and P7 cells are 61 × 64 and 114 × 120 apart: 800 // 13,
+    /// 1088 // 17, 800 // 7, 1088 // 9).
+    #[test]
+    fn torchvision_style_anchors_are_torchvisions() {
+        let cfg = AnchorConfig {
+            style: AnchorStyle::Torchvision,
+            ..AnchorConfig::default()
+        };
+        let a = Anchors::generate(&cfg, 800, 1088);
+        assert_eq!(a.len(), 163_206);
+        assert_eq!(a.level_counts, vec![122_400, 30_600, 7_650, 1_989, 567]);
+        #[rustfmt::skip]
+        let first: [[f32; 36]; 5] = [
+            [-23., -11., 23., 11., -28., -14., 28., 14., -35., -18., 35., 18., -16., -16., 16., 16., -20., -20., 20., 20., -25., -25., 25., 25., -11., -23., 11., 23., -14., -28., 14., 28., -18., -35., 18., 35.],
+            [-45., -23., 45., 23., -57., -28., 57., 28., -71., -36., 71., 36., -32., -32., 32., 32., -40., -40., 40., 40., -50., -50., 50., 50., -23., -45., 23., 45., -28., -57., 28., 57., -36., -71., 36., 71.],
+            [-91., -45., 91., 45., -114., -57., 114., 57., -144., -72., 144., 72., -64., -64., 64., 64., -80., -80., 80., 80., -102., -102., 102., 102., -45., -91., 45., 91., -57., -114., 57., 114., -72., -144., 72., 144.],
+            [-181., -91., 181., 91., -228., -114., 228., 114., -287., -144., 287., 144., -128., -128., 128., 128., -161., -161., 161., 161., -203., -203., 203., 203., -91., -181., 91., 181., -114., -228., 114., 228., -144., -287., 144., 287.],
+            [-362., -181., 362., 181., -456., -228., 456., 228., -574., -287., 574., 287., -256., -256., 256., 256., -322., -322., 322., 322., -406., -406., 406., 406., -181., -362., 181., 362., -228., -456., 228., 456., -287., -574., 287., 574.],
+        ];
+        let last: [Box4; 5] = [
+            [1062., 757., 1098., 827.],
+            [1036., 713., 1108., 855.],
+            [984., 624., 1128., 912.],
+            [880., 445., 1168., 1019.],
+            [673., 110., 1247., 1258.],
+        ];
+        for (l, range) in a.level_ranges().into_iter().enumerate() {
+            let got: Vec<f32> = a.boxes[range.start..range.start + 9].concat();
+            assert_eq!(got, first[l], "level P{}", l + 3);
+            assert_eq!(a.boxes[range.end - 1], last[l], "level P{}", l + 3);
+        }
     }
 
     #[test]

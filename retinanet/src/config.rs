@@ -108,7 +108,7 @@ pub enum BackboneNorm {
     #[serde(rename = "bn")]
     BatchNorm,
     /// BatchNorm with fixed statistics and affine parameters (for pretrained weights);
-    /// the stem and layer1 are frozen too.
+    /// the stem and layer1 are frozen too unless `trainable_layers` says otherwise.
     #[serde(rename = "frozen-bn")]
     FrozenBatchNorm,
 }
@@ -173,6 +173,13 @@ pub struct ModelConfig {
     /// ε of frozen BatchNorm: 1e-5 (torchvision's default); torchvision's COCO-trained
     /// RetinaNet weights expect 0.
     pub frozen_bn_eps: f32,
+    /// How many of the backbone's five stages train, counted from the top (layer4,
+    /// layer3, layer2, layer1, the stem), as torchvision's `trainable_backbone_layers`
+    /// (0 to 5); the stages below are frozen. `None`: 3 with frozen BatchNorm (the
+    /// fine-tuning default of torchvision's detection models), 5 otherwise. Written to a
+    /// configuration file only when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trainable_layers: Option<usize>,
 }
 
 impl Default for ModelConfig {
@@ -188,12 +195,34 @@ impl Default for ModelConfig {
             num_classes: 80,
             prior_probability: 0.01,
             frozen_bn_eps: 1e-5,
+            trainable_layers: None,
         }
     }
 }
 
 impl ModelConfig {
+    /// The backbone stages that train: [`ModelConfig::trainable_layers`] or its default.
+    pub fn trainable_stages(&self) -> usize {
+        self.trainable_layers.unwrap_or(match self.norm {
+            BackboneNorm::FrozenBatchNorm => 3,
+            _ => 5,
+        })
+    }
+
     pub fn validate(&self) -> Result<(), Error> {
+        if self.trainable_layers.is_some_and(|n| n > 5) {
+            return Err(Error::config(format!(
+                "model: trainable_layers counts the backbone's five stages, so it lies in 0..=5, \
+                 got {}",
+                self.trainable_layers.unwrap_or(0)
+            )));
+        }
+        if !(self.frozen_bn_eps >= 0.0 && self.frozen_bn_eps.is_finite()) {
+            return Err(Error::config(format!(
+                "model: frozen_bn_eps must be ≥ 0, got {}",
+                self.frozen_bn_eps
+            )));
+        }
         if self.fpn_channels == 0 || self.head_width == 0 || self.num_classes == 0 {
             return Err(Error::config(
                 "model: fpn_channels, head_width and num_classes must be positive",
@@ -228,6 +257,12 @@ pub struct AnchorConfig {
     pub scales: Vec<f32>,
     /// Aspect ratios h/w.
     pub ratios: Vec<f32>,
+    /// How the corners are computed: exactly (focal's default) or with torchvision's
+    /// roundings, which weights trained by torchvision expect (see [`AnchorStyle`]).
+    /// Written to a configuration file only when it is not the default, so files of
+    /// earlier versions read and hash the same.
+    #[serde(skip_serializing_if = "AnchorStyle::is_exact")]
+    pub style: AnchorStyle,
 }
 
 impl Default for AnchorConfig {
@@ -237,7 +272,30 @@ impl Default for AnchorConfig {
             strides: vec![8, 16, 32, 64, 128],
             scales: vec![1.0, 2f32.powf(1.0 / 3.0), 2f32.powf(2.0 / 3.0)],
             ratios: vec![0.5, 1.0, 2.0],
+            style: AnchorStyle::Exact,
         }
+    }
+}
+
+/// How anchor corners are computed (`crate::anchors`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnchorStyle {
+    /// Sizes `base · scale` and corners as exact as f32 holds them, cells `stride` apart.
+    #[default]
+    #[serde(rename = "exact")]
+    Exact,
+    /// torchvision's `AnchorGenerator`: sizes truncated to integers (`int(32 · 2^(1/3))` =
+    /// 40), zero-centred corners rounded to integers, and the cells of each level
+    /// `padded input size // feature-map size` apart, which on P6 and P7 is not 64 and
+    /// 128 unless the input is a multiple of 128 (800 rows: 61 and 114). Weights trained
+    /// by torchvision predict relative to these anchors.
+    #[serde(rename = "torchvision")]
+    Torchvision,
+}
+
+impl AnchorStyle {
+    pub fn is_exact(&self) -> bool {
+        *self == AnchorStyle::Exact
     }
 }
 

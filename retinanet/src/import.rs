@@ -17,7 +17,7 @@ use std::path::Path;
 use focal_engine::Tensor;
 use focal_nn::{import_safetensors, ImportOptions, ImportReport};
 
-use crate::config::{BackboneName, BackboneNorm, P6Input, RetinaNetConfig};
+use crate::config::{AnchorStyle, BackboneName, BackboneNorm, P6Input, RetinaNetConfig};
 use crate::model::RetinaNet;
 
 /// The 80 COCO category ids in ascending order: focal's label k is `COCO_IDS[k]`.
@@ -34,13 +34,16 @@ pub const TORCHVISION_COCO_CLASSES: usize = 91;
 impl RetinaNetConfig {
     /// The architecture of torchvision's `retinanet_resnet50_fpn` (v1): ResNet-50 with
     /// frozen BatchNorm (ε = 0, as torchvision sets it for its COCO weights), P6 from P5,
-    /// 80 classes; the rest as focal's defaults.
+    /// torchvision's anchors ([`AnchorStyle::Torchvision`]), 80 classes; the rest as
+    /// focal's defaults, which are torchvision's (score 0.05, 1000 candidates per level,
+    /// NMS 0.5, 100 detections).
     pub fn torchvision_resnet50_fpn() -> RetinaNetConfig {
         let mut c = RetinaNetConfig::default();
         c.model.depth = BackboneName::RESNET50;
         c.model.norm = BackboneNorm::FrozenBatchNorm;
         c.model.p6_input = P6Input::P5;
         c.model.frozen_bn_eps = 0.0;
+        c.anchors.style = AnchorStyle::Torchvision;
         c
     }
 }
@@ -65,16 +68,8 @@ pub fn load_torchvision(
 ) -> Result<ImportReport, focal_nn::Error> {
     let a = model.config.anchors.anchors_per_cell();
     let k = model.config.model.num_classes;
-    let remap = move |name: &str, t: Tensor, shape: &[usize]| -> Result<Tensor, focal_nn::Error> {
-        let is_cls = name == "head.classification_head.cls_logits.weight"
-            || name == "head.classification_head.cls_logits.bias";
-        if is_cls && k == COCO_IDS.len() && t.dim(0) == a * TORCHVISION_COCO_CLASSES {
-            let r = remap_coco_rows(&t, a);
-            debug_assert_eq!(r.shape(), shape);
-            return Ok(r);
-        }
-        Ok(t)
-    };
-    let opts = ImportOptions::new().transform(remap).strict(true);
+    let opts = ImportOptions::new()
+        .transform(crate::pretrained::coco_remap_transform(a, k))
+        .strict(true);
     import_safetensors(model, path, &opts)
 }

@@ -17,6 +17,8 @@
 //! - [`backbone`] (the seam, and the ResNets), [`fpn`], [`head`]: the network; [`model`]:
 //!   the detector as a whole;
 //! - [`import`]: torchvision's weights, with the 91 → 80 COCO class remap;
+//! - [`pretrained`]: safetensors weights files: what they hold, the detector they
+//!   describe, loading them for inference, exporting a trained model;
 //! - [`train`]: a whole training run (configuration, loop, checkpoints, evaluation).
 //!
 //! ```
@@ -57,13 +59,14 @@ pub mod matcher;
 pub mod model;
 pub mod nms;
 pub mod postprocess;
+pub mod pretrained;
 pub mod targets;
 pub mod train;
 
 pub use anchors::Anchors;
 pub use config::{
-    AnchorConfig, BackboneName, BackboneNorm, BoxLoss, BoxLossKind, InferenceConfig, LossConfig,
-    MatcherConfig, ModelConfig, P6Input, RetinaNetConfig,
+    AnchorConfig, AnchorStyle, BackboneName, BackboneNorm, BoxLoss, BoxLossKind, InferenceConfig,
+    LossConfig, MatcherConfig, ModelConfig, P6Input, RetinaNetConfig,
 };
 pub use error::{Error, Result};
 pub use import::load_torchvision;

@@ -1,7 +1,7 @@
 //! The matcher: which ground-truth box, if any, each anchor is trained to detect
 //! (§4 "Anchors"; the low-quality matches are torchvision's and Detectron2's).
 //!
-//! 1. The IoU matrix M (ground truth × anchor) is computed, in parallel.
+//! 1. M is the IoU of every ground truth with every anchor (ground truth × anchor).
 //! 2. Each anchor takes its best ground truth: the largest IoU in its column (on a tie,
 //!    the ground truth listed first). If that IoU is
 //!    - ≥ `foreground_iou` (0.5): the anchor is **positive**, matched to that box;
@@ -16,10 +16,27 @@
 //!    every anchor) promotes nothing; the references would promote every anchor instead.
 //!
 //! An image without ground truth has only background anchors.
+//!
+//! **Memory.** M is never stored: it has boxes × anchors entries (40 000 boxes on one
+//! 512-px image would be 7.9 GB). Each step recomputes the IoUs it needs instead, in
+//! three passes over fixed chunks of anchors or boxes — each anchor's best ground truth,
+//! each ground truth's best IoU, then the low-quality promotions — so the matcher holds
+//! O(anchors + boxes) values whatever the number of boxes, for three times the IoU
+//! arithmetic (a few multiplications each, small beside a training step). Every IoU is
+//! computed by the same function in the same way, so the result is the same, bit for bit,
+//! as from the stored matrix, on any number of threads. The number of boxes per image is
+//! capped ([`focal_data::MAX_BOXES_PER_IMAGE`], checked in [`crate::targets`]) to bound
+//! the time.
+
+use rayon::prelude::*;
 
 use crate::boxes::{iou, Box4};
 use crate::config::MatcherConfig;
 use focal_engine::threads::map_indexed;
+
+/// Anchors (or boxes) per parallel task of a pass; fixed, so the work's split never
+/// depends on the thread count (and nothing is summed across tasks anyway).
+const CHUNK: usize = 1024;
 
 /// What an anchor is trained to predict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +51,8 @@ pub enum Match {
 
 /// IoU of every ground-truth box with every anchor, row-major `[gt][anchor]`
 /// (`gts.len() × anchors.len()` values). Entries are independent, so the parallel
-/// computation gives the same bits as a sequential one.
+/// computation gives the same bits as a sequential one. For inspection and tests:
+/// [`match_anchors`] never builds it.
 pub fn iou_matrix(gts: &[Box4], anchors: &[Box4]) -> Vec<f32> {
     let n = anchors.len();
     map_indexed(gts.len() * n, |i| iou(&gts[i / n], &anchors[i % n]))
@@ -46,20 +64,27 @@ pub fn match_anchors(config: &MatcherConfig, gts: &[Box4], anchors: &[Box4]) -> 
     if gts.is_empty() {
         return vec![Match::Background; n];
     }
-    let m = iou_matrix(gts, anchors);
+    let g_count = gts.len();
 
     // Step 2: each anchor's best ground truth (first one on ties) and its IoU.
     let mut best_gt = vec![0usize; n];
     let mut best_iou = vec![0.0f32; n];
-    for a in 0..n {
-        for g in 0..gts.len() {
-            let v = m[g * n + a];
-            if v > best_iou[a] || g == 0 {
-                best_iou[a] = v;
-                best_gt[a] = g;
+    best_gt
+        .par_chunks_mut(CHUNK)
+        .zip(best_iou.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(c, (gt_out, iou_out))| {
+            for (j, (bg, bi)) in gt_out.iter_mut().zip(iou_out.iter_mut()).enumerate() {
+                let anchor = &anchors[c * CHUNK + j];
+                for (g, gt) in gts.iter().enumerate() {
+                    let v = iou(gt, anchor);
+                    if v > *bi || g == 0 {
+                        *bi = v;
+                        *bg = g;
+                    }
+                }
             }
-        }
-    }
+        });
     let mut matches: Vec<Match> = (0..n)
         .map(|a| {
             if best_iou[a] >= config.foreground_iou {
@@ -74,18 +99,31 @@ pub fn match_anchors(config: &MatcherConfig, gts: &[Box4], anchors: &[Box4]) -> 
 
     // Step 3: each ground truth's best anchors, ties included, become positive.
     if config.low_quality_matches {
-        for g in 0..gts.len() {
-            let row = &m[g * n..(g + 1) * n];
-            let best = row.iter().copied().fold(0.0f32, f32::max);
-            if best <= 0.0 {
-                continue;
-            }
-            for (a, &v) in row.iter().enumerate() {
-                if v == best {
-                    matches[a] = Match::Object(best_gt[a]);
+        // Each ground truth's best IoU over all anchors (a max: exact in any order).
+        let gt_best: Vec<f32> = (0..g_count)
+            .into_par_iter()
+            .map(|g| {
+                anchors
+                    .iter()
+                    .map(|a| iou(&gts[g], a))
+                    .fold(0.0f32, f32::max)
+            })
+            .collect();
+        matches
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, out)| {
+                for (j, m) in out.iter_mut().enumerate() {
+                    let a = c * CHUNK + j;
+                    let promoted = gts
+                        .iter()
+                        .zip(&gt_best)
+                        .any(|(gt, &best)| best > 0.0 && iou(gt, &anchors[a]) == best);
+                    if promoted {
+                        *m = Match::Object(best_gt[a]);
+                    }
                 }
-            }
-        }
+            });
     }
     matches
 }
@@ -205,6 +243,82 @@ mod tests {
         // An empty ground-truth box promotes nothing.
         let m = match_anchors(&cfg(), &[[5., 5., 5., 5.]], &a.boxes);
         assert!(m.iter().all(|&x| x == Match::Background));
+    }
+
+    /// The matcher as it was written with the whole IoU matrix in memory: the chunked
+    /// passes must give exactly its result.
+    fn match_with_matrix(config: &MatcherConfig, gts: &[Box4], anchors: &[Box4]) -> Vec<Match> {
+        let n = anchors.len();
+        if gts.is_empty() {
+            return vec![Match::Background; n];
+        }
+        let m = iou_matrix(gts, anchors);
+        let mut best_gt = vec![0usize; n];
+        let mut best_iou = vec![0.0f32; n];
+        for a in 0..n {
+            for g in 0..gts.len() {
+                let v = m[g * n + a];
+                if v > best_iou[a] || g == 0 {
+                    best_iou[a] = v;
+                    best_gt[a] = g;
+                }
+            }
+        }
+        let mut matches: Vec<Match> = (0..n)
+            .map(|a| {
+                if best_iou[a] >= config.foreground_iou {
+                    Match::Object(best_gt[a])
+                } else if best_iou[a] < config.background_iou {
+                    Match::Background
+                } else {
+                    Match::Ignored
+                }
+            })
+            .collect();
+        if config.low_quality_matches {
+            for g in 0..gts.len() {
+                let row = &m[g * n..(g + 1) * n];
+                let best = row.iter().copied().fold(0.0f32, f32::max);
+                if best <= 0.0 {
+                    continue;
+                }
+                for (a, &v) in row.iter().enumerate() {
+                    if v == best {
+                        matches[a] = Match::Object(best_gt[a]);
+                    }
+                }
+            }
+        }
+        matches
+    }
+
+    #[test]
+    fn chunked_passes_equal_the_whole_matrix_on_any_thread_count() {
+        let anchors = crate::anchors::Anchors::generate(&Default::default(), 200, 160);
+        let mut rng = Rng::new(5);
+        let gts: Vec<Box4> = (0..37)
+            .map(|_| {
+                let (x, y) = (rng.uniform_range(-20., 190.), rng.uniform_range(-20., 150.));
+                [
+                    x,
+                    y,
+                    x + rng.uniform_range(1., 120.),
+                    y + rng.uniform_range(1., 90.),
+                ]
+            })
+            .collect();
+        for low in [true, false] {
+            let c = MatcherConfig {
+                low_quality_matches: low,
+                ..cfg()
+            };
+            let want = match_with_matrix(&c, &gts, &anchors.boxes);
+            assert!(want.iter().any(|m| matches!(m, Match::Object(_))));
+            for threads in [1, 3] {
+                let got = with_threads(threads, || match_anchors(&c, &gts, &anchors.boxes));
+                assert_eq!(got, want, "{threads} threads, low-quality {low}");
+            }
+        }
     }
 
     #[test]

@@ -83,7 +83,8 @@ impl RetinaNet {
             norm: m.norm,
             frozen_bn_eps: m.frozen_bn_eps,
         };
-        let body = (m.depth.spec().build)(&options, rng);
+        let mut body = (m.depth.spec().build)(&options, rng);
+        body.set_trainable_layers(m.trainable_stages());
         let fpn = Fpn::new(body.out_channels(), m.fpn_channels, m.p6_input, rng);
         let head = Head::new(
             m.fpn_channels,

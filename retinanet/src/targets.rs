@@ -53,6 +53,14 @@ pub struct BatchTargets {
 }
 
 fn check_ground_truth(i: usize, gt: &GroundTruth, num_classes: usize) -> Result<(), Error> {
+    if gt.boxes.len() > focal_data::MAX_BOXES_PER_IMAGE {
+        return Err(Error::invalid(format!(
+            "image {i} of the batch has {} boxes, more than the {} per image focal matches \
+             anchors to",
+            gt.boxes.len(),
+            focal_data::MAX_BOXES_PER_IMAGE
+        )));
+    }
     if gt.boxes.len() != gt.labels.len() {
         return Err(Error::invalid(format!(
             "image {i} of the batch: {} boxes but {} labels",

@@ -2,14 +2,19 @@
 //! (`ThreadRanks`, which exchange through memory as MPI ranks exchange messages): the
 //! same losses, checkpoint and COCO numbers, bit for bit, as one process cutting its
 //! batches into the same shards, with 1, 2 or 4 ranks (and with BatchNorm); a run resumed
-//! on another number of ranks; ranks that disagree, and a rank that fails, stop every rank with an error.
+//! on another number of ranks; a stop asked on one rank only (during a step or an
+//! evaluation), which every rank obeys at the same step; images left out by the check
+//! before step 1 (`skip_bad_images`), left out alike on every rank; ranks that disagree,
+//! and a rank that fails, stop every rank with an error.
 //! (The same run over real MPI processes is `tests/mpi.rs` of the focal binary.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use focal_data::{ShapesConfig, ShapesDataset, Split};
 use focal_retinanet::train::{
-    Comm, EvalRecord, MetricRow, Outcome, Silent, ThreadRanks, TrainConfig, Trainer,
+    build_train_loader, open_datasets, CocoData, Comm, EvalRecord, MetricRow, Observer, Outcome,
+    Silent, StepRecord, ThreadRanks, TrainConfig, Trainer,
 };
 use focal_retinanet::{BackboneName, BackboneNorm, LossConfig};
 
@@ -80,6 +85,14 @@ impl RunFiles {
             last_ckpt: std::fs::read(dir.join("last.ckpt")).unwrap(),
         }
     }
+}
+
+/// The two run folders hold the same metrics (compared line by line) and the same
+/// last.ckpt (compared as bytes, without printing them).
+fn assert_same_run(a: &Path, b: &Path) {
+    let (a, b) = (RunFiles::read(a), RunFiles::read(b));
+    assert_eq!(a.metrics, b.metrics, "other metrics");
+    assert!(a.last_ckpt == b.last_ckpt, "another last.ckpt");
 }
 
 /// Runs `body(rank's comm)` on `ranks` threads, each with its rank of one `ThreadRanks`
@@ -187,7 +200,7 @@ fn batchnorm_statistics_are_rank_0s() {
             "a rank evaluated other BatchNorm statistics"
         );
     }
-    assert_eq!(RunFiles::read(&two), RunFiles::read(&one));
+    assert_same_run(&two, &one);
     let _ = std::fs::remove_dir_all(&one);
     let _ = std::fs::remove_dir_all(&two);
 }
@@ -212,7 +225,7 @@ fn a_run_resumes_on_another_number_of_ranks() {
     ));
     drop(t);
     final_stats(&resume(4, &split, None));
-    assert_eq!(RunFiles::read(&split), RunFiles::read(&whole));
+    assert_same_run(&split, &whole);
     let _ = std::fs::remove_dir_all(&whole);
     let _ = std::fs::remove_dir_all(&split);
 }
@@ -265,5 +278,130 @@ fn a_rank_that_fails_stops_the_others() {
     });
     assert!(results[1].starts_with("setup: "), "{}", results[1]);
     assert!(results[0].contains("rank 1 left the run"), "{}", results[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Asks to stop on one rank only, once `after` steps are done: the evaluation that
+/// follows a step is then abandoned after its first batch (`should_stop` is asked after
+/// every batch), and otherwise the run stops after that step.
+struct StopOn {
+    rank: usize,
+    me: usize,
+    after: u64,
+    step: u64,
+}
+
+impl Observer for StopOn {
+    fn on_step(&mut self, record: &StepRecord, _trainer: &Trainer) {
+        self.step = record.step;
+    }
+    fn should_stop(&mut self) -> bool {
+        self.me == self.rank && self.step >= self.after
+    }
+}
+
+/// Ctrl-C or SIGTERM reaching one process only (or reaching them at different moments):
+/// every rank stops at the same step, rank 0 writes last.ckpt, and the run continued
+/// from it is one uninterrupted process's. Rank 1 asks during the evaluation at step 2
+/// (which every rank abandons, and the resumed run repeats); then rank 0 asks after step
+/// 3 (no evaluation due).
+#[test]
+fn a_stop_asked_on_one_rank_stops_every_rank_at_the_same_step() {
+    let whole = scratch("stop-whole");
+    train(1, &whole, &tiny(5), None);
+    let split = scratch("stop-split");
+    let stopped = on_ranks(2, |comm| {
+        let me = comm.rank();
+        let mut t = Trainer::new_on(comm, tiny(5), &split).unwrap();
+        let mut observer = StopOn {
+            rank: 1,
+            me,
+            after: 2,
+            step: 0,
+        };
+        t.run(&mut observer).unwrap()
+    });
+    assert!(
+        stopped
+            .iter()
+            .all(|o| matches!(o, Outcome::Stopped { step: 2 })),
+        "{stopped:?}"
+    );
+    let ckpt = split.join("last.ckpt");
+    let stopped = on_ranks(2, |comm| {
+        let me = comm.rank();
+        let mut t = Trainer::resume_on(comm, &ckpt, None, None).unwrap();
+        let mut observer = StopOn {
+            rank: 0,
+            me,
+            after: 3,
+            step: 0,
+        };
+        t.run(&mut observer).unwrap()
+    });
+    assert!(
+        stopped
+            .iter()
+            .all(|o| matches!(o, Outcome::Stopped { step: 3 })),
+        "{stopped:?}"
+    );
+    final_stats(&resume(2, &split, None));
+    assert_same_run(&split, &whole);
+    let _ = std::fs::remove_dir_all(&whole);
+    let _ = std::fs::remove_dir_all(&split);
+}
+
+/// The shapes written as a COCO dataset (64-px PNGs) under `dir`.
+fn shapes_coco(dir: &Path, train: usize, val: usize) -> CocoData {
+    for (split, n, name) in [(Split::Train, train, "train"), (Split::Val, val, "val")] {
+        let ds = ShapesDataset::new(ShapesConfig {
+            size: 64,
+            ..ShapesConfig::new(split, n, 11)
+        })
+        .unwrap();
+        ds.write_coco(&dir.join(name), &dir.join(format!("{name}.json")), &|_| {})
+            .unwrap();
+    }
+    CocoData {
+        train_annotations: dir.join("train.json"),
+        train_images: dir.join("train"),
+        val_annotations: dir.join("val.json"),
+        val_images: dir.join("val"),
+    }
+}
+
+/// With images the check before step 1 finds bad and leaves out (`skip_bad_images`),
+/// rank 0 checks and every rank leaves out the same images: batches are cut and padded
+/// without them as in one process, and 2 ranks write one process's files, bit for bit.
+/// Also with `checkpoint_every_min` so small that a save is due after every step, which
+/// every rank must decide alike.
+#[test]
+fn images_left_out_before_step_1_are_left_out_on_every_rank() {
+    let dir = scratch("left-out");
+    let data = shapes_coco(&dir.join("coco"), 10, 4);
+    let mut config = tiny(3);
+    config.data.shapes = None;
+    config.data.coco = Some(data.clone());
+    config.data.skip_bad_images = true;
+    config.data.train_min_sizes = vec![32, 48, 64];
+    config.checkpoint_every_min = 1e-9;
+    // The first image of the first two batches of epoch 1 (image i is file i + 1), so
+    // that both batches are cut differently without them, and one validation image.
+    let (train_set, _) = open_datasets(&config).unwrap();
+    let order = build_train_loader(&config, train_set).unwrap().order(0);
+    for file in [
+        data.train_images.join(format!("{:06}.png", order[0] + 1)),
+        data.train_images.join(format!("{:06}.png", order[5] + 1)),
+        data.val_images.join("000003.png"),
+    ] {
+        std::fs::remove_file(file).unwrap();
+    }
+    let one = dir.join("one");
+    let reference = final_stats(&train(1, &one, &config, None))[0];
+    let two = dir.join("two");
+    for stats in final_stats(&train(2, &two, &config, None)) {
+        assert_eq!(stats, reference, "a rank scored other detections");
+    }
+    assert_same_run(&two, &one);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,66 +6,32 @@
 //!   towers, 3 classes, input 1×3×136×200 (not a multiple of 32: odd pyramid sizes).
 //!
 //! The fixtures (`tests/fixtures/tv_*.safetensors`) were made by
-//! `python retinanet/tests/fixtures/make_torchvision_reference.py` (a Python with torch,
-//! torchvision and safetensors: `pip install torch torchvision safetensors`); they
+//! `retinanet/tests/fixtures/make_torchvision_reference.py`, run with a Python with torch
+//! and torchvision (pip install torch torchvision); they
 //! hold the input, torchvision's P3..P7, class logits and box regressions computed in
 //! float64 (the exact answer), torchvision's own float32 error on each, and torchvision's
 //! state-dict names and shapes. Every weight is a formula of its name and
-//! index (see the script), evaluated here bit for bit. The weights are written to a
-//! safetensors file under torchvision's names and loaded with
+//! index (see the script and `common/formula.rs`), evaluated here bit for bit. The weights
+//! are written to a safetensors file under torchvision's names and loaded with
 //! [`focal_retinanet::load_torchvision`], so the 91 → 80 class remap is exercised.
+//!
+//! `detections_agree_with_torchvisions_retinanet` runs the whole of torchvision's
+//! RetinaNet (transform, anchors, head, post-processing) against focal's on photographs,
+//! from `tests/fixtures/tv_detections.safetensors`, made by
+//! `make_torchvision_detections.py` (same Python).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::formula::{set_by_formula, write_detection_weights};
 use focal_engine::{no_grad, Rng, Tensor};
 use focal_nn::{for_each_named, read_safetensors, FileTensor, Slot};
 use focal_retinanet::import::COCO_IDS;
 use focal_retinanet::{
     load_torchvision, BackboneName, BackboneNorm, P6Input, RetinaNet, RetinaNetConfig,
 };
-
-fn fnv1a64(name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// The script's formula (see its docstring).
-fn formula(name: &str, shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
-    let key = fnv1a64(name);
-    let u = |i: usize| (splitmix64(key.wrapping_add(i as u64)) >> 40) as f32 / (1u64 << 24) as f32;
-    let v: Vec<f32> = (0..n)
-        .map(|i| {
-            let u = u(i);
-            if shape.len() == 4 {
-                let fan_in = (shape[1] * shape[2] * shape[3]) as f32;
-                (2.0 * u - 1.0) * (3.0f32 / fan_in).sqrt()
-            } else if name.ends_with("running_mean") {
-                0.1 * (2.0 * u - 1.0)
-            } else if name.ends_with("running_var") {
-                0.5 + u
-            } else if name.ends_with("weight") {
-                0.5 + 0.5 * u
-            } else {
-                assert!(name.ends_with("bias"), "{name}");
-                0.1 * (2.0 * u - 1.0)
-            }
-        })
-        .collect();
-    Tensor::from_vec(shape, v)
-}
 
 fn fixture_path(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/tv_{kind}.safetensors"))
@@ -107,15 +73,6 @@ fn focal_names(model: &mut RetinaNet) -> Vec<(String, Vec<usize>)> {
         out.push((name.to_string(), shape));
     });
     out
-}
-
-/// Sets every parameter and buffer of `model` by the formula.
-fn set_by_formula(model: &mut RetinaNet) {
-    for_each_named(model, |name, slot| match slot {
-        Slot::Param(p) => p.value = formula(name, p.value.shape()),
-        Slot::Buffer(t) => *t = formula(name, t.shape()),
-        Slot::Counter(_) => {}
-    });
 }
 
 fn temp_file(tag: &str) -> PathBuf {
@@ -226,4 +183,144 @@ fn resnet18_group_norm_p6_from_c5_agrees() {
     std::fs::remove_file(&file).ok();
     assert!(report.is_complete(), "{:?}", report.problems());
     check_outputs(kind, &mut loaded, None);
+}
+
+/// A detection: (COCO id, score, box in original pixels).
+type Det = (i64, f32, [f32; 4]);
+
+/// torchvision's detections of `case`, image `i`, from the fixture.
+fn torchvision_detections(fx: &HashMap<String, FileTensor>, case: &str, i: usize) -> Vec<Det> {
+    let floats = |key: &str| match &fx[&format!("{case}.{i}.{key}")] {
+        FileTensor::Float(t) => t.data().to_vec(),
+        _ => panic!("{key}: not floats"),
+    };
+    let labels = match &fx[&format!("{case}.{i}.labels")] {
+        FileTensor::Int(_, v) => v.clone(),
+        _ => panic!("labels: not integers"),
+    };
+    let (boxes, scores) = (floats("boxes"), floats("scores"));
+    (0..scores.len())
+        .map(|k| {
+            let b = [
+                boxes[4 * k],
+                boxes[4 * k + 1],
+                boxes[4 * k + 2],
+                boxes[4 * k + 3],
+            ];
+            (labels[k], scores[k], b)
+        })
+        .collect()
+}
+
+/// torchvision's whole RetinaNet (GeneralizedRCNNTransform, anchors, head,
+/// postprocess_detections, rescale) against focal's on four photographs and a batch of
+/// two, with the weights written under torchvision's names (91 classes) and loaded by
+/// `focal_retinanet::pretrained::load_weights`, the path of `focal eval --weights`: the
+/// architecture, ε = 0, torchvision's anchors and 300 detections are all read or defaulted
+/// there. Each image has 300 detections (hundreds more candidates pass the threshold), so
+/// the top-1000 selection, NMS and the cut all decide. Scores that differ by a float
+/// rounding can swap places at a cut or in NMS, so the detections are matched one to one
+/// (same class, score within 1e-4, corners within 2e-3 px): at least 97 % of torchvision's
+/// must find their match, and the best 50 all of them.
+#[test]
+fn detections_agree_with_torchvisions_retinanet() {
+    use focal_data::batch::collate;
+    use focal_data::image_io::read_rgb;
+    use focal_data::transforms::transform;
+    use focal_data::Sample;
+    use focal_retinanet::pretrained::{load_weights, ArchitectureOptions};
+    use focal_retinanet::train::detect_batch;
+
+    let file = temp_file("detections");
+    write_detection_weights(&file);
+    let loaded = load_weights(&file, &ArchitectureOptions::default());
+    std::fs::remove_file(&file).ok();
+    let mut loaded = loaded.unwrap();
+    assert_eq!(loaded.model.config.model.frozen_bn_eps, 0.0);
+    assert_eq!(loaded.model.config.inference.detections_per_image, 300);
+    assert_eq!(loaded.classes.len(), 80);
+
+    let fx: HashMap<String, FileTensor> = read_safetensors(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tv_detections.safetensors"),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|(n, t, _)| (n, t))
+    .collect();
+    let crops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/tests/fixtures/preprocess");
+    let cases: [(&str, &[&str]); 5] = [
+        ("landscape", &["landscape"]),
+        ("portrait", &["portrait"]),
+        ("wide", &["wide"]),
+        ("down", &["down"]),
+        ("batch", &["landscape", "down"]),
+    ];
+    for (case, images) in cases {
+        let items = images
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let sample = Sample {
+                    image: read_rgb(&crops.join(format!("{name}.png"))).unwrap(),
+                    boxes: vec![],
+                    labels: vec![],
+                    image_id: i as i64,
+                };
+                (i, transform(sample, 192, 320, false))
+            })
+            .collect();
+        let batch = collate(items);
+        let found = detect_batch(&mut loaded.model, &batch);
+        for (i, dets) in found.iter().enumerate() {
+            let want = torchvision_detections(&fx, case, i);
+            let got: Vec<Det> = (0..dets.len())
+                .map(|k| {
+                    (
+                        COCO_IDS[dets.labels[k]] as i64,
+                        dets.scores[k],
+                        dets.boxes[k],
+                    )
+                })
+                .collect();
+            let mut used = vec![false; got.len()];
+            let mut unmatched = Vec::new();
+            let (mut max_score, mut max_box) = (0f32, 0f32);
+            for (rank, w) in want.iter().enumerate() {
+                let hit = got.iter().enumerate().position(|(j, g)| {
+                    !used[j]
+                        && g.0 == w.0
+                        && (g.1 - w.1).abs() <= 1e-4
+                        && g.2.iter().zip(&w.2).all(|(a, b)| (a - b).abs() <= 2e-3)
+                });
+                match hit {
+                    Some(j) => {
+                        used[j] = true;
+                        max_score = max_score.max((got[j].1 - w.1).abs());
+                        for (a, b) in got[j].2.iter().zip(&w.2) {
+                            max_box = max_box.max((a - b).abs());
+                        }
+                    }
+                    None => unmatched.push(rank),
+                }
+            }
+            println!(
+                "{case}[{i}]: torchvision {} detections, focal {}, {} matched (max |Δscore| \
+                 {max_score:.1e}, max |Δcorner| {max_box:.1e} px), unmatched ranks {unmatched:?}",
+                want.len(),
+                got.len(),
+                want.len() - unmatched.len()
+            );
+            assert_eq!(got.len(), want.len(), "{case}[{i}]: number of detections");
+            assert!(
+                unmatched.len() * 100 <= 3 * want.len(),
+                "{case}[{i}]: {} of torchvision's {} detections unmatched",
+                unmatched.len(),
+                want.len()
+            );
+            assert!(
+                unmatched.iter().all(|&r| r >= 50),
+                "{case}[{i}]: a best-50 detection is unmatched: {unmatched:?}"
+            );
+        }
+    }
 }

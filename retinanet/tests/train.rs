@@ -203,6 +203,10 @@ fn refuses_to_overwrite_a_run_and_to_resume_from_a_model_only_checkpoint() {
     let dir = scratch("refuse");
     let mut t = Trainer::new(tiny(2), &dir).unwrap();
     finished(t.run(&mut Silent).unwrap());
+    // While the trainer lives it holds the folder's lock, even against this process.
+    let err = Trainer::new(tiny(2), &dir).err().unwrap().chain();
+    assert!(err.contains("in use by another run"), "{err}");
+    drop(t);
     let err = Trainer::new(tiny(2), &dir).err().unwrap().chain();
     assert!(err.contains("already holds a run"), "{err}");
     let err = Trainer::resume(&dir.join("best.ckpt"), None, None)

@@ -21,7 +21,7 @@ use focal_retinanet::ablation::{Grid, Setting};
 use focal_retinanet::train::{EvalRecord, Observer, StepRecord, TrainConfig, Trainer};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::interrupt::{self, EXIT_INTERRUPTED};
+use crate::interrupt;
 
 #[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
@@ -208,7 +208,7 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
                 csv.display()
             );
             if interrupted.load(Ordering::SeqCst) {
-                Ok(ExitCode::from(EXIT_INTERRUPTED))
+                Ok(ExitCode::from(interrupt::exit_code()))
             } else {
                 Ok(ExitCode::SUCCESS)
             }

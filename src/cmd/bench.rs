@@ -1,6 +1,7 @@
-//! `focal bench <kind>`: timed benchmarks (kernels: gemm, conv; the detector:
+//! `focal bench <kind>`: timed benchmarks (kernels: peak, gemm, conv; the detector:
 //! train-step, infer), printed as a table or (with `--json`) as one
-//! JSON object per line with at least `name`, `ms` and `gflops`.
+//! JSON object per line with at least `name`, `ms` and `gflops`. The kernel
+//! benchmarks live in the engine (`focal_engine::bench`), shared with `cargo bench`.
 //!
 //! Each kind is one variant of [`Kind`] with its own arguments; adding a benchmark means
 //! adding a variant and a match arm in [`run`].
@@ -11,11 +12,10 @@ use anyhow::{bail, Result};
 use clap::Subcommand;
 
 pub mod detector;
-pub mod kernels;
 #[cfg(feature = "mpi")]
 pub mod reduce;
 
-use kernels::{Budget, Row};
+use focal_engine::bench::{self as kernels, Budget, Row};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,17 +45,29 @@ impl Common {
 
 #[derive(Subcommand)]
 enum Kind {
-    /// Square sgemm at 256, 512, 1024, 2048: one call vs. rayon over row blocks.
+    /// The measured f32 FMA peak (every thread running a register-resident FMA loop),
+    /// the CPU model and the GEMM path in use (and every other path the CPU has).
+    Peak {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Square GEMMs at 256, 512, 1024, 2048 on every GEMM path the CPU has (all
+    /// threads), each rate also as a fraction of the measured peak.
     Gemm {
         #[command(flatten)]
         common: Common,
         /// Matrix sizes to run (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [256, 512, 1024, 2048])]
         sizes: Vec<usize>,
+        /// Instead, compare the micro-kernel tile shapes (8x48, 14x32, 12x32, 6x64 with
+        /// AVX-512; 6x16 with AVX2) through the full GEMM: the evidence for the shape in use.
+        #[arg(long)]
+        shapes: bool,
     },
     /// conv2d forward and forward+backward on the ResNet-18 layers at 512 px, batch 2,
     /// and the RetinaNet head conv (`--preset small`: the default training model's
-    /// widths at 128 px, batch 8), with the GEMM rate at the same sizes.
+    /// widths at 128 px, batch 8), with the GEMM rate at the same sizes and each rate
+    /// as a fraction of the measured peak.
     Conv {
         #[command(flatten)]
         common: Common,
@@ -66,10 +78,6 @@ enum Kind {
         /// Only the cases whose name contains this text (for example "head", "layer3").
         #[arg(long, value_name = "TEXT")]
         filter: Option<String>,
-        /// Instead, time forward and backward at each of these tile sizes (output pixels
-        /// per im2col buffer), interleaved: the experiment behind the TILE constant.
-        #[arg(long, value_delimiter = ',', value_name = "T,T,..")]
-        tiles: Option<Vec<usize>>,
     },
     /// One full SGD step of RetinaNet (forward, loss, backward, update) on random images:
     /// median time, time per phase and peak resident memory.
@@ -110,17 +118,29 @@ impl Args {
 pub fn run(args: Args, world: &crate::launch::World) -> Result<ExitCode> {
     let _ = world;
     match args.kind {
-        Kind::Gemm { common, sizes } => {
-            let rows = kernels::gemm_rows(&sizes, common.budget());
+        Kind::Peak { common } => {
+            let rows = kernels::gemm::peak_rows();
+            print(&rows, &common);
+        }
+        Kind::Gemm {
+            common,
+            sizes,
+            shapes,
+        } => {
+            let peak = kernels::gemm::measured_peak();
+            let rows = if shapes {
+                kernels::gemm::shape_rows(&sizes, common.budget(), peak)
+            } else {
+                kernels::gemm::gemm_rows(&sizes, common.budget(), peak)
+            };
             print(&rows, &common);
         }
         Kind::Conv {
             common,
             preset,
             filter,
-            tiles,
         } => {
-            let Some(cases) = kernels::conv_preset(&preset) else {
+            let Some(cases) = kernels::conv::conv_preset(&preset) else {
                 bail!("unknown --preset {preset:?}: expected \"512\" or \"small\"");
             };
             let cases: Vec<_> = cases
@@ -130,10 +150,8 @@ pub fn run(args: Args, world: &crate::launch::World) -> Result<ExitCode> {
             if cases.is_empty() {
                 bail!("no conv case matches {filter:?}");
             }
-            let rows = match tiles {
-                Some(tiles) => kernels::tile_rows(&cases, &tiles, common.budget()),
-                None => kernels::conv_rows(&cases, common.budget()),
-            };
+            let peak = kernels::gemm::measured_peak();
+            let rows = kernels::conv::conv_rows(&cases, common.budget(), peak);
             print(&rows, &common);
         }
         Kind::TrainStep(o) => return detector::run("train-step", o),

@@ -1,19 +1,21 @@
-//! `focal detect`: runs a trained model on image files and writes, for each, a PNG copy
-//! with the detections drawn (box, class name, score), plus all detections as one COCO
-//! results file.
+//! `focal detect`: runs a model (a checkpoint or safetensors weights, `super::model_file`)
+//! on image files and writes, for each, a PNG copy with the detections drawn (box, class
+//! name, score), plus all detections as one COCO results file.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use focal_data::batch::collate;
-use focal_data::image_io::read_rgb;
+use focal_data::image_io::{decode, read_header, read_image_file};
 use focal_data::results::write_results;
 use focal_data::transforms::transform;
 use focal_data::{Detection, Sample};
-use focal_retinanet::train::{detect_batch, load_trained_model, to_coco_results};
+use focal_retinanet::train::config::MAX_IMAGE_SIDE;
+use focal_retinanet::train::{detect_batch, to_coco_results};
 use focal_retinanet::Detections;
 
+use super::model_file::ModelFlags;
 use crate::draw::{self, PALETTE};
 use crate::files::write_png;
 
@@ -22,11 +24,12 @@ use crate::files::write_png;
 For every IMAGE (JPEG or PNG) the detections scoring at least --score are drawn on a copy \
 written as OUT/<name>.png, and listed in OUT/detections.json (COCO results: image_id is \
 the image's position on the command line, from 1; category_id the COCO id the model was \
-trained with). The class names come from the checkpoint.")]
+trained with). The class names come from the checkpoint, from a focal export's metadata, or \
+are COCO's for torchvision's 91-class COCO weights. Images are preprocessed as \
+torchvision's GeneralizedRCNNTransform does (800/1333 for torchvision weights).")]
 pub struct Args {
-    /// A checkpoint written by `focal train` (last.ckpt or best.ckpt).
-    #[arg(long, value_name = "CKPT")]
-    weights: PathBuf,
+    #[command(flatten)]
+    model: ModelFlags,
     /// Images to run on.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
@@ -38,11 +41,13 @@ pub struct Args {
     /// Keep detections scoring at least this (0 to 1).
     #[arg(long, value_name = "T", default_value_t = 0.5, value_parser = parse_score)]
     score: f32,
-    /// Resize so the short side is this [default: the checkpoint's].
-    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Resize so the short side is this, 1 to 4096 [default: the checkpoint's; 800 for a
+    /// torchvision file].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..=MAX_IMAGE_SIDE as u64))]
     min_size: Option<u64>,
-    /// ...unless the long side would exceed this [default: the checkpoint's].
-    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..))]
+    /// ...unless the long side would exceed this, 1 to 4096 [default: the checkpoint's;
+    /// 1333 for a torchvision file].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u64).range(1..=MAX_IMAGE_SIDE as u64))]
     max_size: Option<u64>,
 }
 
@@ -54,27 +59,28 @@ fn parse_score(s: &str) -> Result<f32, String> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let mut trained = load_trained_model(&args.weights)?;
-    let names: Vec<String> = trained
-        .metadata
-        .categories
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
-    let ids: Vec<i64> = trained.metadata.categories.iter().map(|c| c.id).collect();
-    let d = &trained.config.data;
-    let min_size = args.min_size.map_or(d.min_size, |v| v as usize);
-    let max_size = args.max_size.map_or(d.max_size, |v| v as usize);
-    // Read every image first, so a missing file fails before any work.
-    let mut images = Vec::with_capacity(args.images.len());
+    let mut loaded = args.model.load()?;
+    let names: Vec<String> = loaded.classes.iter().map(|c| c.name.clone()).collect();
+    let ids: Vec<i64> = loaded.classes.iter().map(|c| c.id).collect();
+    let min_size = args.min_size.map_or(loaded.min_size, |v| v as usize);
+    let max_size = args.max_size.map_or(loaded.max_size, |v| v as usize);
+    eprintln!("{}", loaded.about);
+    for note in &loaded.notes {
+        eprintln!("  {note}");
+    }
+    // Every image's header first (format, size, the memory limit), so a missing or
+    // unreadable file fails before any work; the pixels are then decoded one image at a
+    // time, so memory holds one image whatever the number of files.
     for path in &args.images {
-        images.push(read_rgb(path)?);
+        let bytes = read_image_file(path)?;
+        read_header(&bytes, path)?.check_limit(path)?;
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create the folder {}", args.out.display()))?;
     let mut used_names = std::collections::HashSet::new();
     let mut all = Vec::new();
-    for (i, (path, image)) in args.images.iter().zip(images).enumerate() {
+    for (i, path) in args.images.iter().enumerate() {
+        let image = decode(&read_image_file(path)?, path)?;
         let image_id = i as i64 + 1;
         let sample = Sample {
             image: image.clone(),
@@ -83,7 +89,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             image_id,
         };
         let batch = collate(vec![(i, transform(sample, min_size, max_size, false))]);
-        let dets = detect_batch(&mut trained.model, &batch).remove(0);
+        let dets = detect_batch(&mut loaded.model, &batch).remove(0);
         let kept = keep_above(&dets, args.score);
         let mut results: Vec<Detection> = to_coco_results(image_id, &kept, &ids);
         let out = output_name(&args.out, path, &mut used_names);

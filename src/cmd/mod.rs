@@ -7,8 +7,10 @@ pub mod detect;
 pub mod eval;
 pub mod gradcheck;
 pub mod loss_cdf;
+pub mod model_file;
 pub mod synth;
 pub mod train;
+pub mod weights;
 
 /// "1 thread" or "N threads": the worker threads the kernels run on.
 pub fn threads_text() -> String {

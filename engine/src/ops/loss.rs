@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use crate::gradcheck::{randn, Case, STEP};
+use crate::gradcheck::case::{randn, Case, STEP};
 use crate::op::Op;
 use crate::ops::unary::sigmoid_f32;
 use crate::rng::Rng;

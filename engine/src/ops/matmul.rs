@@ -14,8 +14,8 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{sgemm, sgemm_rows_par};
-use crate::gradcheck::{randn, Case};
+use crate::gemm::{gemm, MatMut, MatRef};
+use crate::gradcheck::case::{randn, Case};
 use crate::op::Op;
 use crate::rng::Rng;
 use crate::shape::ShapeFmt;
@@ -75,14 +75,21 @@ fn layout(a: &[usize], b: &[usize]) -> (Layout, Vec<usize>) {
     }
 }
 
+/// `(rows, cols)` row-major matrix view of a slice.
+fn rm(d: &[f32], rows: usize, cols: usize) -> MatRef<'_> {
+    MatRef::row_major(d, rows, cols)
+}
+
+/// `C = A·B` into a row-major `(rows, cols)` output.
+fn product(a: MatRef, b: MatRef, out: &mut [f32]) {
+    let (rows, cols) = (a.rows(), b.cols());
+    gemm(1.0, a, b, 0.0, MatMut::row_major(out, rows, cols));
+}
+
 fn forward(l: Layout, a: &[f32], b: &[f32], out: &mut [f32]) {
     match l {
-        Layout::Shared { rows, k, n } => {
-            // (rows, K) · (K, N) -> (rows, N)
-            sgemm_rows_par(
-                rows, k, n, 1.0, a, k as isize, 1, b, n as isize, 1, 0.0, out,
-            );
-        }
+        // (rows, K) · (K, N) -> (rows, N)
+        Layout::Shared { rows, k, n } => product(rm(a, rows, k), rm(b, k, n), out),
         Layout::Batched { batch, m, k, n } => {
             if m * n == 0 {
                 return;
@@ -92,20 +99,7 @@ fn forward(l: Layout, a: &[f32], b: &[f32], out: &mut [f32]) {
                 .enumerate()
                 .for_each(|(i, c)| {
                     // (M, K) · (K, N) -> (M, N), batch item i
-                    sgemm_rows_par(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        &a[i * m * k..(i + 1) * m * k],
-                        k as isize,
-                        1,
-                        &b[i * k * n..(i + 1) * k * n],
-                        n as isize,
-                        1,
-                        0.0,
-                        c,
-                    );
+                    product(rm(&a[i * m * k..], m, k), rm(&b[i * k * n..], k, n), c)
                 });
         }
     }
@@ -114,32 +108,15 @@ fn forward(l: Layout, a: &[f32], b: &[f32], out: &mut [f32]) {
 /// `∂L/∂A = G·Bᵀ`.
 fn grad_a(l: Layout, g: &[f32], b: &[f32], out: &mut [f32]) {
     match l {
-        Layout::Shared { rows, k, n } => {
-            // (rows, N) · (N, K) -> (rows, K); Bᵀ is b read with strides (1, N)
-            sgemm_rows_par(
-                rows, n, k, 1.0, g, n as isize, 1, b, 1, n as isize, 0.0, out,
-            );
-        }
+        // (rows, N) · (N, K) -> (rows, K); Bᵀ is b read transposed
+        Layout::Shared { rows, k, n } => product(rm(g, rows, n), rm(b, k, n).t(), out),
         Layout::Batched { m, k, n, .. } => {
             if m * k == 0 {
                 return;
             }
             out.par_chunks_mut(m * k).enumerate().for_each(|(i, c)| {
                 // (M, N) · (N, K) -> (M, K), batch item i
-                sgemm_rows_par(
-                    m,
-                    n,
-                    k,
-                    1.0,
-                    &g[i * m * n..(i + 1) * m * n],
-                    n as isize,
-                    1,
-                    &b[i * k * n..(i + 1) * k * n],
-                    1,
-                    n as isize,
-                    0.0,
-                    c,
-                );
+                product(rm(&g[i * m * n..], m, n), rm(&b[i * k * n..], k, n).t(), c)
             });
         }
     }
@@ -148,34 +125,15 @@ fn grad_a(l: Layout, g: &[f32], b: &[f32], out: &mut [f32]) {
 /// `∂L/∂B = Aᵀ·G`.
 fn grad_b(l: Layout, a: &[f32], g: &[f32], out: &mut [f32]) {
     match l {
-        Layout::Shared { rows, k, n } => {
-            // (K, rows) · (rows, N) -> (K, N); Aᵀ is a read with strides (1, K)
-            sgemm_rows_par(
-                k, rows, n, 1.0, a, 1, k as isize, g, n as isize, 1, 0.0, out,
-            );
-        }
+        // (K, rows) · (rows, N) -> (K, N); Aᵀ is a read transposed
+        Layout::Shared { rows, k, n } => product(rm(a, rows, k).t(), rm(g, rows, n), out),
         Layout::Batched { m, k, n, .. } => {
             if k * n == 0 {
                 return;
             }
             out.par_chunks_mut(k * n).enumerate().for_each(|(i, c)| {
                 // (K, M) · (M, N) -> (K, N), batch item i
-                sgemm(
-                    k,
-                    m,
-                    n,
-                    1.0,
-                    &a[i * m * k..(i + 1) * m * k],
-                    1,
-                    k as isize,
-                    &g[i * m * n..(i + 1) * m * n],
-                    n as isize,
-                    1,
-                    0.0,
-                    c,
-                    n as isize,
-                    1,
-                );
+                product(rm(&a[i * m * k..], m, k).t(), rm(&g[i * m * n..], m, n), c)
             });
         }
     }

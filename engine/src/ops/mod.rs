@@ -2,9 +2,7 @@
 //! family per file. The table of ops is [`crate::op::Op`].
 
 pub mod binary;
-pub mod conv2d;
-pub(crate) mod conv2d_batched;
-pub(crate) mod im2col;
+pub mod conv;
 pub mod index;
 pub mod loss;
 pub mod matmul;

@@ -44,7 +44,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::gradcheck::{away_from_zero, randn, Case};
+use crate::gradcheck::case::{away_from_zero, randn, Case};
 use crate::op::Op;
 use crate::rng::Rng;
 use crate::shape::ShapeFmt;

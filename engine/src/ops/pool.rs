@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use crate::gradcheck::{distinct, Case};
+use crate::gradcheck::case::{distinct, Case};
 use crate::op::Op;
 use crate::rng::Rng;
 use crate::shape::ShapeFmt;

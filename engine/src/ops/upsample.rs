@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use crate::gradcheck::{randn, Case};
+use crate::gradcheck::case::{randn, Case};
 use crate::op::Op;
 use crate::rng::Rng;
 use crate::shape::ShapeFmt;

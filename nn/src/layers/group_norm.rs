@@ -24,7 +24,7 @@ impl GroupNorm {
     /// `groups` groups over `channels` channels (which it must divide), ε = 1e-5.
     pub fn new(groups: usize, channels: usize) -> GroupNorm {
         assert!(
-            groups > 0 && channels % groups == 0,
+            groups > 0 && channels.is_multiple_of(groups),
             "GroupNorm: {groups} groups do not divide {channels} channels"
         );
         GroupNorm {

@@ -60,7 +60,7 @@ pub fn cell_config(base: &TrainConfig, setting: &Setting) -> TrainConfig {
 /// (results are bitwise the same for any) — so a rerun with another `--threads` still
 /// finds its cells done.
 fn normalised(config: &TrainConfig) -> TrainConfig {
-    let mut c = config.clone();
+    let mut c = config.with_absolute_paths();
     c.threads = 0;
     c
 }

@@ -9,7 +9,8 @@
 //! the same network, so weights exchange with PyTorch.
 //!
 //! **Adding a backbone** is one new file and one line: write a type that implements
-//! [`Backbone`] (and `focal_nn::Module`) and a [`BackboneSpec`] with its name, then list
+//! [`Backbone`] (and `focal_nn::Module`) and a [`BackboneSpec`] with its name and its
+//! memory count ([`BackboneMemory`], for the run's memory estimate), then list
 //! that [`BackboneSpec`] in [`BACKBONES`]. The name is then valid in configurations (`depth = "..."`),
 //! in `focal train --backbone`, `focal bench train-step --backbone`, and in checkpoints.
 //! `resnet18_half.rs` is an example.
@@ -41,6 +42,10 @@ pub trait Backbone: Module + Send + Sync {
     /// A copy that shares the parameters' storage (for the replicas of a data-parallel
     /// step; see `crate::train::data_parallel`).
     fn clone_box(&self) -> Box<dyn Backbone>;
+    /// Lets the top `n` of its five stages train and freezes the parameters below them,
+    /// as torchvision's `trainable_backbone_layers` does (0: none train, 5: all); the
+    /// detector calls it once after building ([`crate::ModelConfig::trainable_layers`]).
+    fn set_trainable_layers(&mut self, n: usize);
 }
 
 impl Clone for Box<dyn Backbone> {
@@ -67,6 +72,21 @@ pub struct BackboneSpec {
     pub about: &'static str,
     /// A freshly initialised backbone; every random value is drawn from the generator.
     pub build: fn(&BackboneOptions, &mut Rng) -> Box<dyn Backbone>,
+    /// What the backbone costs in memory for one `h` x `w` input, worked out from its
+    /// architecture without building it (the run's memory estimate, `train/memory.rs`).
+    pub memory: fn(BackboneNorm, usize, usize) -> BackboneMemory,
+}
+
+/// A backbone's share of a training run's memory, counted from its architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackboneMemory {
+    /// Its parameters (norm weights included; frozen BatchNorm's are counted too).
+    pub parameters: u64,
+    /// Channels of C3, C4, C5.
+    pub out_channels: [usize; 3],
+    /// Floats its forward pass keeps for the backward pass, per image: an upper bound
+    /// of the tensors it makes (see `train/memory.rs` for how that count is used).
+    pub saved_floats: u64,
 }
 
 /// The registered backbone called `name`.

@@ -22,8 +22,14 @@
 //! the width changes) to its output before the last ReLU.
 //!
 //! **Norm.** GroupNorm(32) by default (trained from scratch), or BatchNorm (trainable), or
-//! frozen BatchNorm for pretrained weights, in which case the stem and layer1 are
-//! frozen too (torchvision's `trainable_backbone_layers = 3`).
+//! frozen BatchNorm for pretrained weights.
+//!
+//! **Trainable stages** ([`ResNet::set_trainable_layers`], torchvision's
+//! `trainable_backbone_layers`): the five stages from the top are layer4, layer3, layer2,
+//! layer1 and the stem conv1; with n of them trainable, every parameter whose name starts
+//! with none of the first n is frozen, and with all five the stem's norm `bn1` trains too
+//! (torchvision's exact rule: with 4, layer1-4 train and the whole stem is frozen). The
+//! detector sets 3 with frozen BatchNorm and 5 otherwise unless the configuration says.
 //!
 //! **Initialisation** as torchvision's ResNet: convolutions Kaiming-normal with fan-out
 //! and the ReLU gain, norm weights 1 and biases 0.
@@ -34,10 +40,10 @@
 
 use focal_engine::{Conv2dOptions, Rng, Tensor};
 use focal_nn::init::{kaiming_normal, FanMode};
-use focal_nn::{Conv2d, MaxPool2d, Module, Visitor};
+use focal_nn::{Conv2d, MaxPool2d, Module, Slot, Visitor};
 
 use super::norm::Norm;
-use super::{Backbone, BackboneOptions, BackboneSpec};
+use super::{Backbone, BackboneMemory, BackboneOptions, BackboneSpec};
 use crate::config::BackboneNorm;
 
 /// ResNet-18 (torchvision's `resnet18`).
@@ -45,6 +51,7 @@ pub const RESNET18: BackboneSpec = BackboneSpec {
     name: "resnet18",
     about: "ResNet-18, basic blocks [2, 2, 2, 2], C3-C5 = 128, 256, 512 channels",
     build: |o, rng| Box::new(ResNet::new(&ResNetLayout::RESNET18, o, rng)),
+    memory: |norm, h, w| ResNetLayout::RESNET18.memory(norm, h, w),
 };
 
 /// ResNet-34 (torchvision's `resnet34`).
@@ -52,6 +59,7 @@ pub const RESNET34: BackboneSpec = BackboneSpec {
     name: "resnet34",
     about: "ResNet-34, basic blocks [3, 4, 6, 3], C3-C5 = 128, 256, 512 channels",
     build: |o, rng| Box::new(ResNet::new(&ResNetLayout::RESNET34, o, rng)),
+    memory: |norm, h, w| ResNetLayout::RESNET34.memory(norm, h, w),
 };
 
 /// ResNet-50 (torchvision's `resnet50`, v1.5).
@@ -59,6 +67,7 @@ pub const RESNET50: BackboneSpec = BackboneSpec {
     name: "resnet50",
     about: "ResNet-50, bottleneck blocks [3, 4, 6, 3], C3-C5 = 512, 1024, 2048 channels",
     build: |o, rng| Box::new(ResNet::new(&ResNetLayout::RESNET50, o, rng)),
+    memory: |norm, h, w| ResNetLayout::RESNET50.memory(norm, h, w),
 };
 
 /// The shape of a ResNet: blocks per stage, block kind and width.
@@ -74,6 +83,77 @@ pub struct ResNetLayout {
 }
 
 impl ResNetLayout {
+    /// Channels of C3, C4, C5: layer2..layer4's outputs.
+    pub fn out_channels(&self) -> [usize; 3] {
+        let e = if self.bottleneck { 4 } else { 1 };
+        [2 * self.width * e, 4 * self.width * e, 8 * self.width * e]
+    }
+
+    /// The backbone's parameters and the floats its forward pass saves for one `h` x `w`
+    /// input, counted from the layout (torchvision's ResNet without its classifier: the
+    /// test `memory_counts_the_parameters_of_the_built_resnet` checks the count against the
+    /// built network)
+    ///
+    /// Saved floats, an upper bound of what the tape keeps: a convolution's output, a
+    /// norm's output and normalised input (frozen BatchNorm, an affine map, only its
+    /// output), a ReLU's output, a residual sum, at each layer's resolution.
+    pub fn memory(&self, norm: BackboneNorm, h: usize, w: usize) -> BackboneMemory {
+        let n = match norm {
+            BackboneNorm::FrozenBatchNorm => 1,
+            _ => 2,
+        };
+        let (width, e) = (self.width as u64, if self.bottleneck { 4 } else { 1 });
+        // A convolution's weights (no bias: a norm follows every one) and a norm's two
+        // vectors.
+        let conv = |cin: u64, cout: u64, k: u64| k * k * cin * cout;
+        let half = |(a, b): (usize, usize)| (a.div_ceil(2), b.div_ceil(2));
+        let area = |(a, b): (usize, usize)| (a * b) as u64;
+        let s1 = half((h, w)); // conv1, stride 2
+        let mut size = half(s1); // the max-pool, stride 4
+
+        // Stem: conv, norm, ReLU at stride 2, max-pool at stride 4.
+        let mut parameters = conv(3, width, 7) + 2 * width;
+        let mut saved = width * area(s1) * (2 + n) + width * area(size);
+        let mut cin = width;
+        for (stage, &blocks) in self.blocks.iter().enumerate() {
+            let planes = width << stage;
+            let input = area(size);
+            if stage > 0 {
+                size = half(size);
+            }
+            let out = area(size);
+            for b in 0..blocks {
+                let s_in = if b == 0 { input } else { out };
+                let shortcut = b == 0 && (stage > 0 || cin != planes * e);
+                if self.bottleneck {
+                    // 1×1 reduce (at the input's resolution), 3×3 (the stride), 1×1 ×4,
+                    // each with its norm, ReLU after all but the last; the sum, its ReLU.
+                    parameters += conv(cin, planes, 1)
+                        + conv(planes, planes, 3)
+                        + conv(planes, 4 * planes, 1)
+                        + 2 * (planes + planes + 4 * planes);
+                    saved += planes * s_in * (2 + n)
+                        + planes * out * (2 + n)
+                        + 4 * planes * out * (1 + n + 2);
+                } else {
+                    // conv, norm, ReLU, conv, norm, the sum, its ReLU.
+                    parameters += conv(cin, planes, 3) + conv(planes, planes, 3) + 4 * planes;
+                    saved += planes * out * (5 + 2 * n);
+                }
+                if shortcut {
+                    parameters += conv(cin, planes * e, 1) + 2 * planes * e;
+                    saved += planes * e * out * (1 + n);
+                }
+                cin = planes * e;
+            }
+        }
+        BackboneMemory {
+            parameters,
+            out_channels: self.out_channels(),
+            saved_floats: saved,
+        }
+    }
+
     pub const RESNET18: ResNetLayout = ResNetLayout {
         blocks: [2, 2, 2, 2],
         bottleneck: false,
@@ -245,18 +325,32 @@ impl ResNet {
             4 * width * expansion,
             8 * width * expansion,
         ];
-        let mut net = ResNet {
+        ResNet {
             conv1,
             bn1,
             maxpool: MaxPool2d::new(3, 2, 1),
             layers,
             out_channels,
-        };
-        if options.norm == BackboneNorm::FrozenBatchNorm {
-            focal_nn::freeze(&mut net, "conv1");
-            focal_nn::freeze(&mut net, "layer1");
         }
-        net
+    }
+
+    /// Freezes every parameter outside the top `n` stages (see the module
+    /// documentation); the parameters inside them train. Frozen BatchNorm's γ and β are
+    /// constants either way.
+    pub fn set_trainable_layers(&mut self, n: usize) {
+        let mut train: Vec<&str> = ["layer4", "layer3", "layer2", "layer1", "conv1"]
+            .into_iter()
+            .take(n)
+            .collect();
+        if n >= 5 {
+            train.push("bn1");
+        }
+        focal_nn::for_each_named(self, |name, slot| {
+            if let Slot::Param(p) = slot {
+                // torchvision's test is a plain prefix test on the name.
+                p.frozen = !train.iter().any(|t| name.starts_with(t));
+            }
+        });
     }
 
     /// C3, C4, C5 of an (N, 3, H, W) batch.
@@ -301,5 +395,9 @@ impl Backbone for ResNet {
 
     fn clone_box(&self) -> Box<dyn Backbone> {
         Box::new(self.clone())
+    }
+
+    fn set_trainable_layers(&mut self, n: usize) {
+        ResNet::set_trainable_layers(self, n)
     }
 }

@@ -23,4 +23,5 @@ pub const RESNET18_HALF: BackboneSpec = BackboneSpec {
     name: "resnet18-half",
     about: "ResNet-18 at half width, basic blocks [2, 2, 2, 2], C3-C5 = 64, 128, 256 channels",
     build: |o, rng| Box::new(ResNet::new(&LAYOUT, o, rng)),
+    memory: |norm, h, w| LAYOUT.memory(norm, h, w),
 };

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use focal_data::{CocoDataset, Dataset, Loader, LoaderConfig, ShapesConfig, ShapesDataset, Split};
+use focal_data::{
+    CocoDataset, CocoOptions, Dataset, Loader, LoaderConfig, ShapesConfig, ShapesDataset, Split,
+};
 use focal_nn::{AdamW, Decay, Optimizer, Schedule, Sgd};
 
 use super::config::{DecayKind, OptimizerKind, TrainConfig};
@@ -30,8 +32,14 @@ pub fn open_datasets(config: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn 
             ))
         }
         (None, Some(c)) => {
-            let train = CocoDataset::open(&c.train_annotations, &c.train_images)?;
-            let val = CocoDataset::open(&c.val_annotations, &c.val_images)?;
+            // With skip_bad_images, an image that fails only when decoded mid-run (a
+            // corrupt JPEG whose end is intact) is left out too.
+            let options = CocoOptions {
+                skip_bad_images: d.skip_bad_images,
+            };
+            let train =
+                CocoDataset::open_with(&c.train_annotations, &c.train_images, options.clone())?;
+            let val = CocoDataset::open_with(&c.val_annotations, &c.val_images, options)?;
             Ok((Arc::new(train), Arc::new(val)))
         }
         (None, None) => Err(Error::config("data: no dataset configured")),
@@ -62,13 +70,15 @@ pub fn check_same_categories(train: &dyn Dataset, val: &dyn Dataset) -> Result<(
     Ok(())
 }
 
-/// The training loader: batches of `batch_size`, resized to `min_size`/`max_size`,
-/// flipped if `flip`, in an order fixed by the seed.
+/// The training loader: batches of `batch_size`, resized to `min_size` (or one of
+/// `train_min_sizes` per batch) and `max_size`, flipped if `flip`, in an order fixed by
+/// the seed.
 pub fn build_train_loader(config: &TrainConfig, train: Arc<dyn Dataset>) -> Result<Loader> {
     let d = &config.data;
     let mut loader_config =
         LoaderConfig::train(config.batch_size, d.min_size, d.max_size, config.seed);
     loader_config.flip = d.flip;
+    loader_config.min_sizes = d.train_min_sizes.clone();
     Ok(Loader::new(train, loader_config)?)
 }
 

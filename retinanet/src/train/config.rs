@@ -71,8 +71,14 @@ pub struct TrainConfig {
     pub epochs: Option<u64>,
     /// Evaluate on the validation set every this many steps (0: only at the end).
     pub eval_every: u64,
-    /// Write `last.ckpt` every this many steps (0: at each evaluation and at the end).
+    /// Write `last.ckpt` every this many steps (0: only by time, at each evaluation and
+    /// at the end).
     pub checkpoint_every: u64,
+    /// Also write `last.ckpt` whenever this many minutes have passed since it was last
+    /// written (0: never by time), so a crash loses at most this much work on any
+    /// dataset. Checked after each step.
+    #[serde(default = "default_checkpoint_minutes")]
+    pub checkpoint_every_min: f64,
     /// Worker threads (0: every core). Results do not depend on it.
     pub threads: usize,
     pub data: DataConfig,
@@ -90,12 +96,36 @@ fn one() -> usize {
     1
 }
 
+/// Minutes between time-based checkpoints by default.
+pub const DEFAULT_CHECKPOINT_MINUTES: f64 = 10.0;
+
+fn default_checkpoint_minutes() -> f64 {
+    DEFAULT_CHECKPOINT_MINUTES
+}
+
+/// The largest image side (`min_size`, `max_size`) a run accepts: 4096 px, five times
+/// COCO's 800, already 16 GB of activations per image for the paper's model.
+pub const MAX_IMAGE_SIDE: usize = 4096;
+/// The widest FPN and subnets a run accepts (the paper: 256).
+pub const MAX_WIDTH: usize = 2048;
+/// The deepest subnet towers a run accepts (the paper: 4).
+pub const MAX_HEAD_DEPTH: usize = 32;
+/// The largest batch (training or evaluation) a run accepts.
+pub const MAX_BATCH: usize = 1024;
+
 /// Where the images come from and how they are prepared.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Resize so the short side is `min_size` ...
+    /// Resize so the short side is `min_size` (in training unless `train_min_sizes` is
+    /// set, and always in evaluation) ...
     pub min_size: usize,
+    /// Multi-scale training: each training batch is resized to one of these short sides,
+    /// drawn per batch from the seed (`focal_data::Loader::batch_min_size`); evaluation
+    /// stays at `min_size`. Empty: every batch at `min_size`. Written to a configuration
+    /// file only when set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub train_min_sizes: Vec<usize>,
     /// ... unless the long side would exceed `max_size`.
     pub max_size: usize,
     /// Horizontal flips with probability 0.5 in training (the paper's only augmentation,
@@ -103,6 +133,10 @@ pub struct DataConfig {
     pub flip: bool,
     /// Images per batch when evaluating.
     pub eval_batch_size: usize,
+    /// Leave out the images that cannot be used (found by the check before training, or
+    /// failing to decode later) instead of refusing to train; their number is reported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_bad_images: bool,
     /// The synthetic shapes (exactly one of `shapes` and `coco`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub shapes: Option<ShapesData>,
@@ -306,12 +340,15 @@ impl TrainConfig {
             epochs: None,
             eval_every: 0,
             checkpoint_every: 0,
+            checkpoint_every_min: DEFAULT_CHECKPOINT_MINUTES,
             threads: 0,
             data: DataConfig {
                 min_size: 96,
+                train_min_sizes: Vec::new(),
                 max_size: 96,
                 flip: true,
                 eval_batch_size: 8,
+                skip_bad_images: false,
                 shapes: Some(ShapesData {
                     size: 64,
                     ..ShapesData::default()
@@ -375,12 +412,15 @@ impl TrainConfig {
             epochs: Some(12),
             eval_every: 0,
             checkpoint_every: 0,
+            checkpoint_every_min: DEFAULT_CHECKPOINT_MINUTES,
             threads: 0,
             data: DataConfig {
                 min_size: 800,
+                train_min_sizes: Vec::new(),
                 max_size: 1333,
                 flip: true,
                 eval_batch_size: 2,
+                skip_bad_images: false,
                 shapes: None,
                 coco: Some(data),
             },
@@ -407,6 +447,53 @@ impl TrainConfig {
             loss: LossConfig::default(),
             inference: InferenceConfig::default(),
         }
+    }
+
+    /// The configuration with the COCO dataset's paths made absolute (against the
+    /// current folder), so that the run folder's `config.toml` and checkpoints name the
+    /// same files from any working directory.
+    pub fn with_absolute_paths(&self) -> TrainConfig {
+        let mut c = self.clone();
+        if let Some(coco) = &mut c.data.coco {
+            for p in [
+                &mut coco.train_annotations,
+                &mut coco.train_images,
+                &mut coco.val_annotations,
+                &mut coco.val_images,
+            ] {
+                if let Ok(abs) = std::path::absolute(&*p) {
+                    *p = abs;
+                }
+            }
+        }
+        c
+    }
+
+    /// The preset of `focal train --init FILE` on a COCO dataset: fine-tuning pretrained
+    /// weights the way torchvision's detection references do, on `model` (the detector
+    /// the weights describe, `crate::pretrained::architecture`; for an ImageNet backbone,
+    /// torchvision's RetinaNet around it):
+    ///
+    /// - the weights' architecture and anchors, the backbone's top 3 stages training
+    ///   (layer2-4; torchvision's default `trainable_backbone_layers`), frozen BatchNorm
+    ///   when the weights have BatchNorm statistics;
+    /// - multi-scale training: each batch's short side one of 480, 512, ..., 800 (max
+    ///   1333), evaluation at 800/1333, horizontal flips (torchvision's "multiscale"
+    ///   augmentation, detectron2's `ResizeShortestEdge`), one image per evaluation batch
+    ///   (as torchvision's reference evaluation);
+    /// - batch 2, SGD with momentum 0.9 and weight decay 1e-4 at lr 0.01 × 2/16 = 0.00125
+    ///   (the paper's rule), 100 warm-up steps from 1/1000, ÷10 at 2/3 and 8/9 of 12
+    ///   epochs.
+    pub fn coco_finetune(data: CocoData, model: &RetinaNetConfig) -> TrainConfig {
+        let mut c = TrainConfig::coco(data);
+        c.data.train_min_sizes = (480..=800).step_by(32).collect();
+        c.model = model.model.clone();
+        c.model.trainable_layers = Some(3);
+        c.anchors = model.anchors.clone();
+        c.inference = model.inference.clone();
+        c.schedule.warmup_iters = 100;
+        c.data.eval_batch_size = 1;
+        c
     }
 
     /// The detector part, as [`crate::RetinaNet::new`] takes it.
@@ -490,8 +577,15 @@ impl TrainConfig {
     /// the field.
     pub fn validate(&self) -> Result<(), Error> {
         self.retinanet().validate()?;
+        self.check_bounds()?;
         if self.batch_size == 0 {
             return Err(Error::config("batch_size must be at least 1"));
+        }
+        if !(self.checkpoint_every_min.is_finite() && self.checkpoint_every_min >= 0.0) {
+            return Err(Error::config(format!(
+                "checkpoint_every_min must be ≥ 0 (0: never by time), got {}",
+                self.checkpoint_every_min
+            )));
         }
         if self.shards == 0 {
             // More shards than images is fine: a batch is cut into at most one per image.
@@ -510,9 +604,13 @@ impl TrainConfig {
             _ => {}
         }
         let d = &self.data;
-        if d.min_size == 0 || d.max_size == 0 || d.eval_batch_size == 0 {
+        if d.min_size == 0
+            || d.max_size == 0
+            || d.eval_batch_size == 0
+            || d.train_min_sizes.contains(&0)
+        {
             return Err(Error::config(
-                "data: min_size, max_size and eval_batch_size must be at least 1",
+                "data: min_size, train_min_sizes, max_size and eval_batch_size must be at least 1",
             ));
         }
         match (&d.shapes, &d.coco) {
@@ -596,6 +694,44 @@ impl TrainConfig {
                 "schedule: steps must be increasing, got {:?}",
                 s.steps
             )));
+        }
+        Ok(())
+    }
+
+    /// The upper bounds of every size: image sides, widths, depths, batches (see the
+    /// constants); the memory estimate ([`super::memory`]) then judges the whole.
+    fn check_bounds(&self) -> Result<(), Error> {
+        let d = &self.data;
+        let m = &self.model;
+        let checks: [(&str, usize, usize); 7] = [
+            ("data: min_size", d.min_size, MAX_IMAGE_SIDE),
+            ("data: max_size", d.max_size, MAX_IMAGE_SIDE),
+            ("model: fpn_channels", m.fpn_channels, MAX_WIDTH),
+            ("model: head_width", m.head_width, MAX_WIDTH),
+            ("model: head_depth", m.head_depth, MAX_HEAD_DEPTH),
+            ("batch_size", self.batch_size, MAX_BATCH),
+            ("data: eval_batch_size", d.eval_batch_size, MAX_BATCH),
+        ];
+        for (name, value, max) in checks {
+            if value > max {
+                return Err(Error::config(format!(
+                    "{name} is {value}, over the largest focal accepts ({max})"
+                )));
+            }
+        }
+        if self.shards > MAX_BATCH {
+            return Err(Error::config(format!(
+                "shards is {}, over the largest focal accepts ({MAX_BATCH})",
+                self.shards
+            )));
+        }
+        if let Some(s) = &d.shapes {
+            let most = 10_000_000;
+            if s.train_images > most || s.val_images > most || s.max_objects > 100 {
+                return Err(Error::config(format!(
+                    "data.shapes: at most {most} images per split and 100 objects per image"
+                )));
+            }
         }
         Ok(())
     }

@@ -9,9 +9,10 @@
 //! sending them. [`check_agreement`] makes sure of it at the start, where a mistake would
 //! otherwise go unnoticed (a different command line or data file on one machine).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use focal_data::{BatchPart, Dataset};
+use focal_data::{Dataset, ImageProblem, PartRange};
 use focal_engine::Tensor;
 use focal_nn::{for_each_named, Slot};
 
@@ -22,8 +23,8 @@ use crate::error::{Error, Result};
 use crate::model::RetinaNet;
 
 /// The images of each training batch that rank `rank` of `size` loads: those of its
-/// shards ([`rank_images`]).
-pub fn train_part(shards: usize, rank: usize, size: usize) -> BatchPart {
+/// shards ([`rank_images`]), as the `range` of a [`focal_data::BatchPart`].
+pub fn train_part(shards: usize, rank: usize, size: usize) -> PartRange {
     Arc::new(move |_batch, n| rank_images(n, shards, rank, size))
 }
 
@@ -81,8 +82,11 @@ impl Fnv {
 }
 
 /// Fingerprints of what every rank must share: the configuration (its thread count
-/// aside: it never changes a result), the datasets as their files describe them (image
-/// ids and sizes), and every parameter, buffer and counter of the model.
+/// aside: it never changes a result; every other setting is in its TOML, the fine-tuning
+/// ones included: frozen layers, training sizes, anchor style), the datasets as their
+/// files describe them (image ids and sizes, and the fingerprint a resumed run compares:
+/// the annotation file's whole content), and every parameter, buffer and counter of the
+/// model (so the weights `--init` or `--resume` loaded).
 fn fingerprints(
     config: &TrainConfig,
     datasets: [&dyn Dataset; 2],
@@ -96,6 +100,10 @@ fn fingerprints(
 
     let mut h = Fnv::new();
     for d in datasets {
+        let f = d.fingerprint();
+        h.u64(f.images as u64);
+        h.u64(f.annotations as u64);
+        h.bytes(f.hash.as_bytes());
         h.u64(d.len() as u64);
         for i in 0..d.len() {
             let (w, ht) = d.image_size(i);
@@ -150,6 +158,73 @@ pub fn check_agreement(
         }
     }
     Ok(())
+}
+
+/// Whether any rank failed, and the first failing rank's message: `failure` is this
+/// rank's (`None` when it did not fail). Collective; with one rank, no message is sent.
+/// It doubles as a barrier: no rank gets the answer before every rank has asked.
+pub fn first_failure(comm: &dyn Comm, failure: Option<String>) -> Result<Option<(usize, String)>> {
+    if comm.size() == 1 {
+        return Ok(failure.map(|f| (0, f)));
+    }
+    // One byte (0: fine, 1: failed) and the message.
+    let mut bytes = vec![failure.is_some() as u8];
+    bytes.extend(failure.unwrap_or_default().into_bytes());
+    let all = comm.all_gather(&bytes)?;
+    Ok(all.iter().enumerate().find_map(|(rank, theirs)| {
+        (theirs.first() == Some(&1))
+            .then(|| (rank, String::from_utf8_lossy(&theirs[1..]).into_owned()))
+    }))
+}
+
+/// Rank 0's `problems` (the images its check before step 1 found bad) on every rank.
+/// Collective; with one rank, `problems` itself.
+pub fn share_problems(comm: &dyn Comm, problems: Vec<ImageProblem>) -> Result<Vec<ImageProblem>> {
+    if comm.size() == 1 {
+        return Ok(problems);
+    }
+    // Per problem: index, image id, then the path and the sentence, each as a length and
+    // UTF-8 bytes (a path that is not UTF-8 travels as its lossy form: it is only shown).
+    let mut bytes = Vec::new();
+    for p in &problems {
+        bytes.extend((p.index as u64).to_le_bytes());
+        bytes.extend(p.image_id.to_le_bytes());
+        for text in [p.path.to_string_lossy().into_owned(), p.problem.clone()] {
+            bytes.extend((text.len() as u64).to_le_bytes());
+            bytes.extend(text.into_bytes());
+        }
+    }
+    comm.broadcast(&mut bytes)?;
+    decode_problems(&bytes)
+        .ok_or_else(|| Error::invalid("rank 0 sent a malformed list of images left out"))
+}
+
+fn decode_problems(mut bytes: &[u8]) -> Option<Vec<ImageProblem>> {
+    fn word(bytes: &mut &[u8]) -> Option<[u8; 8]> {
+        let (head, tail) = bytes.split_at_checked(8)?;
+        *bytes = tail;
+        head.try_into().ok()
+    }
+    fn text(bytes: &mut &[u8]) -> Option<String> {
+        let n = usize::try_from(u64::from_le_bytes(word(bytes)?)).ok()?;
+        let (head, tail) = bytes.split_at_checked(n)?;
+        *bytes = tail;
+        String::from_utf8(head.to_vec()).ok()
+    }
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let index = usize::try_from(u64::from_le_bytes(word(&mut bytes)?)).ok()?;
+        let image_id = i64::from_le_bytes(word(&mut bytes)?);
+        let path = PathBuf::from(text(&mut bytes)?);
+        let problem = text(&mut bytes)?;
+        out.push(ImageProblem {
+            index,
+            image_id,
+            path,
+            problem,
+        });
+    }
+    Some(out)
 }
 
 /// Makes every rank's buffers and counters (BatchNorm's running statistics) rank 0's.
@@ -210,5 +285,51 @@ mod tests {
         assert!(equal_to_one_process(8, 2) && equal_to_one_process(6, 3));
         assert!(equal_to_one_process(3, 1) && equal_to_one_process(12, 3));
         assert!(!equal_to_one_process(6, 2));
+    }
+
+    #[test]
+    fn failures_and_left_out_images_reach_every_rank() {
+        use super::super::comm::ThreadRanks;
+        let problems = vec![
+            ImageProblem {
+                index: 3,
+                image_id: 42,
+                path: PathBuf::from("images/a b.jpg"),
+                problem: "truncated: ends after 10 of 20 bytes".into(),
+            },
+            ImageProblem {
+                index: 7,
+                image_id: -1,
+                path: PathBuf::from("images/é.png"),
+                problem: String::new(),
+            },
+        ];
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = ThreadRanks::world(3)
+                .into_iter()
+                .map(|comm| {
+                    let problems = problems.clone();
+                    s.spawn(move || {
+                        let mine = if comm.rank() == 0 {
+                            problems
+                        } else {
+                            Vec::new()
+                        };
+                        let shared = share_problems(&comm, mine).unwrap();
+                        let failure = (comm.rank() >= 1).then(|| format!("disk {}", comm.rank()));
+                        let first = first_failure(&comm, failure).unwrap();
+                        let none = first_failure(&comm, None).unwrap();
+                        (shared, first, none)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (shared, first, none) in results {
+            assert_eq!(shared, problems);
+            assert_eq!(first, Some((1, "disk 1".to_string())));
+            assert_eq!(none, None);
+        }
+        assert!(decode_problems(&[1, 2, 3]).is_none());
     }
 }

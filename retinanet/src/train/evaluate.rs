@@ -2,12 +2,14 @@
 //! detections into COCO results (original pixels, COCO category ids) and score them with
 //! focal's COCOeval against the dataset's own ground truth.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use focal_data::{Batch, BatchPart, Dataset, Detection, EvalResult, Loader, LoaderConfig, Target};
 
-use super::comm::Comm;
+use super::comm::{any, Comm};
+use super::distributed::first_failure;
 use crate::error::Error;
 use crate::model::RetinaNet;
 use crate::postprocess::{Detections, ImageSize};
@@ -67,6 +69,33 @@ pub fn evaluate(
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Evaluation, Error> {
+    let eval = evaluate_until(
+        model,
+        dataset,
+        category_ids,
+        min_size,
+        max_size,
+        batch_size,
+        &mut |done, total| {
+            progress(done, total);
+            true
+        },
+    )?;
+    Ok(eval.expect("an evaluation that is never told to stop finishes"))
+}
+
+/// [`evaluate`], where `progress(done, total)` returns whether to go on: `false` abandons
+/// the evaluation after that batch (Ctrl-C need not wait for the whole validation set),
+/// and the result is `None`.
+pub fn evaluate_until(
+    model: &mut RetinaNet,
+    dataset: &Arc<dyn Dataset>,
+    category_ids: &[i64],
+    min_size: usize,
+    max_size: usize,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Option<Evaluation>, Error> {
     let started = Instant::now();
     if category_ids.len() != model.config.model.num_classes {
         return Err(Error::invalid(format!(
@@ -89,39 +118,48 @@ pub fn evaluate(
             detections.extend(to_coco_results(t.image_id, dets, category_ids));
         }
         done += batch.len();
-        progress(done, total);
+        if !progress(done, total) {
+            return Ok(None);
+        }
     }
     let result = focal_data::evaluate(&dataset.ground_truth(), &detections)
         .map_err(|e| Error::context(format!("evaluating on {}", dataset.describe()), e))?;
-    Ok(Evaluation {
+    Ok(Some(Evaluation {
         result,
         detections,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    }))
 }
 
-/// [`evaluate`] shared by the ranks of `comm`: the evaluation loader's batches are split
-/// across ranks in order (rank r runs batches `r·B/N .. (r+1)·B/N` of the B batches, and
-/// loads only their images), so that every image is in the same batch, padded alike, as
-/// in one process and gets the same detections; the detections are then gathered in rank
-/// order — which is dataset order — and scored. Every rank scores them (COCOeval of the
-/// gathered detections, the same bits everywhere), so every rank holds the same result and
-/// takes the same decisions (the best AP) without another message. `progress` counts this
-/// rank's images. Collective. With one rank, exactly [`evaluate`].
+/// [`evaluate_until`] shared by the ranks of `comm`: the evaluation loader's batches are
+/// dealt out in turn (rank r runs batches r, r + N, r + 2N, ..., and loads only their
+/// images), so that every image is in the same batch, padded alike, as in one process and
+/// gets the same detections; the detections are then gathered and put back in dataset
+/// order (each image's in the order its rank found them), and scored. Every rank scores
+/// them (COCOeval of the gathered detections, the same bits everywhere), so every rank
+/// holds the same result and takes the same decisions (the best AP) without another
+/// message. `left_out` are the images the check before the run left out, the same on
+/// every rank (one process's loader skips them; here the batches are cut without them).
+///
+/// After every round of one batch per rank, the ranks agree whether to go on: if
+/// `progress` (called with this rank's images done and to do) returned `false` on any
+/// rank, or an image failed to load on any rank, every rank stops there (`None`, or that
+/// error). Collective. With one rank, exactly [`evaluate_until`].
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate_on(
+pub fn evaluate_on_until(
     comm: &dyn Comm,
     model: &mut RetinaNet,
     dataset: &Arc<dyn Dataset>,
+    left_out: &Arc<BTreeSet<usize>>,
     category_ids: &[i64],
     min_size: usize,
     max_size: usize,
     batch_size: usize,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Evaluation, Error> {
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Option<Evaluation>, Error> {
     let (rank, size) = (comm.rank(), comm.size());
     if size == 1 {
-        return evaluate(
+        return evaluate_until(
             model,
             dataset,
             category_ids,
@@ -131,33 +169,75 @@ pub fn evaluate_on(
             progress,
         );
     }
+    if category_ids.len() != model.config.model.num_classes {
+        return Err(Error::invalid(format!(
+            "the model has {} classes but {} category ids were given",
+            model.config.model.num_classes,
+            category_ids.len()
+        )));
+    }
     let started = Instant::now();
     let loader = Loader::new(
         Arc::clone(dataset),
         LoaderConfig::eval(batch_size, min_size, max_size),
     )?;
-    let batches = loader.batches_per_epoch();
-    let mine = (rank * batches / size)..((rank + 1) * batches / size);
-    let total: usize = mine.clone().map(|b| loader.batch_len(b)).sum();
-    let part: BatchPart = {
-        let mine = mine.clone();
-        Arc::new(move |b, n| if mine.contains(&b) { 0..n } else { n..n })
+    // This rank's images, for its progress: those of its batches, left-out ones aside.
+    let total = (0..dataset.len())
+        .filter(|i| (i / batch_size.max(1)) % size == rank && !left_out.contains(i))
+        .count();
+    let part = BatchPart {
+        range: Arc::new(move |b, n| if b % size == rank { 0..n } else { n..n }),
+        left_out: Arc::clone(left_out),
     };
-    // A failing image ends this rank's loop with its error (and the run with it); the
-    // others are stopped by the launcher.
     let mut local = Vec::new();
     let mut done = 0;
-    for batch in loader.epoch_part(0, part) {
-        let batch = batch?;
-        if batch.is_empty() {
-            continue;
+    let mut go_on = true;
+    let mut failure = None;
+    let mut batches = loader.epoch_part(0, part);
+    // Every rank sees the same sequence of batches (its own full, the others' empty);
+    // after each round of `size` of them, and after the last, the ranks agree.
+    let mut seen = 0usize;
+    loop {
+        let next = batches.next();
+        let finished = next.is_none();
+        match next {
+            Some(Ok(batch)) if !batch.is_empty() => {
+                let per_image = detect_batch(model, &batch);
+                for (t, dets) in batch.targets.iter().zip(&per_image) {
+                    local.extend(to_coco_results(t.image_id, dets, category_ids));
+                }
+                done += batch.len();
+                go_on &= progress(done, total);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => failure = Some(e),
+            None => {}
         }
-        let per_image = detect_batch(model, &batch);
-        for (t, dets) in batch.targets.iter().zip(&per_image) {
-            local.extend(to_coco_results(t.image_id, dets, category_ids));
+        if !finished {
+            seen += 1;
         }
-        done += batch.len();
-        progress(done, total);
+        let round_over = if finished {
+            !seen.is_multiple_of(size)
+        } else {
+            seen.is_multiple_of(size)
+        };
+        if round_over {
+            let message = failure.as_ref().map(|e| e.to_string());
+            if let Some((r, message)) = first_failure(comm, message)? {
+                return Err(match failure {
+                    Some(mine) => Error::from(mine),
+                    None => Error::invalid(format!(
+                        "rank {r} could not load an image to evaluate: {message}"
+                    )),
+                });
+            }
+            if any(comm, !go_on)? {
+                return Ok(None);
+            }
+        }
+        if finished {
+            break;
+        }
     }
     let mut detections = Vec::new();
     for (r, bytes) in comm
@@ -169,13 +249,19 @@ pub fn evaluate_on(
             Error::invalid(format!("rank {r} sent a malformed list of detections"))
         })?);
     }
+    // Back in dataset order, as one process finds them (a stable sort keeps each image's
+    // detections in their order).
+    let position: HashMap<i64, usize> = (0..dataset.len())
+        .map(|i| (dataset.image_id(i), i))
+        .collect();
+    detections.sort_by_key(|d| position.get(&d.image_id).copied().unwrap_or(usize::MAX));
     let result = focal_data::evaluate(&dataset.ground_truth(), &detections)
         .map_err(|e| Error::context(format!("evaluating on {}", dataset.describe()), e))?;
-    Ok(Evaluation {
+    Ok(Some(Evaluation {
         result,
         detections,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    }))
 }
 
 /// Bytes of one detection on the wire: image id, category id (i64), box and score (f64),

@@ -14,7 +14,9 @@
 //! - [`run_folder`]: the files of a run folder, written atomically;
 //! - [`checkpoint`]: reading a trainer checkpoint back (for eval/detect, and to resume);
 //! - [`evaluate`](mod@evaluate): inference over a dataset scored by focal's COCOeval;
-//! - [`init`]: starting from torchvision or ImageNet weights;
+//! - [`init`]: starting from torchvision, focal-exported or ImageNet weights, with the
+//!   class output matched to the dataset's classes;
+//! - [`memory`]: the memory estimate a run is checked against before it starts;
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -35,6 +37,7 @@ pub mod data_parallel;
 pub mod distributed;
 pub mod evaluate;
 pub mod init;
+pub mod memory;
 pub mod observer;
 pub mod records;
 pub mod run_folder;
@@ -50,9 +53,11 @@ pub use config::{
     CocoData, DataConfig, DecayKind, OptimizerConfig, OptimizerKind, ScheduleConfig, ShapesData,
     TrainConfig,
 };
-pub use evaluate::{detect_batch, evaluate, image_size, to_coco_results, Evaluation};
-pub use init::init_from_safetensors;
+pub use evaluate::{
+    detect_batch, evaluate, evaluate_until, image_size, to_coco_results, Evaluation,
+};
+pub use init::{init_from_safetensors, ClassHead, InitReport};
 pub use observer::{Observer, Silent};
 pub use records::{ClassName, EvalRecord, MetricRow, RunMetadata, StepRecord};
-pub use run_folder::RunFolder;
-pub use trainer::{Outcome, Trainer};
+pub use run_folder::{RunFolder, RunLock};
+pub use trainer::{Outcome, StartOptions, Trainer};

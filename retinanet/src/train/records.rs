@@ -1,7 +1,7 @@
 //! What a run records: the rows of `metrics.jsonl` (one per step, one per evaluation) and
 //! the metadata a checkpoint carries besides the model and optimiser.
 
-use focal_data::{CocoStats, EvalResult};
+use focal_data::{CocoStats, EvalResult, Fingerprint};
 use serde::{Deserialize, Serialize};
 
 /// One category of the training set: the model's label k is `categories[k]`.
@@ -21,6 +21,16 @@ pub struct RunMetadata {
     /// The best AP of the evaluations so far, and its step.
     pub best_ap: Option<f64>,
     pub best_step: Option<u64>,
+    /// An evaluation due at this step was abandoned (the run was stopped during it); a
+    /// resumed run does it first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub eval_pending: bool,
+    /// The training and validation sets' fingerprints, which a resumed run compares
+    /// (absent in checkpoints of earlier versions, which are then not compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_data: Option<Fingerprint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_data: Option<Fingerprint>,
 }
 
 /// One row of `metrics.jsonl` for a training step.

@@ -50,9 +50,15 @@ pub struct RunFlags {
     /// [default: 0 = only at the end].
     #[arg(long, value_name = "N")]
     pub eval_every: Option<u64>,
-    /// Write last.ckpt every N steps [default: 0 = at each evaluation and at the end].
+    /// Write last.ckpt every N steps [default: 0 = only by time, at each evaluation and
+    /// at the end].
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
+    /// Also write last.ckpt whenever this many minutes have passed since it was last
+    /// written, so a crash or a kill loses at most that much work; 0: never by time
+    /// [default: 10].
+    #[arg(long, value_name = "MIN")]
+    pub checkpoint_every_min: Option<f64>,
 }
 
 impl Section for RunFlags {
@@ -73,6 +79,11 @@ impl Section for RunFlags {
             "--checkpoint-every",
             &self.checkpoint_every,
             &mut c.checkpoint_every,
+        );
+        given.set(
+            "--checkpoint-every-min",
+            &self.checkpoint_every_min,
+            &mut c.checkpoint_every_min,
         );
         Ok(())
     }
@@ -115,9 +126,11 @@ pub struct DataFlags {
     #[arg(long, value_name = "N")]
     pub shapes_train_objects: Option<usize>,
     /// Resize so the short side is this... [synthetic default: 96 (the 64-px shapes
-    /// upscaled); COCO: 800].
-    #[arg(long, value_name = "PX")]
-    pub min_size: Option<usize>,
+    /// upscaled); COCO: 800]. Several comma-separated sizes (480,512,...,800) train each
+    /// batch at one of them, drawn from the seed (multi-scale training), and evaluate at
+    /// the last [COCO with --init: 480-800 in steps of 32].
+    #[arg(long, value_name = "PX[,PX...]", value_delimiter = ',')]
+    pub min_size: Option<Vec<usize>>,
     /// ...unless the long side would exceed this [synthetic default: 96; COCO: 1333].
     #[arg(long, value_name = "PX")]
     pub max_size: Option<usize>,
@@ -193,7 +206,22 @@ impl Section for DataFlags {
             }
         }
         let d = &mut c.data;
-        given.set("--min-size", &self.min_size, &mut d.min_size);
+        if let Some(sizes) = &self.min_size {
+            // One size: every batch at it. Several: one per batch, evaluation at the last
+            // (torchvision's rule for its list of min sizes).
+            match sizes.as_slice() {
+                [] => bail!("--min-size needs at least one size"),
+                [one] => {
+                    d.min_size = *one;
+                    d.train_min_sizes.clear();
+                }
+                [.., last] => {
+                    d.min_size = *last;
+                    d.train_min_sizes = sizes.clone();
+                }
+            }
+            given.0.push("--min-size");
+        }
         given.set("--max-size", &self.max_size, &mut d.max_size);
         given.set("--flip", &self.flip, &mut d.flip);
         given.set(
@@ -221,7 +249,8 @@ pub struct ModelFlags {
     #[arg(long, value_name = "NAME", value_parser = BackboneName::parse, help = backbone_help())]
     pub backbone: Option<BackboneName>,
     /// Backbone norm: gn (GroupNorm 32), bn (trainable BatchNorm) or frozen-bn (for
-    /// pretrained weights; stem and layer1 frozen too) [default: gn].
+    /// pretrained weights; stem and layer1 frozen too, see --trainable-layers)
+    /// [default: gn; COCO with --init: the weights'].
     #[arg(long, value_name = "KIND", value_parser = BackboneNorm::parse)]
     pub norm: Option<BackboneNorm>,
     /// FPN channels F [synthetic default: 64; COCO: 256].
@@ -242,6 +271,11 @@ pub struct ModelFlags {
     /// Prior probability π of the class bias −ln((1−π)/π) [default: 0.01].
     #[arg(long, value_name = "P")]
     pub prior: Option<f32>,
+    /// Backbone stages that train, from the top: layer4, layer3, layer2, layer1, the stem
+    /// (torchvision's trainable_backbone_layers, 0-5); the ones below are frozen
+    /// [default: 3 with frozen-bn, else 5].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=5))]
+    pub trainable_layers: Option<u64>,
 }
 
 impl Section for ModelFlags {
@@ -255,6 +289,10 @@ impl Section for ModelFlags {
         given.set("--head-width", &self.head_width, &mut m.head_width);
         given.set("--head-norm", &self.head_norm, &mut m.head_norm);
         given.set("--prior", &self.prior, &mut m.prior_probability);
+        if let Some(n) = self.trainable_layers {
+            m.trainable_layers = Some(n as usize);
+            given.0.push("--trainable-layers");
+        }
         Ok(())
     }
 }

@@ -14,9 +14,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use focal_retinanet::train::{CocoData, Outcome, TrainConfig, Trainer};
+use focal_retinanet::train::{CocoData, Outcome, StartOptions, TrainConfig, Trainer};
 
-use crate::interrupt::EXIT_INTERRUPTED;
 use crate::launch::World;
 
 pub mod flags;
@@ -29,7 +28,7 @@ use flags::{
     OptimizerFlags, RunFlags, ScheduleFlags, Section,
 };
 use plots::write_plots;
-use progress::Progress;
+use progress::{CheckProgress, Progress};
 
 #[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
@@ -48,8 +47,10 @@ pub struct Args {
     #[arg(long, value_name = "CKPT", help_heading = "Run")]
     pub resume: Option<PathBuf>,
     /// Start from pretrained weights: a safetensors RetinaNet state dict (torchvision
-    /// names; 91 COCO classes are remapped to 80) or an ImageNet ResNet. What does not fit
-    /// keeps its fresh initialisation and is reported.
+    /// names), a `focal weights export`, or an ImageNet ResNet. With a COCO dataset it
+    /// selects the fine-tuning preset (see below). The class output keeps the rows of the
+    /// dataset's classes (torchvision's COCO ids, an export's class names) or is
+    /// re-initialised with the prior when they differ; all is reported.
     #[arg(long, value_name = "FILE.safetensors", help_heading = "Run")]
     pub init: Option<PathBuf>,
     /// Stop after N steps of this invocation, writing last.ckpt (continue with --resume).
@@ -61,6 +62,18 @@ pub struct Args {
     /// No progress bar: one line every 5% of the run instead.
     #[arg(long, help_heading = "Run")]
     pub no_progress: bool,
+    /// Leave out the images that cannot be used (missing, truncated, corrupt, of another
+    /// size than annotated) instead of refusing to start; their number is reported.
+    /// Also with --resume.
+    #[arg(long, help_heading = "Run")]
+    pub skip_bad_images: bool,
+    /// With --resume: continue although the dataset differs from the one the run was
+    /// trained on (another annotation file, images added or removed).
+    #[arg(long, help_heading = "Run", requires = "resume")]
+    pub accept_data_change: bool,
+    /// Start even if the memory estimate of the run exceeds the machine's memory.
+    #[arg(long, help_heading = "Run")]
+    pub no_memory_check: bool,
 
     #[command(flatten)]
     pub run: RunFlags,
@@ -96,17 +109,40 @@ towers, anchors 32-512, \
 steps and ÷10 at 2/3 and 8/9 of 12 epochs. On a CPU that takes days for COCO; shrink it \
 with the flags (e.g. --backbone resnet18 --min-size 384 --max-size 640).
 
+With --init FILE and a COCO dataset the preset is fine-tuning, as torchvision's detection \
+references do it: the architecture of the weights (an ImageNet ResNet gets torchvision's \
+RetinaNet around it: F = 256, P6 from P5, 4-deep heads, its anchors), frozen BatchNorm, \
+the top 3 backbone stages training (--trainable-layers), multi-scale training at a short \
+side of 480, 512, ..., 800 per batch (max 1333; evaluation at 800, one image at a time), \
+batch 2, SGD at 0.00125 with 100 warm-up steps, ÷10 at 2/3 and 8/9 of 12 epochs. A step of \
+ResNet-50 at these sizes costs about 22 CPU-seconds, ~11 s on two idle cores \
+(docs/pretrained.md); shrink it with e.g. --min-size 320,352,384,416,448,480 --max-size 800.
+
 Order of precedence: preset < --config FILE < flags. --print-config shows the result. \
 The worker threads are set with the global --threads (results do not depend on it).
 
+What a run saves: last.ckpt (model, optimiser, position; what --resume continues) every \
+--checkpoint-every-min minutes (default 10) and every --checkpoint-every steps, at each \
+evaluation and at the end; best.ckpt at each evaluation that improves the AP; \
+metrics.jsonl every 20 steps. Every file is written atomically, so a kill at any moment \
+leaves the previous version intact, and temporary files left by a killed run are removed \
+by the next.
+
+Stopping: Ctrl-C or SIGTERM (kill, docker stop, Slurm) finishes the current step (or \
+abandons an evaluation, which --resume repeats), writes last.ckpt and exits with status \
+130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as a shell reports it); a second \
+signal exits at once. A NaN or infinite loss stops the run with an error naming the step; \
+last.ckpt then still holds the last good state.
+
+Before step 1 the run checks, and refuses with what it found: the memory estimate against \
+the machine's memory, that no other run holds the folder (focal.lock), and every image of \
+both sets (exists, inside its folder, decodes, has its annotated size).
+
 Several machines: `mpirun -np N focal train ...` (a focal built with --features mpi) \
 trains one model with N processes, the same to the bit as --shards N in one process \
-(README, \"Training on several machines\"; give Open MPI --bind-to none).
-
-Ctrl-C finishes the current step, writes last.ckpt and exits with status 130 (a second \
-Ctrl-C exits at once; files are written atomically, so nothing is left half-written). \
-A NaN or infinite loss stops the run with an error naming the step; last.ckpt then still \
-holds the last good state.";
+(README, \"Training on several machines\"; give Open MPI --bind-to none). Rank 0 alone \
+holds the run folder and writes in it; a signal to any process stops every one at the \
+same step.";
 
 impl Args {
     /// The flag groups, one per section of the configuration.
@@ -146,10 +182,16 @@ impl Args {
         let file_names_coco = file_text
             .as_deref()
             .is_some_and(TrainConfig::names_coco_dataset);
-        let mut config = match &coco {
-            Some(data) => TrainConfig::coco(data.clone()),
-            None if file_names_coco => TrainConfig::coco(CocoData::from_root(Path::new("."))),
-            None => TrainConfig::shapes(),
+        let mut config = match (&coco, &self.init) {
+            (Some(data), Some(init)) => {
+                TrainConfig::coco_finetune(data.clone(), &init_model(init)?)
+            }
+            (Some(data), None) => TrainConfig::coco(data.clone()),
+            (None, Some(init)) if file_names_coco => {
+                TrainConfig::coco_finetune(CocoData::from_root(Path::new(".")), &init_model(init)?)
+            }
+            (None, _) if file_names_coco => TrainConfig::coco(CocoData::from_root(Path::new("."))),
+            (None, _) => TrainConfig::shapes(),
         };
         if let (Some(text), Some(path)) = (&file_text, &self.config) {
             config = TrainConfig::from_toml_over(&config, text)
@@ -189,6 +231,20 @@ impl Args {
     }
 }
 
+/// The detector the `--init` weights describe, for the fine-tuning preset.
+fn init_model(path: &Path) -> Result<focal_retinanet::RetinaNetConfig> {
+    use focal_retinanet::pretrained::{
+        architecture, backbone_detector, ArchitectureOptions, WeightsFile, WeightsKind,
+    };
+    let file = WeightsFile::read(path)?;
+    let opts = ArchitectureOptions::default();
+    let arch = match file.kind {
+        WeightsKind::Backbone => backbone_detector(&file, &opts)?,
+        _ => architecture(&file, &opts)?,
+    };
+    Ok(arch.config)
+}
+
 /// The first `runs/run-N` that does not exist.
 fn default_run_dir() -> PathBuf {
     let root = PathBuf::from("runs");
@@ -203,20 +259,29 @@ fn default_run_dir() -> PathBuf {
 /// (`world`), rank 0 alone prints.
 fn open_trainer(args: &Args, threads: Option<u32>, world: &World) -> Result<Option<Trainer>> {
     let root = world.is_root();
+    let check_progress = CheckProgress::new(args.no_progress || !root);
+    let options = StartOptions {
+        accept_data_change: args.accept_data_change,
+        skip_bad_images: args.skip_bad_images,
+        check_memory: !args.no_memory_check,
+        progress: &|what, done, total| check_progress.report(what, done, total),
+        comm: world.comm(),
+    };
     if let Some(ckpt) = &args.resume {
         args.refuse_with_resume()?;
-        let trainer = Trainer::resume_on(
-            world.comm(),
-            ckpt,
-            args.out.as_deref(),
-            threads.map(|t| t as usize),
-        )?;
         if args.print_config {
+            let (_, config, _) = focal_retinanet::train::checkpoint::read_checkpoint(ckpt)?;
             if root {
-                print!("{}", trainer.config().to_toml());
+                print!("{}", config.to_toml());
             }
             return Ok(None);
         }
+        let trainer = Trainer::resume_with(
+            ckpt,
+            args.out.as_deref(),
+            threads.map(|t| t as usize),
+            &options,
+        )?;
         if root {
             eprintln!(
                 "resuming {} at step {}/{} (epoch {})",
@@ -240,17 +305,13 @@ fn open_trainer(args: &Args, threads: Option<u32>, world: &World) -> Result<Opti
         Some(out) => out.clone(),
         None => ranks::same_on_every_rank(default_run_dir(), world)?,
     };
-    let mut trainer = Trainer::new_on(world.comm(), config, &out)?;
+    let mut trainer = Trainer::start(config, &out, &options)?;
     if let Some(init) = &args.init {
         let report = trainer.init_from(init)?;
         if root {
-            eprintln!(
-                "initialised {} of the model's tensors from {}",
-                report.loaded.len(),
-                init.display()
-            );
-            for p in report.problems() {
-                eprintln!("  kept fresh ({p})");
+            eprintln!("initialised from {}:", init.display());
+            for line in report.lines(trainer.config().model.prior_probability) {
+                eprintln!("  {line}");
             }
         }
     }
@@ -269,7 +330,13 @@ pub fn run(args: Args, threads: Option<u32>, world: &World) -> Result<ExitCode> 
         // The other ranks train in silence; rank 0 reports and writes.
         return ranks::run_quietly(&mut trainer);
     }
+    for note in trainer.notes() {
+        eprintln!("note: {note}");
+    }
     let c = trainer.config();
+    if let Some(e) = trainer.memory_estimate() {
+        eprintln!("memory: about {}", e.describe(c.batch_size));
+    }
     eprintln!(
         "training on {}\nvalidating on {}\nrun folder {}: {} of {} images ({} per epoch), \
          {}",
@@ -282,8 +349,9 @@ pub fn run(args: Args, threads: Option<u32>, world: &World) -> Result<ExitCode> 
         ranks::threads_text(world, c.shards)
     );
 
-    let interrupted =
-        crate::interrupt::install("finishing the current step, then writing last.ckpt")?;
+    let interrupted = crate::interrupt::install(
+        "finishing the current step (or abandoning the evaluation), then writing last.ckpt",
+    )?;
     let mut progress = Progress::new(args.no_progress, interrupted);
     let outcome = trainer.run(&mut progress);
     progress.finish();
@@ -311,7 +379,7 @@ pub fn run(args: Args, threads: Option<u32>, world: &World) -> Result<ExitCode> 
                 "stopped after step {step}; continue with: focal train --resume {dir}/last.ckpt"
             );
             if progress.interrupted() {
-                Ok(ExitCode::from(EXIT_INTERRUPTED))
+                Ok(ExitCode::from(crate::interrupt::exit_code()))
             } else {
                 Ok(ExitCode::SUCCESS)
             }

@@ -2,9 +2,11 @@
 //! terminal, or one plain line every 5% of the run otherwise; Ctrl-C is relayed to the
 //! trainer through [`Observer::should_stop`].
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use focal_data::EvalResult;
 use focal_retinanet::train::{EvalRecord, Observer, StepRecord, Trainer};
@@ -123,5 +125,59 @@ impl Observer for Progress {
 
     fn should_stop(&mut self) -> bool {
         self.interrupted()
+    }
+}
+
+/// The progress of the image check before step 1: a bar on a terminal, and one line per
+/// dataset when it is done ("checking the training images: 50 in 0.1 s").
+pub struct CheckProgress {
+    bar: Option<ProgressBar>,
+    started: Mutex<HashMap<String, Instant>>,
+}
+
+impl CheckProgress {
+    pub fn new(no_progress: bool) -> CheckProgress {
+        let tty = std::io::stderr().is_terminal() && !no_progress;
+        CheckProgress {
+            bar: tty.then(|| {
+                let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} {bar:28.cyan/blue} {pos}/{len} · ETA {eta}",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+                );
+                bar
+            }),
+            started: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `done` of `total` images of `what` checked (called from several threads).
+    pub fn report(&self, what: &str, done: usize, total: usize) {
+        let started = {
+            let mut map = self.started.lock().unwrap_or_else(|p| p.into_inner());
+            *map.entry(what.to_string()).or_insert_with(|| {
+                if let Some(b) = &self.bar {
+                    b.reset();
+                    b.set_length(total as u64);
+                    b.set_message(what.to_string());
+                }
+                Instant::now()
+            })
+        };
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+        }
+        if done == total {
+            if let Some(b) = &self.bar {
+                b.finish_and_clear();
+            }
+            eprintln!(
+                "{what}: {total} checked in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
 }

@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use focal_retinanet::train::distributed::equal_to_one_process;
 use focal_retinanet::train::{Observer, Outcome, TrainConfig, Trainer};
 
-use crate::interrupt::EXIT_INTERRUPTED;
 use crate::launch::World;
 
 /// With N processes, a batch is cut into at least N shards, one or more per process: a
@@ -65,8 +64,9 @@ pub fn threads_text(world: &World, shards: usize) -> String {
     )
 }
 
-/// Says nothing and stops when Ctrl-C (or the launcher's signal) reaches this process;
-/// the trainer makes every rank stop at the same step.
+/// Says nothing and stops when Ctrl-C or SIGTERM (or the launcher's signal) reaches this
+/// process; the trainer makes every rank stop at the same step, and rank 0 writes
+/// last.ckpt.
 struct Quiet {
     interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -83,7 +83,9 @@ pub fn run_quietly(trainer: &mut Trainer) -> Result<ExitCode> {
         crate::interrupt::install("finishing the current step with the other processes")?;
     let mut quiet = Quiet { interrupted };
     match trainer.run(&mut quiet)? {
-        Outcome::Stopped { .. } if quiet.should_stop() => Ok(ExitCode::from(EXIT_INTERRUPTED)),
+        Outcome::Stopped { .. } if quiet.should_stop() => {
+            Ok(ExitCode::from(crate::interrupt::exit_code()))
+        }
         _ => Ok(ExitCode::SUCCESS),
     }
 }

@@ -1,0 +1,400 @@
+//! The blocked loop nest around the micro-kernels (the five loops of BLIS), and the
+//! split of `C` into tasks for the threads.
+//!
+//! ```text
+//!  C (m × n) cut into tasks: bands of whole MR-row panels × column blocks
+//!  task (rows i0.., columns j0..):
+//!    for jc in task columns step NC:
+//!      for pc in 0..K step KC:                      inner-dimension block
+//!        pack B[pc.., jc..] → Bp (KC × NC, NR-column micro-panels)     in L2
+//!        for ir in task rows step MR:               A micro-panel MR × KC          in L1
+//!          for jr in micro-panels of Bp:            B micro-panel KC × NR, from L2
+//!            tile(KC, Ap[ir], Bp[jr], C[ir, jr])    MR × NR accumulators in registers
+//! ```
+//!
+//! **Block sizes** (per kernel, `avx512.rs`, `avx2.rs`; Zen 5: 48 KiB L1d and 1 MiB L2
+//! per core). `KC = 256`: the A micro-panel (`MR × KC`: 8 KiB for 8 × 48) stays in L1
+//! while the B micro-panels stream past it, and each tile's `MR × NR` accumulators
+//! are loaded and stored once per 256 fused multiply-adds. `NC = 480` (ten 48-wide
+//! micro-panels): the packed B block (`KC × NC`, 480 KiB) fits in half of L2 beside the
+//! rows of C being updated. `MC` is one micro-panel: the whole of packed A is shared by
+//! the tasks and read from L3 one micro-panel at a time, each used against the `NC/NR`
+//! B micro-panels of the block. This order measured as fast as or faster than BLIS's
+//! (A block in L2, B micro-panel in L1) for every tile shape compared, and it walks C
+//! row by row.
+//!
+//! `A` is packed in full before the tasks start (or arrives prepacked, [`PackedPanels`]),
+//! so tasks share it; each task packs its own `B` block. The first `pc` block starts
+//! each tile as the caller asked (zero, `β·C`, row bias); the later blocks load the tile
+//! back and continue its chains. Tasks split rows and columns of `C`, never `K`, so the
+//! split (which depends on the thread count) cannot change a bit of the result.
+
+use std::cell::Cell;
+
+use rayon::prelude::*;
+
+use super::kernel::{MicroKernel, TileStart};
+use super::pack::{AlignedBuf, Panels};
+use super::view::MatMut;
+use super::Start;
+
+/// Below this many flops (`2·m·n·k`) a product runs on the calling thread.
+const PAR_FLOPS: usize = 1 << 21;
+
+/// `A` packed for one kernel: `⌈K/KC⌉` blocks, each `⌈M/MR⌉` panels of `MR × kc`.
+///
+/// ```text
+///   block q (rows pc = q·KC .. of the inner dimension), at q·KC·m_pad:
+///     panel r (rows r·MR .. of A), at + r·MR·kc:   a[k][ii] = α·A[r·MR + ii, pc + k]
+/// ```
+pub(crate) struct PackedPanels {
+    data: AlignedBuf,
+    pub(crate) k: usize,
+    m_pad: usize,
+    mr: usize,
+    kc: usize,
+}
+
+impl PackedPanels {
+    /// Packs `α·A` from `at`, a source of `Aᵀ` (`K × M`), for kernel `K`.
+    pub(crate) fn new<K: MicroKernel>(at: &dyn Panels, alpha: f32) -> PackedPanels {
+        let (k, m) = at.dims();
+        let m_pad = m.div_ceil(K::MR) * K::MR;
+        let mut data = AlignedBuf::new((k * m_pad).max(1));
+        // Blocks of the inner dimension, each cut into groups of panels for the threads.
+        let buf = &mut data.as_mut_slice()[..k * m_pad];
+        let panels = m_pad / K::MR;
+        let group = if 2 * m * k < PAR_FLOPS / 4 {
+            panels.max(1)
+        } else {
+            panels.div_ceil(4 * rayon::current_num_threads()).max(1)
+        };
+        let mut jobs: Vec<(usize, usize, &mut [f32])> = Vec::new();
+        let mut rest = buf;
+        for pc in (0..k).step_by(K::KC) {
+            let kc = K::KC.min(k - pc);
+            let (block, tail) = rest.split_at_mut(kc * m_pad);
+            rest = tail;
+            for (g, chunk) in block.chunks_mut(group * K::MR * kc).enumerate() {
+                jobs.push((pc, g * group * K::MR, chunk));
+            }
+        }
+        let run = |(pc, r0, out): (usize, usize, &mut [f32])| {
+            let kc = K::KC.min(k - pc);
+            let cols = (out.len() / kc).min(m - r0.min(m));
+            if cols == 0 {
+                out.fill(0.0);
+                return;
+            }
+            at.pack(pc, kc, r0, cols, K::MR, out);
+            if alpha != 1.0 {
+                out.iter_mut().for_each(|v| *v *= alpha);
+            }
+        };
+        if jobs.len() > 1 {
+            jobs.into_par_iter().for_each(run);
+        } else {
+            jobs.into_iter().for_each(run);
+        }
+        PackedPanels {
+            data,
+            k,
+            m_pad,
+            mr: K::MR,
+            kc: K::KC,
+        }
+    }
+
+    /// The micro-panel of rows `r·MR..` in the block starting at `pc`.
+    fn panel(&self, pc: usize, r: usize) -> *const f32 {
+        let kc = self.kc.min(self.k - pc);
+        let at = pc * self.m_pad + r * self.mr * kc;
+        self.data.as_slice()[at..at + self.mr * kc].as_ptr()
+    }
+
+    /// Whether this was packed for kernel `K`.
+    pub(crate) fn fits<K: MicroKernel>(&self) -> bool {
+        self.mr == K::MR && self.kc == K::KC
+    }
+}
+
+/// Where `A` comes from.
+pub(crate) enum ASide<'a> {
+    /// Already packed for this kernel.
+    Packed(&'a PackedPanels),
+    /// A source of `Aᵀ` (`K × M`), and α.
+    Source(&'a dyn Panels, f32),
+}
+
+thread_local! {
+    /// The packed `B` block of the task running on this thread, kept between calls.
+    static B_BLOCK: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
+}
+
+/// `(start, len)` pieces of `0..len` cut into `parts` runs whose lengths are multiples
+/// of `unit` (the last one shorter).
+pub(crate) fn cuts(len: usize, parts: usize, unit: usize) -> Vec<(usize, usize)> {
+    let step = len.div_ceil(parts.max(1)).div_ceil(unit).max(1) * unit;
+    (0..len)
+        .step_by(step)
+        .map(|s| (s, step.min(len - s)))
+        .collect()
+}
+
+/// Cost of packing one `B` micro-panel (`K × NR`), in units of one tile's
+/// multiply-adds (`MR × NR × K`): copying from the image (implicit im2col) runs at about
+/// one element per cycle, a tile step at `MR·NR/32` elements per cycle.
+const PACK_COST: f64 = 2.0;
+
+/// How many row and column pieces to cut `C` into (`m × n`, tiles of `mr × nr`): the
+/// split whose busiest thread has the least to do, counting for each task its tiles and
+/// the packing of its own `B` columns (cutting rows makes several tasks pack the same
+/// columns), the tasks dealt to the threads largest first. A task wider than `NC`
+/// walks its column blocks in turn. A small product runs as one task.
+pub(crate) fn task_grid(m: usize, n: usize, k: usize, mr: usize, nr: usize) -> (usize, usize) {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 || 2 * m * n * k < PAR_FLOPS {
+        return (1, 1);
+    }
+    let (row_panels, col_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    // (length, how many) of the pieces `cuts` makes: all full but the last.
+    let pieces = |len: usize, parts: usize, unit: usize| {
+        let step = len.div_ceil(parts).div_ceil(unit) * unit;
+        let count = len.div_ceil(step);
+        [(step, count - 1), (len - (count - 1) * step, 1)]
+    };
+    let mut best = (f64::INFINITY, 1, 1);
+    let (mut work, mut load) = (Vec::new(), vec![0.0f64; threads]);
+    for cols in 1..=col_panels.min(4 * threads) {
+        for rows in 1..=row_panels.min(4 * threads) {
+            if rows * cols > 8 * threads {
+                continue;
+            }
+            work.clear();
+            for (rl, rn) in pieces(m, rows, mr) {
+                for (cl, cn) in pieces(n, cols, nr) {
+                    let (tr, tc) = (rl.div_ceil(mr), cl.div_ceil(nr));
+                    let w = (tr * tc) as f64 + tc as f64 * PACK_COST;
+                    work.extend(std::iter::repeat_n(w, rn * cn));
+                }
+            }
+            // Largest first, each to the least loaded thread.
+            work.sort_by(|a, b| b.total_cmp(a));
+            load.fill(0.0);
+            for w in &work {
+                let least = (0..threads)
+                    .min_by(|&a, &b| load[a].total_cmp(&load[b]))
+                    .unwrap_or(0);
+                load[least] += w;
+            }
+            let span = load.iter().copied().fold(0.0, f64::max);
+            // Among equal spans, the fewest tasks.
+            let cost = span * (1.0 + 1e-3 * work.len() as f64);
+            if cost < best.0 {
+                best = (cost, rows, cols);
+            }
+        }
+    }
+    (best.1, best.2)
+}
+
+/// `C ← A·B + start` with kernel `K` (see the module doc). `B` is `K × n`, `C` is `m × n`.
+pub(crate) fn gemm<K: MicroKernel>(a: ASide, b: &dyn Panels, start: Start, c: MatMut) {
+    let (m, n) = (c.rows(), c.cols());
+    let k = b.dims().0;
+    let owned;
+    let pa = match a {
+        ASide::Packed(p) => {
+            assert!(p.fits::<K>(), "gemm: A was packed for another kernel");
+            p
+        }
+        ASide::Source(at, alpha) => {
+            owned = PackedPanels::new::<K>(at, alpha);
+            &owned
+        }
+    };
+    let (row_parts, col_parts) = task_grid(m, n, k, K::MR, K::NR);
+    let mut tasks = Vec::with_capacity(row_parts * col_parts);
+    let mut rest = c;
+    for (i0, rows) in cuts(m, row_parts, K::MR) {
+        let (band, tail) = rest.split_rows(rows);
+        rest = tail;
+        let mut band = band;
+        for (j0, cols) in cuts(n, col_parts, K::NR) {
+            let (blk, right) = band.split_cols(cols);
+            band = right;
+            tasks.push((i0, j0, blk));
+        }
+    }
+    let run = |(i0, j0, blk): (usize, usize, MatMut)| block::<K>(pa, b, &start, i0, j0, blk);
+    if tasks.len() > 1 && 2 * m * n * k >= PAR_FLOPS {
+        tasks.into_par_iter().for_each(run);
+    } else {
+        tasks.into_iter().for_each(run);
+    }
+}
+
+/// One task: rows `i0..` and columns `j0..` of the product, written to `c`.
+fn block<K: MicroKernel>(
+    pa: &PackedPanels,
+    b: &dyn Panels,
+    start: &Start,
+    i0: usize,
+    j0: usize,
+    mut c: MatMut,
+) {
+    let (mb, nb) = (c.rows(), c.cols());
+    let k = pa.k;
+    let mut buf = B_BLOCK.take();
+    for jc in (0..nb).step_by(K::NC) {
+        let nc = K::NC.min(nb - jc);
+        let panels = nc.div_ceil(K::NR);
+        for pc in (0..k).step_by(K::KC) {
+            let kc = K::KC.min(k - pc);
+            buf.ensure(panels * kc * K::NR);
+            let bp = &mut buf.as_mut_slice()[..panels * kc * K::NR];
+            b.pack(pc, kc, j0 + jc, nc, K::NR, bp);
+            let bp = &*bp;
+            // One A micro-panel (MR × kc, in L1) against every B micro-panel of the
+            // block (kc × NR each, streamed from the L2-resident block).
+            for ir in (0..mb).step_by(K::MR) {
+                let rows = K::MR.min(mb - ir);
+                let apanel = pa.panel(pc, (i0 + ir) / K::MR);
+                let start = if pc == 0 {
+                    start.tile(i0 + ir)
+                } else {
+                    Tile::Load
+                };
+                for jr in 0..panels {
+                    let cols = K::NR.min(nc - jr * K::NR);
+                    let bpanel = &bp[jr * kc * K::NR..(jr + 1) * kc * K::NR];
+                    tile::<K>(
+                        kc,
+                        apanel,
+                        bpanel,
+                        &mut c,
+                        (ir, jc + jr * K::NR),
+                        (rows, cols),
+                        start,
+                    );
+                }
+            }
+        }
+    }
+    B_BLOCK.set(buf);
+}
+
+/// How a tile starts, before pointers are taken.
+#[derive(Clone, Copy)]
+enum Tile<'a> {
+    Zero,
+    Load,
+    Scale(f32),
+    /// The bias of rows `i..`.
+    Bias(&'a [f32]),
+}
+
+impl Start<'_> {
+    /// The start of the tile whose first row is `i` of `C`, in the first block of `k`.
+    fn tile(&self, i: usize) -> Tile<'_> {
+        match *self {
+            Start::Beta(0.0) => Tile::Zero,
+            Start::Beta(1.0) => Tile::Load,
+            Start::Beta(b) => Tile::Scale(b),
+            Start::RowBias(bias) => Tile::Bias(&bias[i..]),
+        }
+    }
+}
+
+/// Runs the kernel on the `rows × cols` tile of `c` at `(i, j)`: straight into `C` when
+/// the tile is whole and its rows contiguous, else through a zero-padded copy.
+fn tile<K: MicroKernel>(
+    kc: usize,
+    a: *const f32,
+    b: &[f32],
+    c: &mut MatMut,
+    (i, j): (usize, usize),
+    (rows, cols): (usize, usize),
+    start: Tile,
+) {
+    const MAX: usize = 512;
+    assert!(K::MR * K::NR <= MAX && K::MR <= 64);
+    debug_assert!(b.len() >= kc * K::NR);
+    let (rs, cs) = c.strides();
+    let mut bias_pad = [0.0f32; 64];
+    let ts = match start {
+        Tile::Zero => TileStart::Zero,
+        Tile::Load => TileStart::Load,
+        Tile::Scale(beta) => TileStart::Scale(beta),
+        Tile::Bias(bias) => {
+            let n = rows.min(bias.len());
+            bias_pad[..n].copy_from_slice(&bias[..n]);
+            TileStart::RowBias(bias_pad.as_ptr())
+        }
+    };
+    if rows == K::MR && cs == 1 && cols % K::VL == 0 {
+        // SAFETY: `a` is an MR × kc panel of a PackedPanels (PackedPanels::panel
+        // sliced it), `b` holds kc·NR floats (asserted above in debug, by construction
+        // in `block`), and the tile's MR rows of `cols` contiguous floats at c + r·rs
+        // are elements of C (rows i..i+MR, columns j..j+cols are inside the matrix and
+        // cs = 1), exclusively borrowed through `c`; the bias copy holds 64 ≥ MR floats.
+        // The caller's CPU check chose K's instruction set.
+        unsafe {
+            if cols == K::NR {
+                K::tile(kc, a, b.as_ptr(), c.ptr_at(i, j), rs, ts)
+            } else {
+                K::tile_narrow(cols / K::VL, kc, a, b.as_ptr(), c.ptr_at(i, j), rs, ts)
+            }
+        }
+        return;
+    }
+    // A partial tile (or C's rows not contiguous): through a row-major MR × NR copy,
+    // computing only the vectors that hold its columns.
+    let mut buf = [0.0f32; MAX];
+    let w = K::NR;
+    if matches!(ts, TileStart::Load | TileStart::Scale(_)) {
+        c.read_block((i, j), (rows, cols), &mut buf, w);
+    }
+    // SAFETY: as above, with C replaced by `buf`, a local MR × NR row-major tile
+    // (MR·NR ≤ MAX asserted), of which the kernel writes the first ⌈cols/VL⌉ vectors of
+    // each row.
+    unsafe {
+        K::tile_narrow(
+            cols.div_ceil(K::VL),
+            kc,
+            a,
+            b.as_ptr(),
+            buf.as_mut_ptr(),
+            w,
+            ts,
+        )
+    }
+    c.write_block((i, j), (rows, cols), &buf, w);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_grids_keep_both_threads_busy() {
+        crate::threads::with_threads(2, || {
+            // 512 x 128 (three 48-wide panels): rows are cut rather than 3 column tasks
+            // for 2 threads.
+            let (r, c) = task_grid(512, 128, 4608, 8, 48);
+            assert_eq!((r * c) % 2, 0, "{r} x {c}");
+            // Tiny products stay whole.
+            assert_eq!(task_grid(8, 8, 8, 8, 48), (1, 1));
+            // A square product: two halves of the columns (22 panels: 11 each).
+            assert_eq!(task_grid(1024, 1024, 1024, 8, 48), (1, 2));
+        });
+    }
+
+    #[test]
+    fn cuts_cover_the_range_in_units() {
+        assert_eq!(cuts(10, 3, 2), vec![(0, 4), (4, 4), (8, 2)]);
+        assert_eq!(cuts(5, 1, 8), vec![(0, 5)]);
+        assert_eq!(cuts(0, 4, 8), vec![]);
+        assert_eq!(cuts(16, 8, 8), vec![(0, 8), (8, 8)]);
+    }
+}

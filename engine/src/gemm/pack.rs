@@ -1,0 +1,235 @@
+//! Packing: copying a block of an operand into the order the micro-kernel reads it.
+//!
+//! ```text
+//!   B block (kc × nc), cut into micro-panels of w columns:
+//!
+//!        j0          j0+w        j0+2w
+//!   k0   [ panel 0  | panel 1   | panel 2 ...]      in memory, panel after panel;
+//!   ..   [ kc × w   | kc × w    |            ]      inside a panel, row k of its w
+//!   k0+kc[          |           |            ]      columns, then row k+1, ...
+//!
+//!   out[(panel·kc + k)·w + jj] = B[k0 + k, j0 + panel·w + jj]   (0 past the last column)
+//! ```
+//!
+//! The micro-kernel then reads one panel front to back: `w` consecutive floats per step
+//! of `k`. `A` is packed the same way *as `Aᵀ`*: an `MR`-row micro-panel of `A` is an
+//! `MR`-column panel of `Aᵀ`, so one trait, [`Panels`], serves both operands.
+//!
+//! [`Panels`] is implemented by strided matrices ([`MatRef`]) and, in the convolution,
+//! by sources that compute each element from the input image (implicit im2col): the
+//! GEMM never needs a matrix to exist in memory, only to be packable block by block.
+
+use super::view::MatRef;
+
+/// A `K × N` matrix (`K` the GEMM's inner dimension) that can write any block of itself
+/// in micro-panel order. Implementors must write every element of `out` they are asked
+/// for, including the zeros past column `N`.
+pub trait Panels: Sync {
+    /// `(K, N)`.
+    fn dims(&self) -> (usize, usize);
+
+    /// Writes rows `k0..k0+kc` and columns `j0..j0+nc` into `out` in panels of `w`
+    /// columns (`⌈nc/w⌉` panels of `kc·w` floats; see the module doc), zero past
+    /// column `j0+nc`. `out` has at least `⌈nc/w⌉·kc·w` floats.
+    fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]);
+
+    /// The matrix itself, when it is a plain strided one (the `portable` path then
+    /// hands it to matrixmultiply as it is instead of copying it).
+    fn as_matrix(&self) -> Option<MatRef<'_>> {
+        None
+    }
+}
+
+impl Panels for MatRef<'_> {
+    fn dims(&self) -> (usize, usize) {
+        (self.rows(), self.cols())
+    }
+
+    fn as_matrix(&self) -> Option<MatRef<'_>> {
+        Some(*self)
+    }
+
+    fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]) {
+        let (rs, cs) = self.strides();
+        let d = self.data();
+        for (p, panel) in out.chunks_mut(kc * w).take(nc.div_ceil(w)).enumerate() {
+            let jp = j0 + p * w;
+            let cols = w.min(j0 + nc - jp);
+            if cs == 1 {
+                // Rows contiguous: copy `cols` floats per k.
+                for (k, dst) in panel.chunks_exact_mut(w).enumerate() {
+                    let at = (k0 + k) * rs + jp;
+                    dst[..cols].copy_from_slice(&d[at..at + cols]);
+                    dst[cols..].fill(0.0);
+                }
+            } else if rs == 1 && cols == w && w == 8 {
+                // Columns contiguous (a transposed row-major matrix, as the weights are
+                // for the A side), 8 of them: the panel is written in order, one row of
+                // 8 per k, gathered from the 8 column streams.
+                let col = |jj: usize| &d[(jp + jj) * cs + k0..(jp + jj) * cs + k0 + kc];
+                let c: [&[f32]; 8] = std::array::from_fn(col);
+                for (k, dst) in panel.chunks_exact_mut(8).enumerate() {
+                    let dst: &mut [f32; 8] = dst.try_into().expect("rows of 8");
+                    *dst = std::array::from_fn(|jj| c[jj][k]);
+                }
+            } else if rs == 1 {
+                // Columns contiguous: read each column along k, write it with stride w.
+                if cols < w {
+                    panel.fill(0.0);
+                }
+                for jj in 0..cols {
+                    let col = &d[(jp + jj) * cs + k0..(jp + jj) * cs + k0 + kc];
+                    for (k, v) in col.iter().enumerate() {
+                        panel[k * w + jj] = *v;
+                    }
+                }
+            } else {
+                for (k, dst) in panel.chunks_exact_mut(w).enumerate() {
+                    for (jj, o) in dst.iter_mut().enumerate() {
+                        *o = if jj < cols {
+                            d[(k0 + k) * rs + (jp + jj) * cs]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A float buffer whose first element sits on a 64-byte boundary (one cache line, one
+/// AVX-512 vector), so that packed panels never straddle lines needlessly.
+///
+/// Large buffers come from, and go back to, a small process-wide pool ([`POOL`]): a
+/// packed operand is rebuilt for every product (a convolution's weights on every call),
+/// and a fresh allocation of that size is handed out by the system as untouched pages,
+/// which the kernel then zeroes on first touch, one 2 MiB huge page at a time (13 % of
+/// a training step's time before the pool).
+#[derive(Default)]
+pub(crate) struct AlignedBuf {
+    raw: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+/// Buffers of at least this many floats (256 KiB) are pooled.
+const POOLED: usize = 1 << 16;
+/// At most this many floats (64 MiB) wait in the pool.
+const POOL_FLOATS: usize = 1 << 24;
+
+/// Released large buffers, for the next [`AlignedBuf`] of a size they can hold.
+static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+impl AlignedBuf {
+    /// A buffer of `len` floats (contents unspecified: every user writes before reading).
+    pub(crate) fn new(len: usize) -> AlignedBuf {
+        let mut b = AlignedBuf::default();
+        b.ensure(len);
+        b
+    }
+
+    /// Grows to at least `len` floats, keeping the alignment.
+    pub(crate) fn ensure(&mut self, len: usize) {
+        if self.len >= len {
+            return;
+        }
+        let want = len + 16;
+        let pooled = if want >= POOLED {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            // The smallest pooled buffer that is large enough.
+            let best = (0..pool.len())
+                .filter(|&i| pool[i].len() >= want)
+                .min_by_key(|&i| pool[i].len());
+            best.map(|i| pool.swap_remove(i))
+        } else {
+            None
+        };
+        let old = std::mem::replace(&mut self.raw, pooled.unwrap_or_else(|| vec![0.0; want]));
+        release(old);
+        let misalign = (self.raw.as_ptr() as usize / 4) % 16;
+        self.start = (16 - misalign) % 16;
+        self.len = len;
+    }
+
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+/// Puts a large buffer back in the pool (dropping the smallest ones beyond its bound).
+fn release(buf: Vec<f32>) {
+    if buf.len() < POOLED {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    pool.push(buf);
+    pool.sort_by_key(|b| std::cmp::Reverse(b.len()));
+    let mut total = 0;
+    pool.retain(|b| {
+        total += b.len();
+        total <= POOL_FLOATS
+    });
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        release(std::mem::take(&mut self.raw));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every layout of the same matrix packs to the same panels.
+    #[test]
+    fn row_major_transposed_and_strided_pack_alike() {
+        let (k, n) = (5, 7);
+        let rm: Vec<f32> = (0..k * n).map(|v| v as f32 + 1.0).collect();
+        let cm: Vec<f32> = (0..k * n).map(|i| rm[(i % k) * n + i / k]).collect();
+        let mut wide = vec![0.0f32; k * n * 3];
+        for i in 0..k {
+            for j in 0..n {
+                wide[i * 3 * n + j * 3] = rm[i * n + j];
+            }
+        }
+        let views = [
+            MatRef::row_major(&rm, k, n),
+            MatRef::row_major(&cm, n, k).t(),
+            MatRef::new(&wide, k, n, 3 * n, 3),
+        ];
+        let (k0, kc, j0, nc, w) = (1, 3, 2, 5, 4);
+        let mut want = vec![f32::NAN; 2 * kc * w];
+        for p in 0..2 {
+            for kk in 0..kc {
+                for jj in 0..w {
+                    let j = j0 + p * w + jj;
+                    want[(p * kc + kk) * w + jj] = if j < j0 + nc {
+                        rm[(k0 + kk) * n + j]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        for v in views {
+            let mut out = vec![f32::NAN; 2 * kc * w];
+            v.pack(k0, kc, j0, nc, w, &mut out);
+            assert_eq!(out, want, "strides {:?}", v.strides());
+        }
+    }
+
+    #[test]
+    fn aligned_buffers_start_on_a_cache_line() {
+        for len in [1, 17, 1000] {
+            let b = AlignedBuf::new(len);
+            assert_eq!(b.as_slice().as_ptr() as usize % 64, 0);
+            assert_eq!(b.as_slice().len(), len);
+        }
+    }
+}

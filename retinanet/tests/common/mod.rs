@@ -1,0 +1,3 @@
+//! Helpers shared by the retinanet tests.
+
+pub mod formula;
