@@ -184,6 +184,10 @@ impl World {
     /// Ends the run after `error` on this process: with several processes, prints it
     /// naming the rank and stops every process (MPI abort), since the others may be
     /// waiting for this one; alone, returns so that `main` prints it as usual.
+    ///
+    /// Many errors reach every rank at once (the trainer shares them: a NaN loss, an image
+    /// that failed, rank 0's folder); then rank 0 still has its plots to write and its
+    /// message to print, so the other ranks wait a few seconds before stopping the run.
     pub fn fail(&self, error: &anyhow::Error) {
         if self.size() == 1 {
             return;
@@ -193,6 +197,9 @@ impl World {
             self.rank(),
             self.size()
         );
+        if !self.is_root() {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+        }
         #[cfg(feature = "mpi")]
         crate::mpi_comm::abort(1);
     }

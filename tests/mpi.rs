@@ -1,7 +1,8 @@
 //! `focal train` as several MPI processes (`mpirun -np N`), end to end on a tiny
 //! synthetic run: the metrics, checkpoint and final COCO numbers of 1, 2 and 4 processes
 //! are those of one process with the same shards, byte for byte, and the same on a
-//! repeat; a run resumes on another number of processes; a process that fails stops every
+//! repeat; a run resumes on another number of processes; SIGUSR1 to mpirun stops every
+//! process after the same step, with rank 0's checkpoint; a process that fails stops every
 //! process with its error; a Slurm task count that is not the world size is refused.
 //!
 //! These tests need a focal built with `--features mpi` and Open MPI's `mpirun`:
@@ -335,6 +336,105 @@ fn a_slurm_task_count_other_than_the_world_size_is_refused() {
         "{stderr}"
     );
     assert!(!dir.exists());
+}
+
+/// The tiny flags with `--iters` and `--eval-every` set to `iters` and `eval_every`.
+fn tiny_with(iters: &str, eval_every: &str) -> Vec<String> {
+    let mut args: Vec<String> = TINY.iter().map(|a| a.to_string()).collect();
+    for (flag, value) in [("--iters", iters), ("--eval-every", eval_every)] {
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args[at + 1] = value.to_string();
+    }
+    args
+}
+
+/// SIGUSR1 to mpirun, which passes it on to every process (SIGTERM and Ctrl-C make
+/// Open MPI kill them before they can save): every process finishes the same step, rank
+/// 0 writes last.ckpt and metrics.jsonl, and each exits with 138 (128 + SIGUSR1); what
+/// they wrote is what one process stopped after that step (`--stop-after`) writes.
+#[test]
+#[cfg_attr(
+    not(feature = "mpi"),
+    ignore = "needs focal built with --features mpi and Open MPI: cargo test --release --features mpi --test mpi"
+)]
+fn sigusr1_to_mpirun_stops_every_process_after_the_same_step() {
+    let root = scratch("mpi", "signal");
+    let dir = root.join("run");
+    // Long enough never to end by itself; no evaluation before the end.
+    let args = tiny_with("2000", "2000");
+    let mut c = mpirun(2);
+    c.args([FOCAL, "train", "--out", dir.to_str().unwrap()])
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = c.spawn().expect("mpirun starts");
+    // metrics.jsonl is first written after step 20: the processes are training (and
+    // their signal handlers are in place).
+    while !dir.join("metrics.jsonl").exists() {
+        assert!(
+            started.elapsed() < DEADLINE && child.try_wait().unwrap().is_none(),
+            "the run ended or never wrote metrics.jsonl"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("mpirun still running {DEADLINE:?} after SIGUSR1");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(138), "{stderr}");
+    assert_eq!(stderr.matches("SIGUSR1: finishing").count(), 2, "{stderr}");
+    let step: String = stderr
+        .split("stopped after step ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no stop reported: {stderr}"))
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let step_count: u64 = step.parse().unwrap();
+    assert!((20..2000).contains(&step_count), "{step}");
+
+    let one = root.join("one");
+    let mut c = Command::new(FOCAL);
+    c.args(["train", "--out", one.to_str().unwrap()])
+        .args(&args)
+        .args(["--stop-after", &step]);
+    succeeds(&run(c));
+    for file in ["metrics.jsonl", "last.ckpt"] {
+        let (a, b) = (dir.join(file), one.join(file));
+        let same = match file {
+            "metrics.jsonl" => {
+                let rows = |p: &Path| -> Vec<serde_json::Value> {
+                    std::fs::read_to_string(p)
+                        .unwrap()
+                        .lines()
+                        .map(|l| {
+                            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                            v["images_per_s"] = serde_json::Value::Null;
+                            v
+                        })
+                        .collect()
+                };
+                rows(&a) == rows(&b)
+            }
+            _ => std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        };
+        assert!(
+            same,
+            "{file}: not what one process stopped after step {step} wrote"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Without mpirun, a Slurm job of several tasks (srun without working MPI support starts

@@ -764,7 +764,9 @@ impl Trainer {
                 } else {
                     "no checkpoint had been written yet".to_string()
                 };
-                let _ = self.write_metrics();
+                // Every rank waits for rank 0's metrics before they all end with the error.
+                let written = self.write_metrics();
+                let _ = agreed(&*self.comm, written);
                 return Err(Error::NonFiniteLoss {
                     step: self.step + 1,
                     epoch: self.epoch + 1,

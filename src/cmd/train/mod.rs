@@ -128,11 +128,11 @@ metrics.jsonl every 20 steps. Every file is written atomically, so a kill at any
 leaves the previous version intact, and temporary files left by a killed run are removed \
 by the next.
 
-Stopping: Ctrl-C or SIGTERM (kill, docker stop, Slurm) finishes the current step (or \
-abandons an evaluation, which --resume repeats), writes last.ckpt and exits with status \
-130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as a shell reports it); a second \
-signal exits at once. A NaN or infinite loss stops the run with an error naming the step; \
-last.ckpt then still holds the last good state.
+Stopping: Ctrl-C, SIGTERM (kill, docker stop, Slurm) or SIGUSR1 finishes the current step \
+(or abandons an evaluation, which --resume repeats), writes last.ckpt and exits with \
+status 130 after Ctrl-C, 143 after SIGTERM, 138 after SIGUSR1 (128 + the signal, as a \
+shell reports it); a second signal exits at once. A NaN or infinite loss stops the run \
+with an error naming the step; last.ckpt then still holds the last good state.
 
 Before step 1 the run checks, and refuses with what it found: the memory estimate against \
 the machine's memory, that no other run holds the folder (focal.lock), and every image of \
@@ -142,7 +142,9 @@ Several machines: `mpirun -np N focal train ...` (a focal built with --features 
 trains one model with N processes, the same to the bit as --shards N in one process \
 (README, \"Training on several machines\"; give Open MPI --bind-to none). Rank 0 alone \
 holds the run folder and writes in it; a signal to any process stops every one at the \
-same step.";
+same step. To stop an mpirun run gracefully, send SIGUSR1 to mpirun, which passes it on \
+(on SIGTERM or Ctrl-C, Open MPI's mpirun kills its processes before they can save, unless \
+given a longer --mca odls_base_sigkill_timeout, in seconds).";
 
 impl Args {
     /// The flag groups, one per section of the configuration.
