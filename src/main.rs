@@ -46,6 +46,9 @@ mod cmd;
 mod draw;
 mod files;
 mod interrupt;
+mod launch;
+#[cfg(feature = "mpi")]
+mod mpi_comm;
 mod plot;
 
 #[derive(Parser)]
@@ -99,6 +102,25 @@ enum Command {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    // `focal train` may be one of several processes started by an MPI launcher: find out
+    // (and initialise MPI) before any thread is started.
+    let several = match &cli.command {
+        Command::Train(_) => true,
+        Command::Bench(b) => b.on_several_processes(),
+        _ => false,
+    };
+    let world = if several {
+        match launch::World::start() {
+            Ok(world) => world,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        launch::World::alone()
+    };
+    let explicit_threads = cli.threads.is_some() || std::env::var_os("FOCAL_THREADS").is_some();
     let threads = match cli.threads {
         Some(n) => focal_engine::threads::set_num_threads(n as usize),
         None => focal_engine::threads::init_from_env(),
@@ -107,26 +129,34 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    if several {
+        if let Err(e) = world.set_threads(explicit_threads) {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     // The GEMM path (FOCAL_ISA, or the best the CPU has), checked before any work.
     if let Err(e) = focal_engine::gemm::isa::init_from_env() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Train(a) => cmd::train::run(*a, cli.threads),
+        Command::Train(a) => cmd::train::run(*a, cli.threads, &world),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Detect(a) => cmd::detect::run(a),
         Command::Weights(a) => cmd::weights::run(a),
         Command::Gradcheck(a) => cmd::gradcheck::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Cocoeval(a) => cmd::cocoeval::run(a),
-        Command::Bench(a) => cmd::bench::run(a),
+        Command::Bench(a) => cmd::bench::run(a, &world),
         Command::Ablate(a) => cmd::ablate::run(a, cli.threads),
         Command::LossCdf(a) => cmd::loss_cdf::run(a),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
+            // With several processes, this one's error ends them all (MPI abort).
+            world.fail(&e);
             // The whole chain, outermost first, joined by ": " (anyhow's alternate form):
             // "checkpoint runs/a/last.ckpt: cannot read: No such file or directory". The
             // library errors keep each cause as their source() for this.

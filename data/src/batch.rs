@@ -67,6 +67,9 @@ pub struct Batch {
     /// `(N, 3, H, W)`, normalised, zero-padded; `H` and `W` are multiples of 32.
     pub images: Tensor,
     pub targets: Vec<Target>,
+    /// The images of the whole batch: [`Batch::len`], except for one process's part of a
+    /// batch in a distributed run ([`crate::Loader::epoch_part`]), which holds only some.
+    pub whole_len: usize,
 }
 
 impl Batch {
@@ -99,6 +102,7 @@ pub(crate) struct RawBatch {
     data: Vec<f32>,
     shape: [usize; 4],
     targets: Vec<Target>,
+    whole_len: usize,
 }
 
 impl RawBatch {
@@ -106,6 +110,7 @@ impl RawBatch {
         Batch {
             images: Tensor::from_vec(&self.shape, self.data),
             targets: self.targets,
+            whole_len: self.whole_len,
         }
     }
 }
@@ -114,13 +119,37 @@ impl RawBatch {
 pub(crate) fn collate_raw(items: Vec<(usize, Transformed)>) -> RawBatch {
     assert!(!items.is_empty(), "collate: no images");
     let n = items.len();
-    let h = round_up(
-        items.iter().map(|(_, t)| t.height).max().unwrap_or(1),
-        SIZE_DIVISIBILITY,
-    );
-    let w = round_up(
-        items.iter().map(|(_, t)| t.width).max().unwrap_or(1),
-        SIZE_DIVISIBILITY,
+    collate_raw_to(items, (1, 1), n)
+}
+
+/// `(H, W)` of a batch holding images of these network-input sizes `(height, width)`:
+/// the largest of each, rounded up to a multiple of [`SIZE_DIVISIBILITY`].
+pub fn padded_size(sizes: impl IntoIterator<Item = (usize, usize)>) -> (usize, usize) {
+    let (h, w) = sizes
+        .into_iter()
+        .fold((1, 1), |(h, w), (ih, iw)| (h.max(ih), w.max(iw)));
+    (
+        round_up(h, SIZE_DIVISIBILITY),
+        round_up(w, SIZE_DIVISIBILITY),
+    )
+}
+
+/// [`collate_raw`] padded to at least `(H, W)` = `at_least` (itself rounded up to a
+/// multiple of 32): the part of a batch that one process of a distributed run loads is
+/// padded to the size of the whole batch, so that its images see exactly the tensor they
+/// would see in one process. `items` may be empty then (a `(0, 3, H, W)` batch);
+/// `whole_len` is the number of images of the whole batch.
+pub(crate) fn collate_raw_to(
+    items: Vec<(usize, Transformed)>,
+    at_least: (usize, usize),
+    whole_len: usize,
+) -> RawBatch {
+    let n = items.len();
+    let (h, w) = padded_size(
+        items
+            .iter()
+            .map(|(_, t)| (t.height, t.width))
+            .chain([at_least]),
     );
     // Each image's slot is filled by one task (a plain copy, so the thread count cannot
     // change the result).
@@ -156,6 +185,7 @@ pub(crate) fn collate_raw(items: Vec<(usize, Transformed)>) -> RawBatch {
         data,
         shape: [n, 3, h, w],
         targets,
+        whole_len,
     }
 }
 

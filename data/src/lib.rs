@@ -74,7 +74,7 @@ pub use decode_budget::DecodeBudget;
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
 pub use image_io::RgbImage;
-pub use loader::{Epoch, Loader, LoaderConfig};
+pub use loader::{BatchPart, Epoch, Loader, LoaderConfig, PartRange};
 pub use results::Detection;
 pub use synth::{Shape, ShapesConfig, ShapesDataset, Split};
 

@@ -41,6 +41,7 @@
 //! then stops. Images that a dataset skips (COCO with `skip_bad_images`) are left out of
 //! their batch, so such a batch is smaller, and a batch left empty is not yielded.
 
+use std::collections::BTreeSet;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -48,11 +49,27 @@ use std::thread::JoinHandle;
 use focal_engine::Rng;
 use rayon::prelude::*;
 
-use crate::batch::{collate_raw, Batch, RawBatch};
+use crate::batch::{collate_raw, collate_raw_to, padded_size, Batch, RawBatch};
 use crate::dataset::Dataset;
 use crate::decode_budget::{worst_case_decode_bytes, DecodeBudget};
 use crate::error::{Error, Result};
-use crate::transforms::transform;
+use crate::transforms::{resized_size, transform};
+
+/// `range(b, n)`: the positions, within batch `b` of `n` images, that one process of a
+/// distributed run loads.
+pub type PartRange = Arc<dyn Fn(usize, usize) -> std::ops::Range<usize> + Send + Sync>;
+
+/// Which images of each batch one process of a distributed run loads
+/// ([`Loader::epoch_part`]).
+#[derive(Clone)]
+pub struct BatchPart {
+    /// The positions of each batch that are this process's.
+    pub range: PartRange,
+    /// Images left out of every batch, the same on every process (those the check before
+    /// training found bad): a batch is cut and padded as if they were not in it, as one
+    /// process does when its dataset skips them.
+    pub left_out: Arc<BTreeSet<usize>>,
+}
 
 /// Stream keys for [`Rng::derive`], so the order and the flips never share a stream.
 const ORDER_KEY: u64 = 0x4f_5244_4552; // "ORDER"
@@ -150,6 +167,13 @@ impl Loader {
         }
     }
 
+    /// Images in batch `b` of an epoch (the last one may be smaller), skipped images
+    /// counted.
+    pub fn batch_len(&self, b: usize) -> usize {
+        let bs = self.config.batch_size;
+        self.dataset.len().saturating_sub(b * bs).min(bs)
+    }
+
     /// The dataset indices of epoch `epoch`, in visiting order.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
@@ -191,6 +215,18 @@ impl Loader {
 
     /// [`Loader::load_batch`] at `min_size`, without making the tensor.
     fn load_raw(&self, epoch: u64, indices: &[usize], min_size: usize) -> Result<Option<RawBatch>> {
+        let kept = self.load_transformed(epoch, indices, min_size)?;
+        Ok((!kept.is_empty()).then(|| collate_raw(kept)))
+    }
+
+    /// The images `indices` decoded and transformed at `min_size` (those the dataset
+    /// skipped left out).
+    fn load_transformed(
+        &self,
+        epoch: u64,
+        indices: &[usize],
+        min_size: usize,
+    ) -> Result<Vec<(usize, crate::transforms::Transformed)>> {
         let max_size = self.config.max_size;
         let items: Vec<Result<Option<_>>> = indices
             .par_iter()
@@ -210,7 +246,19 @@ impl Loader {
                 kept.push(t);
             }
         }
-        Ok((!kept.is_empty()).then(|| collate_raw(kept)))
+        Ok(kept)
+    }
+
+    /// `(H, W)` of the batch of images `indices`, from the sizes the dataset knows without
+    /// decoding ([`Dataset::image_size`]): the size [`collate`](crate::batch::collate)
+    /// pads them at `min_size` ([`Loader::batch_min_size`]) to when none is skipped.
+    pub fn padded_size(&self, indices: &[usize], min_size: usize) -> (usize, usize) {
+        let max_size = self.config.max_size;
+        padded_size(indices.iter().map(|&i| {
+            let (w, h) = self.dataset.image_size(i);
+            let (rw, rh) = resized_size(w, h, min_size, max_size);
+            (rh, rw)
+        }))
     }
 
     /// The batches of epoch `epoch`, prepared in the background (see the module docs).
@@ -218,6 +266,23 @@ impl Loader {
     /// Decoding runs in a private rayon pool with as many threads as the pool this is
     /// called from (the global pool, or the one of `threads::with_threads`).
     pub fn epoch(&self, epoch: u64) -> Epoch {
+        self.start_epoch(epoch, None)
+    }
+
+    /// The batches of epoch `epoch` as one process of a distributed run sees them: batch
+    /// `b` without the images `part.left_out` holds is the batch of `n` images, of which
+    /// only those at `(part.range)(b, n)` (a range of positions) are loaded, padded to the
+    /// size of the whole batch ([`Loader::padded_size`]); [`Batch::whole_len`] is `n`.
+    /// Every batch of the epoch is yielded, in order, even when this process's part of it
+    /// is empty (a `(0, 3, H, W)` batch), so that every process takes part in every step
+    /// — except a batch whose every image is left out, which no process sees (as one
+    /// process never sees it). An image the dataset skips only when it is loaded is left
+    /// out of its part; the batch is still padded to the size of all its images.
+    pub fn epoch_part(&self, epoch: u64, part: BatchPart) -> Epoch {
+        self.start_epoch(epoch, Some(part))
+    }
+
+    fn start_epoch(&self, epoch: u64, part: Option<BatchPart>) -> Epoch {
         let threads = rayon::current_num_threads();
         let order = self.order(epoch);
         let (tx, rx) = sync_channel(self.config.prefetch);
@@ -243,7 +308,23 @@ impl Loader {
                         break;
                     }
                     let min_size = me.batch_min_size(epoch, b);
-                    let result = pool.install(|| me.load_raw(epoch, chunk, min_size));
+                    let result = match &part {
+                        None => pool.install(|| me.load_raw(epoch, chunk, min_size)),
+                        Some(part) => {
+                            let kept: Vec<usize> = chunk
+                                .iter()
+                                .copied()
+                                .filter(|i| !part.left_out.contains(i))
+                                .collect();
+                            if kept.is_empty() {
+                                continue;
+                            }
+                            let range = (part.range)(b, kept.len());
+                            let size = me.padded_size(&kept, min_size);
+                            pool.install(|| me.load_transformed(epoch, &kept[range], min_size))
+                                .map(|items| Some(collate_raw_to(items, size, kept.len())))
+                        }
+                    };
                     let failed = result.is_err();
                     let message = match result {
                         Ok(None) => continue,

@@ -155,6 +155,161 @@ fn bad_configs_are_refused() {
     assert!(Loader::new(ds, LoaderConfig::train(1, 0, 64, 0)).is_err());
 }
 
+/// Images of different sizes (so that a batch's padding depends on all of them), which
+/// records the indices it was asked to load and skips those in `skipped` (as a COCO
+/// dataset skips the images its check left out).
+struct Sizes {
+    loaded: std::sync::Mutex<Vec<usize>>,
+    skipped: std::collections::BTreeSet<usize>,
+    categories: Vec<focal_data::Category>,
+}
+
+impl Sizes {
+    fn new(skipped: &[usize]) -> Sizes {
+        Sizes {
+            loaded: std::sync::Mutex::new(Vec::new()),
+            skipped: skipped.iter().copied().collect(),
+            categories: vec![focal_data::Category {
+                id: 1,
+                name: "thing".into(),
+            }],
+        }
+    }
+}
+
+impl Dataset for Sizes {
+    fn len(&self) -> usize {
+        7
+    }
+    fn load(&self, index: usize) -> focal_data::Result<Option<focal_data::Sample>> {
+        self.loaded.lock().unwrap().push(index);
+        if self.skipped.contains(&index) {
+            return Ok(None);
+        }
+        let (w, h) = self.image_size(index);
+        let mut image = focal_data::RgbImage::new(w, h);
+        for (k, v) in image.data.iter_mut().enumerate() {
+            *v = ((k * 31 + index * 7) % 251) as u8;
+        }
+        Ok(Some(focal_data::Sample {
+            image,
+            boxes: vec![[1.0, 2.0, 9.0 + index as f32, 12.0]],
+            labels: vec![0],
+            image_id: index as i64 + 1,
+        }))
+    }
+    fn categories(&self) -> &[focal_data::Category] {
+        &self.categories
+    }
+    fn image_id(&self, index: usize) -> i64 {
+        index as i64 + 1
+    }
+    fn image_size(&self, index: usize) -> (u32, u32) {
+        (30 + 17 * index as u32, 50 - 5 * index as u32)
+    }
+    fn ground_truth(&self) -> focal_data::CocoFile {
+        focal_data::CocoFile::default() // the loader never asks
+    }
+    fn describe(&self) -> String {
+        "images of seven sizes".into()
+    }
+}
+
+/// The parts of a batch that the processes of a distributed run load (`epoch_part`) are,
+/// image for image and bit for bit, the slices of the batch one process loads, padded to
+/// the whole batch's size; each part loads only its own images, and a process whose part
+/// of a batch is empty still gets that batch, empty. Also with multi-scale training (the
+/// padding follows each batch's size), and with images left out before the run: the
+/// parts are then cut from the batch without them, as one process's batch is, and a
+/// batch of left-out images only is yielded to no process.
+#[test]
+fn batch_parts_are_slices_of_the_whole_batch() {
+    // 7 images in batches of 3: 3, 3, 1; then without the first and the last image of
+    // epoch 1's order: 2, 3 and nothing.
+    let order = Loader::new(Arc::new(Sizes::new(&[])), LoaderConfig::train(3, 40, 90, 4))
+        .unwrap()
+        .order(1);
+    let left = vec![order[0], order[6]];
+    for (skipped, multi_scale, batches) in [
+        (vec![], false, 3),
+        (vec![], true, 3),
+        (left.clone(), false, 2),
+        (left, true, 2),
+    ] {
+        let ds = Arc::new(Sizes::new(&skipped));
+        let mut config = LoaderConfig::train(3, 40, 90, 4);
+        if multi_scale {
+            config.min_sizes = vec![32, 40, 56, 64];
+        }
+        let whole = all(&Loader::new(ds.clone(), config.clone()).unwrap(), 1);
+        assert_eq!(whole.len(), batches);
+        let loader = Loader::new(ds.clone(), config).unwrap();
+        let left_out = Arc::new(skipped.iter().copied().collect());
+        // Three processes: the first takes the first image of each batch, the second the
+        // rest but for batches of one image, the third nothing.
+        let ranges: [focal_data::PartRange; 3] = [
+            Arc::new(|_, _| 0..1),
+            Arc::new(|_, n| 1.min(n)..n),
+            Arc::new(|_, n| n..n),
+        ];
+        let mut seen = Vec::new();
+        let mut got: Vec<Vec<Batch>> = Vec::new();
+        for range in ranges {
+            ds.loaded.lock().unwrap().clear();
+            let part = focal_data::BatchPart {
+                range,
+                left_out: Arc::clone(&left_out),
+            };
+            got.push(
+                loader
+                    .epoch_part(1, part)
+                    .map(|b| b.unwrap())
+                    .collect::<Vec<_>>(),
+            );
+            let mut loaded = ds.loaded.lock().unwrap().clone();
+            loaded.sort_unstable();
+            seen.push(loaded);
+        }
+        for (b, w) in whole.iter().enumerate() {
+            let (h, wd) = w.padded_size();
+            let mut row = 0;
+            for p in &got {
+                assert_eq!(p.len(), whole.len());
+                let part = &p[b];
+                assert_eq!(part.padded_size(), (h, wd), "batch {b}");
+                assert_eq!(part.whole_len, w.len(), "batch {b}");
+                let n = part.len();
+                assert_eq!(part.images.shape()[0], n);
+                assert_eq!(part.targets[..], w.targets[row..row + n]);
+                let slice = w.images.narrow(0, row, n);
+                assert!(
+                    part.images
+                        .data()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .eq(slice.data().iter().map(|v| v.to_bits())),
+                    "batch {b}, rows {row}..{}",
+                    row + n
+                );
+                row += n;
+            }
+            assert_eq!(row, w.len());
+        }
+        // The sizes differ, so the padding of some part is set by an image it did not load.
+        assert!(whole
+            .iter()
+            .any(|w| w.padded_size() != whole[0].padded_size()));
+        // Each process loaded only its own images (never a left-out one): together, each
+        // image once.
+        assert!(seen[2].is_empty());
+        let mut every: Vec<usize> = seen.concat();
+        every.sort_unstable();
+        let kept: Vec<usize> = (0..7).filter(|i| !skipped.contains(i)).collect();
+        assert_eq!(every, kept);
+        assert_eq!(seen[0].len(), batches);
+    }
+}
+
 /// Multi-scale training: each batch is resized to one of `min_sizes`, drawn from (seed,
 /// epoch, batch index) alone: the same on 1 or 2 threads and on a second run, different
 /// for another seed or epoch, and every image of a batch at the same size.

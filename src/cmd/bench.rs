@@ -12,6 +12,8 @@ use anyhow::{bail, Result};
 use clap::Subcommand;
 
 pub mod detector;
+#[cfg(feature = "mpi")]
+pub mod reduce;
 
 use focal_engine::bench::{self as kernels, Budget, Row};
 
@@ -82,6 +84,11 @@ enum Kind {
     TrainStep(detector::Options),
     /// RetinaNet detection (no-grad forward and post-processing) on random images.
     Infer(detector::Options),
+    /// The gradient sum across MPI processes: focal's sum in a fixed order against
+    /// MPI_Allreduce(MPI_SUM), on the gradients of the default model and of ResNet-18 +
+    /// FPN. Run as `mpirun -np N focal bench reduce` (needs a build with --features mpi).
+    #[cfg(feature = "mpi")]
+    Reduce(reduce::Options),
 }
 
 fn print(rows: &[Row], common: &Common) {
@@ -97,7 +104,19 @@ fn print(rows: &[Row], common: &Common) {
     }
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+impl Args {
+    /// Whether this benchmark runs as one of several MPI processes (`bench reduce`).
+    pub fn on_several_processes(&self) -> bool {
+        #[cfg(feature = "mpi")]
+        if let Kind::Reduce(_) = self.kind {
+            return true;
+        }
+        false
+    }
+}
+
+pub fn run(args: Args, world: &crate::launch::World) -> Result<ExitCode> {
+    let _ = world;
     match args.kind {
         Kind::Peak { common } => {
             let rows = kernels::gemm::peak_rows();
@@ -137,6 +156,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Kind::TrainStep(o) => return detector::run("train-step", o),
         Kind::Infer(o) => return detector::run("infer", o),
+        #[cfg(feature = "mpi")]
+        Kind::Reduce(o) => return reduce::run(o, world),
     }
     Ok(ExitCode::SUCCESS)
 }

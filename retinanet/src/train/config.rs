@@ -58,7 +58,9 @@ pub struct TrainConfig {
     /// The batch is cut into this many parts whose forward and backward passes run
     /// concurrently, their gradients added up ([`super::data_parallel`]): faster on small
     /// images, where single kernels are too small to keep every core busy. Results depend
-    /// on this number (to rounding), never on `threads`.
+    /// on this number (to rounding), never on `threads`. With several processes the
+    /// shards are shared among them in order, so their number must be a multiple of the
+    /// processes' ([`super::distributed`]).
     #[serde(default = "one")]
     pub shards: usize,
     /// Length of the run in optimiser steps (exactly one of `iters` and `epochs`).

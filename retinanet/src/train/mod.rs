@@ -5,7 +5,8 @@
 //! - [`builders`]: what a configuration builds, side by side: datasets, loader,
 //!   optimiser, learning-rate schedule;
 //! - [`step`]: one optimiser step (targets → forward → loss → backward → clip → update);
-//! - [`data_parallel`]: the forward/backward pass of a step, whole or cut into shards;
+//! - [`data_parallel`]: the forward/backward pass of a step, whole or cut into shards,
+//!   in one process or shared by several ([`comm`]: the [`Comm`] seam between them);
 //! - [`trainer`]: [`Trainer`], the loop around the step, with evaluation, checkpoints and
 //!   exact resumption;
 //! - [`records`] and [`observer`]: what the loop records (`metrics.jsonl` rows, checkpoint
@@ -30,8 +31,10 @@
 
 pub mod builders;
 pub mod checkpoint;
+pub mod comm;
 pub mod config;
 pub mod data_parallel;
+pub mod distributed;
 pub mod evaluate;
 pub mod init;
 pub mod memory;
@@ -45,6 +48,7 @@ pub use builders::{
     build_optimizer, build_schedule, build_train_loader, class_names, open_datasets,
 };
 pub use checkpoint::{load_trained_model, TrainedModel};
+pub use comm::{Comm, Local, ThreadRanks};
 pub use config::{
     CocoData, DataConfig, DecayKind, OptimizerConfig, OptimizerKind, ScheduleConfig, ShapesData,
     TrainConfig,

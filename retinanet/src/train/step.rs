@@ -7,14 +7,17 @@
 //! ```
 //!
 //! The forward and backward pass is [`sharded_pass`], in one piece or cut into shards run
-//! concurrently; everything else here is the same either way. The trainer
+//! concurrently, or [`distributed_pass`] when several processes share the batch
+//! ([`distributed_optimizer_step`]); everything else here is the same either way, and
+//! every process of a distributed run takes the same update from the same gradient. The trainer
 //! ([`super::Trainer`]) wraps this with the loader, the schedule, logging, evaluation and
 //! checkpoints.
 
 use focal_data::Batch;
 use focal_nn::{clip_grad_norm, grad_norm, Optimizer};
 
-use super::data_parallel::sharded_pass;
+use super::comm::Comm;
+use super::data_parallel::{distributed_pass, sharded_pass, ShardedPass};
 use crate::error::Result;
 use crate::model::RetinaNet;
 use crate::targets::GroundTruth;
@@ -32,6 +35,8 @@ pub struct StepResult {
     pub num_positive: usize,
     /// Global L2 norm of the gradient before clipping.
     pub grad_norm: f32,
+    /// Images in the batch (of every process, in a distributed run).
+    pub images: usize,
 }
 
 /// How a step ended.
@@ -44,6 +49,10 @@ pub enum StepOutcome {
         classification: f32,
         box_regression: f32,
     },
+    /// Distributed runs only: the dataset skipped every image of the batch on every
+    /// process (one process never sees such a batch: its loader leaves it out). Nothing
+    /// was updated and the step does not count.
+    Empty,
 }
 
 /// The ground truth of a batch as the detector takes it (boxes in network-input pixels,
@@ -71,6 +80,40 @@ pub fn optimizer_step(
     clip: f32,
 ) -> Result<StepOutcome> {
     let pass = sharded_pass(model, &batch.images, &ground_truth(batch), shards)?;
+    update(model, optimizer, pass, lr, clip)
+}
+
+/// [`optimizer_step`] taken together by the ranks of `comm`: `batch` is this rank's part
+/// of a batch of `batch_len` images cut into `shards` slots (possibly no image at all);
+/// every rank gets the same outcome and takes the same update. Collective.
+#[allow(clippy::too_many_arguments)]
+pub fn distributed_optimizer_step(
+    comm: &dyn Comm,
+    model: &mut RetinaNet,
+    optimizer: &mut dyn Optimizer,
+    batch: &Batch,
+    batch_len: usize,
+    lr: f32,
+    shards: usize,
+    clip: f32,
+) -> Result<StepOutcome> {
+    let gt = ground_truth(batch);
+    let pass = distributed_pass(comm, model, &batch.images, &gt, batch_len, shards)?;
+    if pass.images == 0 {
+        return Ok(StepOutcome::Empty);
+    }
+    update(model, optimizer, pass, lr, clip)
+}
+
+/// The rest of a step once the gradient of the whole batch is known: the NaN check,
+/// clipping and the update.
+fn update(
+    model: &mut RetinaNet,
+    optimizer: &mut dyn Optimizer,
+    pass: ShardedPass,
+    lr: f32,
+    clip: f32,
+) -> Result<StepOutcome> {
     let loss = pass.loss();
     if !loss.is_finite() {
         return Ok(StepOutcome::NonFinite {
@@ -91,5 +134,6 @@ pub fn optimizer_step(
         loss,
         num_positive: pass.num_positive,
         grad_norm: norm,
+        images: pass.images,
     }))
 }

@@ -24,12 +24,22 @@
 //! already done. Because the loader's order and flips depend only on (seed, epoch, image)
 //! and every kernel is deterministic, the continued run writes exactly the losses an
 //! uninterrupted run would have written.
+//!
+//! **Several processes** ([`StartOptions::comm`] with N ranks) train one model: every rank
+//! runs this same loop over its part of every batch ([`super::distributed`]), the step's
+//! gradient is summed across ranks, and rank 0 alone holds the run folder's lock and
+//! writes in it (checkpoints atomically, then every rank waits until it is on disk). Rank
+//! 0 alone checks the images before step 1 and every rank leaves out the ones it found.
+//! Every decision that ends or forks the loop (a stop asked by a signal on any rank, a
+//! checkpoint due by the clock, an image that failed to load, a NaN loss, the best AP) is
+//! taken from values every rank shares, so the ranks never part ways.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use focal_data::{Batch, Dataset, EvalResult, Fingerprint, Loader};
+use focal_data::{Batch, BatchPart, Dataset, EvalResult, Fingerprint, ImageProblem, Loader};
 use focal_engine::Rng;
 use focal_nn::{Checkpoint, Optimizer, Schedule, TrainState};
 
@@ -38,14 +48,18 @@ use super::builders::{
     open_datasets,
 };
 use super::checkpoint::{ckpt_error, read_checkpoint, rebuild_model};
+use super::comm::{any, Comm, Local};
 use super::config::TrainConfig;
-use super::evaluate::{evaluate_until, Evaluation};
+use super::distributed::{
+    check_agreement, check_rank_count, first_failure, share_problems, sync_buffers, train_part,
+};
+use super::evaluate::{evaluate_on_until, Evaluation};
 use super::init::InitReport;
 use super::memory;
 use super::observer::Observer;
 use super::records::{ClassName, EvalRecord, MetricRow, RunMetadata, StepRecord};
 use super::run_folder::{RunFolder, RunLock};
-use super::step::{optimizer_step, StepOutcome};
+use super::step::{distributed_optimizer_step, optimizer_step, StepOutcome};
 use crate::error::{Error, Result};
 use crate::model::RetinaNet;
 
@@ -71,6 +85,10 @@ pub struct StartOptions<'a> {
     pub check_memory: bool,
     /// Reports the image check: (what, images done, images in all).
     pub progress: &'a (dyn Fn(&str, usize, usize) + Sync),
+    /// The processes training this model together: every rank starts the run with the
+    /// same arguments; rank 0 alone takes the run folder's lock, checks the images and
+    /// writes. Default: one process ([`Local`]).
+    pub comm: Arc<dyn Comm>,
 }
 
 fn no_progress(_: &str, _: usize, _: usize) {}
@@ -82,6 +100,7 @@ impl Default for StartOptions<'_> {
             skip_bad_images: false,
             check_memory: true,
             progress: &no_progress,
+            comm: Arc::new(Local),
         }
     }
 }
@@ -121,8 +140,14 @@ pub struct Trainer {
     notes: Vec<String>,
     /// The memory estimate the run was checked against.
     estimate: Option<memory::MemoryEstimate>,
-    /// The lock on the run folder, held while the trainer lives.
+    /// The lock on the run folder, held while the trainer lives (rank 0's alone).
     _lock: Option<RunLock>,
+    /// The processes training this model together (one: [`Local`]).
+    comm: Arc<dyn Comm>,
+    /// The images of the training and validation sets that the check before step 1 left
+    /// out, the same on every rank: a distributed run cuts and pads its batches as if they
+    /// were not there, as one process does.
+    left_out: [Arc<BTreeSet<usize>>; 2],
 }
 
 impl Trainer {
@@ -134,16 +159,30 @@ impl Trainer {
         Trainer::start(config, run_dir, &StartOptions::default())
     }
 
+    /// [`Trainer::new`] for rank `comm.rank()` of the processes that train together
+    /// (every rank calls it with the same arguments; only rank 0 touches `run_dir`).
+    pub fn new_on(comm: Arc<dyn Comm>, config: TrainConfig, run_dir: &Path) -> Result<Trainer> {
+        let options = StartOptions {
+            comm,
+            ..StartOptions::default()
+        };
+        Trainer::start(config, run_dir, &options)
+    }
+
     /// A fresh run: everything is checked before anything is written — the configuration,
     /// the datasets, the memory estimate ([`memory`]), then, holding the run folder's
     /// lock, the folder ([`RunFolder::prepare_fresh`]) and every image
     /// ([`focal_data::check`]). Dataset paths are made absolute, so the run can be
-    /// resumed from any working directory.
+    /// resumed from any working directory. With several ranks (`options.comm`), rank 0
+    /// alone takes the lock, prepares the folder and checks the images; every rank returns
+    /// the same error when one of them fails.
     pub fn start(config: TrainConfig, run_dir: &Path, options: &StartOptions) -> Result<Trainer> {
+        let comm = Arc::clone(&options.comm);
         let mut config = config.with_absolute_paths();
         if options.skip_bad_images {
             config.data.skip_bad_images = true;
         }
+        check_rank_count(config.shards, comm.size())?;
         let (train, val) = open_datasets(&config)?;
         refuse_empty(&*train)?;
         config.model.num_classes = train.num_classes();
@@ -155,31 +194,52 @@ impl Trainer {
             None
         };
         let folder = RunFolder::new(run_dir);
-        let lock = folder.lock()?;
-        folder.check_fresh()?;
         let mut notes = Vec::new();
-        note_removed_temp_files(&folder, &mut notes)?;
-        check_images(&config, &train, &val, options, &mut notes)?;
-        // Only now, with everything checked, are the logs of an unfinished run replaced.
-        let replaced = folder.prepare_fresh()?;
-        if !replaced.is_empty() {
-            notes.push(format!(
-                "{} held the files of a run that never saved a checkpoint ({}); started \
-                 afresh in their place",
-                run_dir.display(),
-                replaced.join(", ")
-            ));
+        // Rank 0 alone takes the lock and prepares the folder; the others learn whether it
+        // could (a failure there is every rank's error).
+        let lock = if comm.is_root() {
+            let prepared = folder.lock().and_then(|lock| {
+                folder.check_fresh()?;
+                note_removed_temp_files(&folder, &mut notes)?;
+                Ok(lock)
+            });
+            Some(agreed(&*comm, prepared)?)
+        } else {
+            agreed(&*comm, Ok(()))?;
+            None
+        };
+        let left_out = check_images(&*comm, &config, &train, &val, options, &mut notes)?;
+        if comm.is_root() {
+            // Only now, with everything checked, are the logs of an unfinished run replaced.
+            let replaced = agreed(&*comm, folder.prepare_fresh())?;
+            if !replaced.is_empty() {
+                notes.push(format!(
+                    "{} held the files of a run that never saved a checkpoint ({}); started \
+                     afresh in their place",
+                    run_dir.display(),
+                    replaced.join(", ")
+                ));
+            }
+        } else {
+            agreed(&*comm, Ok(()))?;
         }
         let fingerprints = (train.fingerprint(), val.fingerprint());
         let mut rng = Rng::new(config.seed);
         let model = RetinaNet::new(&config.retinanet(), &mut rng)?;
         let categories = class_names(&*train);
-        let mut trainer = Trainer::assemble(config, model, rng, train, val, categories, folder)?;
-        trainer._lock = Some(lock);
+        let mut trainer =
+            Trainer::assemble(config, model, rng, train, val, categories, folder, comm)?;
+        trainer._lock = lock;
         trainer.notes = notes;
         trainer.estimate = estimate;
         trainer.fingerprints = Some(fingerprints);
-        trainer.folder.start(&trainer.config)?;
+        trainer.left_out = left_out;
+        if trainer.comm.is_root() {
+            let started = trainer.folder.start(&trainer.config);
+            agreed(&*trainer.comm, started)?;
+        } else {
+            agreed(&*trainer.comm, Ok(()))?;
+        }
         Ok(trainer)
     }
 
@@ -194,17 +254,37 @@ impl Trainer {
         Trainer::resume_with(checkpoint, run_dir, threads, &StartOptions::default())
     }
 
+    /// [`Trainer::resume`] for rank `comm.rank()` (every rank reads the checkpoint; only
+    /// rank 0 touches the run folder). The number of ranks may differ from the run's
+    /// earlier invocations: it must divide the run's shards.
+    pub fn resume_on(
+        comm: Arc<dyn Comm>,
+        checkpoint: &Path,
+        run_dir: Option<&Path>,
+        threads: Option<usize>,
+    ) -> Result<Trainer> {
+        let options = StartOptions {
+            comm,
+            ..StartOptions::default()
+        };
+        Trainer::resume_with(checkpoint, run_dir, threads, &options)
+    }
+
     /// [`Trainer::resume`] with options. The run folder must be the checkpoint's own or
     /// an empty (or new) one, which then receives the run's history up to the
     /// checkpoint; the datasets must have the fingerprints the checkpoint saved, unless
-    /// `options.accept_data_change`.
+    /// `options.accept_data_change`. With several ranks (`options.comm`; their number may
+    /// differ from the run's earlier invocations but must divide its shards), every rank
+    /// reads the checkpoint and rank 0 alone takes the folder, as in [`Trainer::start`].
     pub fn resume_with(
         checkpoint: &Path,
         run_dir: Option<&Path>,
         threads: Option<usize>,
         options: &StartOptions,
     ) -> Result<Trainer> {
+        let comm = Arc::clone(&options.comm);
         let (ckpt, mut config, metadata) = read_checkpoint(checkpoint)?;
+        check_rank_count(config.shards, comm.size()).map_err(|e| ckpt_error(checkpoint, e))?;
         if ckpt.optimizer.is_none() {
             return Err(ckpt_error(
                 checkpoint,
@@ -227,15 +307,20 @@ impl Trainer {
             .unwrap_or_else(|| PathBuf::from("."));
         let run_dir = run_dir.map_or_else(|| ckpt_dir.clone(), Path::to_path_buf);
         let own_folder = same_folder(&run_dir, &ckpt_dir);
-        if !own_folder && !RunFolder::is_empty_or_missing(&run_dir) {
-            return Err(Error::invalid(format!(
-                "{} holds other files; a resumed run writes into its checkpoint's folder {} \
+        // Rank 0's folder is the one written; the others learn whether it may be.
+        let folder_free =
+            if comm.is_root() && !own_folder && !RunFolder::is_empty_or_missing(&run_dir) {
+                Err(Error::invalid(format!(
+                    "{} holds other files; a resumed run writes into its checkpoint's folder {} \
                  or into an empty or new folder (which then receives the run's history), \
                  never over another run",
-                run_dir.display(),
-                ckpt_dir.display()
-            )));
-        }
+                    run_dir.display(),
+                    ckpt_dir.display()
+                )))
+            } else {
+                Ok(())
+            };
+        agreed(&*comm, folder_free)?;
         let (train, val) = open_datasets(&config)?;
         refuse_empty(&*train)?;
         let categories = class_names(&*train);
@@ -284,9 +369,17 @@ impl Trainer {
             None
         };
         let folder = RunFolder::new(&run_dir);
-        let lock = folder.lock()?;
-        note_removed_temp_files(&folder, &mut notes)?;
-        check_images(&config, &train, &val, options, &mut notes)?;
+        let lock = if comm.is_root() {
+            let prepared = folder.lock().and_then(|lock| {
+                note_removed_temp_files(&folder, &mut notes)?;
+                Ok(lock)
+            });
+            Some(agreed(&*comm, prepared)?)
+        } else {
+            agreed(&*comm, Ok(()))?;
+            None
+        };
+        let left_out = check_images(&*comm, &config, &train, &val, options, &mut notes)?;
         let model = rebuild_model(&ckpt, &config, checkpoint)?;
         let mut trainer = Trainer::assemble(
             config,
@@ -296,11 +389,13 @@ impl Trainer {
             val,
             categories,
             folder,
+            comm,
         )?;
-        trainer._lock = Some(lock);
+        trainer._lock = lock;
         trainer.notes = notes;
         trainer.estimate = estimate;
         trainer.fingerprints = Some(fingerprints);
+        trainer.left_out = left_out;
         ckpt.restore_optimizer(&mut trainer.model, trainer.optimizer.as_mut())
             .map_err(|e| ckpt_error(checkpoint, e))?;
         trainer.step = ckpt.step;
@@ -308,15 +403,25 @@ impl Trainer {
         trainer.batch_in_epoch = metadata.batch_in_epoch;
         trainer.best = metadata.best_ap.zip(metadata.best_step);
         trainer.eval_pending = metadata.eval_pending;
-        // Keep the rows written up to the checkpoint (read from the checkpoint's own
-        // folder, so a new folder gets the whole history), drop the later ones.
-        trainer.history = RunFolder::new(&ckpt_dir).read_metrics_until(trainer.step)?;
-        trainer.folder.start(&trainer.config)?;
-        trainer.write_metrics()?;
+        if trainer.comm.is_root() {
+            // Keep the rows written up to the checkpoint (read from the checkpoint's own
+            // folder, so a new folder gets the whole history), drop the later ones.
+            let started = RunFolder::new(&ckpt_dir)
+                .read_metrics_until(trainer.step)
+                .and_then(|history| {
+                    trainer.history = history;
+                    trainer.folder.start(&trainer.config)?;
+                    trainer.write_metrics()
+                });
+            agreed(&*trainer.comm, started)?;
+        } else {
+            agreed(&*trainer.comm, Ok(()))?;
+        }
         Ok(trainer)
     }
 
     /// The parts every run has, fresh or resumed, built from `config` (step 0).
+    #[allow(clippy::too_many_arguments)]
     fn assemble(
         config: TrainConfig,
         model: RetinaNet,
@@ -325,6 +430,7 @@ impl Trainer {
         val: Arc<dyn Dataset>,
         categories: Vec<ClassName>,
         folder: RunFolder,
+        comm: Arc<dyn Comm>,
     ) -> Result<Trainer> {
         let train_loader = build_train_loader(&config, train)?;
         let total_steps = config.total_steps(train_loader.batches_per_epoch());
@@ -360,6 +466,8 @@ impl Trainer {
             notes: Vec::new(),
             estimate: None,
             _lock: None,
+            comm,
+            left_out: Default::default(),
         })
     }
 
@@ -379,6 +487,11 @@ impl Trainer {
     /// [`crate::train::init_from_safetensors`].
     pub fn init_from(&mut self, path: &Path) -> Result<InitReport> {
         super::init::init_from_safetensors(&mut self.model, path, &self.categories)
+    }
+
+    /// The processes training together (one unless started with [`StartOptions::comm`]).
+    pub fn comm(&self) -> &dyn Comm {
+        &*self.comm
     }
 
     /// Stop after `n` more steps (writing `last.ckpt`), e.g. to split a run in parts.
@@ -438,6 +551,12 @@ impl Trainer {
     /// module documentation).
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<Outcome> {
         observer.on_start(self);
+        check_agreement(
+            &*self.comm,
+            &self.config,
+            [&**self.train_loader.dataset(), &*self.val],
+            &mut self.model,
+        )?;
         self.last_saved = Instant::now();
         let first_step = self.step;
         let mut last_eval: Option<EvalResult> = None;
@@ -448,22 +567,30 @@ impl Trainer {
             }
         }
         'epochs: while self.step < self.total_steps {
-            let mut batches = self.train_loader.epoch(self.epoch);
+            let mut batches = match self.comm.size() {
+                1 => self.train_loader.epoch(self.epoch),
+                n => {
+                    let part = BatchPart {
+                        range: train_part(self.config.shards, self.comm.rank(), n),
+                        left_out: Arc::clone(&self.left_out[0]),
+                    };
+                    self.train_loader.epoch_part(self.epoch, part)
+                }
+            };
             // Skip the batches of this epoch that a resumed run already trained on.
             for _ in 0..self.batch_in_epoch {
-                match batches.next() {
-                    Some(b) => {
-                        b.map_err(|e| self.save_before_error(e, observer))?;
-                    }
-                    None => break,
+                if self.next_batch(&mut batches, observer)?.is_none() {
+                    break;
                 }
             }
             let mut step_started = Instant::now();
             let mut stepped = false;
-            while let Some(batch) = batches.next() {
-                let batch = batch.map_err(|e| self.save_before_error(e, observer))?;
+            let resumed_within = self.batch_in_epoch > 0;
+            while let Some(batch) = self.next_batch(&mut batches, observer)? {
+                let Some(record) = self.train_step(&batch, step_started)? else {
+                    continue;
+                };
                 stepped = true;
-                let record = self.train_step(&batch, step_started)?;
                 self.history.push(MetricRow::Step(record.clone()));
                 observer.on_step(&record, self);
                 last_eval = None;
@@ -471,8 +598,13 @@ impl Trainer {
                 let every = |n: u64, step: u64| n > 0 && step.is_multiple_of(n);
                 let at_end = self.step == self.total_steps;
                 let minutes = self.config.checkpoint_every_min;
+                // Each rank's clock is its own: a save is due when it is due on any rank
+                // (the same answer on every rank; `minutes` is in the shared configuration).
                 let due_by_time = minutes > 0.0
-                    && self.last_saved.elapsed() >= Duration::from_secs_f64(minutes * 60.0);
+                    && any(
+                        &*self.comm,
+                        self.last_saved.elapsed() >= Duration::from_secs_f64(minutes * 60.0),
+                    )?;
                 if every(self.config.eval_every, self.step) && !at_end {
                     match self.eval_and_save(observer)? {
                         Some(r) => last_eval = Some(r),
@@ -491,6 +623,9 @@ impl Trainer {
                 }
                 let stop_requested = observer.should_stop()
                     || self.stop_after.is_some_and(|n| self.step - first_step >= n);
+                // Every rank stops at the same step, if any rank was asked to (a signal
+                // reaches the ranks at different moments, or only one of them).
+                let stop_requested = any(&*self.comm, stop_requested)?;
                 if stop_requested && !at_end {
                     drop(batches);
                     return self.stop(observer);
@@ -500,7 +635,7 @@ impl Trainer {
                 }
                 step_started = Instant::now();
             }
-            if !stepped && self.batch_in_epoch == 0 {
+            if !stepped && !resumed_within {
                 // Every image of the epoch was left out as unreadable: no step can ever be
                 // made, so stop rather than loop over empty epochs.
                 self.save_last(observer)?;
@@ -526,9 +661,40 @@ impl Trainer {
                 }
             },
         };
-        let path = self.folder.write_final_metrics(&result)?;
-        observer.on_saved(&path);
+        if self.comm.is_root() {
+            let path = self.folder.write_final_metrics(&result)?;
+            observer.on_saved(&path);
+        }
         Ok(Outcome::Finished(result))
+    }
+
+    /// The next batch of `batches`, `None` at the end of the epoch. An image that fails to
+    /// load ends the run, after `last.ckpt` is written ([`Trainer::save_before_error`]);
+    /// with several ranks, every rank learns whether any rank's part of the batch failed,
+    /// so that every rank saves and ends with that error at the same batch.
+    fn next_batch(
+        &mut self,
+        batches: &mut focal_data::Epoch,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<Batch>> {
+        let next = batches.next();
+        if self.comm.size() == 1 {
+            return next
+                .transpose()
+                .map_err(|e| self.save_before_error(e, observer));
+        }
+        let failure = match &next {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        };
+        match (first_failure(&*self.comm, failure)?, next) {
+            (None, next) => Ok(next.map(|b| b.expect("no rank failed"))),
+            (Some(_), Some(Err(mine))) => Err(self.save_before_error(mine, observer)),
+            (Some((rank, message)), _) => {
+                let theirs = focal_data::Error::new(format!("on rank {rank}: {message}"));
+                Err(self.save_before_error(theirs, observer))
+            }
+        }
     }
 
     /// Writes `last.ckpt` and reports the stop.
@@ -555,31 +721,52 @@ impl Trainer {
         )
     }
 
-    /// One optimiser step on `batch` ([`optimizer_step`]) at the scheduled rate, and its
-    /// row of `metrics.jsonl`.
-    fn train_step(&mut self, batch: &Batch, started: Instant) -> Result<StepRecord> {
+    /// One optimiser step on `batch` ([`optimizer_step`], or with several ranks
+    /// [`distributed_optimizer_step`] on this rank's part of the batch) at the scheduled
+    /// rate, and its row of `metrics.jsonl`; `None` for a distributed batch whose every
+    /// image failed to load on every rank ([`StepOutcome::Empty`]).
+    fn train_step(&mut self, batch: &Batch, started: Instant) -> Result<Option<StepRecord>> {
         let lr = self.schedule.lr_at(self.step);
-        let outcome = optimizer_step(
-            &mut self.model,
-            self.optimizer.as_mut(),
-            batch,
-            lr,
-            self.config.shards,
-            self.config.optimizer.clip_grad_norm,
-        )?;
+        let (shards, clip) = (self.config.shards, self.config.optimizer.clip_grad_norm);
+        let outcome = match self.comm.size() {
+            1 => optimizer_step(
+                &mut self.model,
+                self.optimizer.as_mut(),
+                batch,
+                lr,
+                shards,
+                clip,
+            )?,
+            _ => distributed_optimizer_step(
+                &*self.comm,
+                &mut self.model,
+                self.optimizer.as_mut(),
+                batch,
+                batch.whole_len,
+                lr,
+                shards,
+                clip,
+            )?,
+        };
         let r = match outcome {
             StepOutcome::Updated(r) => r,
+            StepOutcome::Empty => {
+                self.batch_in_epoch += 1;
+                return Ok(None);
+            }
             StepOutcome::NonFinite {
                 classification,
                 box_regression,
             } => {
                 let last = self.folder.last_checkpoint();
-                let kept = if last.exists() {
+                let kept = if last.exists() || !self.comm.is_root() {
                     format!("the last good checkpoint {} is intact", last.display())
                 } else {
                     "no checkpoint had been written yet".to_string()
                 };
-                let _ = self.write_metrics();
+                // Every rank waits for rank 0's metrics before they all end with the error.
+                let written = self.write_metrics();
+                let _ = agreed(&*self.comm, written);
                 return Err(Error::NonFiniteLoss {
                     step: self.step + 1,
                     epoch: self.epoch + 1,
@@ -592,7 +779,7 @@ impl Trainer {
         self.step += 1;
         self.batch_in_epoch += 1;
         let seconds = started.elapsed().as_secs_f64();
-        Ok(StepRecord {
+        Ok(Some(StepRecord {
             step: self.step,
             epoch: self.epoch,
             loss: r.loss,
@@ -601,8 +788,8 @@ impl Trainer {
             lr,
             num_pos: r.num_positive,
             grad_norm: r.grad_norm,
-            images_per_s: batch.len() as f64 / seconds.max(1e-9),
-        })
+            images_per_s: r.images as f64 / seconds.max(1e-9),
+        }))
     }
 
     /// Evaluates the model on the validation set now (to the end, whatever the
@@ -613,7 +800,10 @@ impl Trainer {
     }
 
     /// The evaluation, or `None` when `stoppable` and the observer asked to stop (checked
-    /// after every batch).
+    /// after every batch; with several ranks, after every round of one batch per rank,
+    /// and on every rank when asked on any). With several ranks, the batches are shared
+    /// out ([`evaluate_on_until`]) and every rank first takes rank 0's BatchNorm
+    /// statistics, which rank 0 saves.
     fn evaluate_or_stop(
         &mut self,
         observer: &mut dyn Observer,
@@ -623,9 +813,12 @@ impl Trainer {
         let ids: Vec<i64> = self.categories.iter().map(|c| c.id).collect();
         let d = &self.config.data;
         let (min_size, max_size, bs) = (d.min_size, d.max_size, d.eval_batch_size);
-        let eval = evaluate_until(
+        sync_buffers(&*self.comm, &mut self.model)?;
+        let eval = evaluate_on_until(
+            &*self.comm,
             &mut self.model,
             &self.val,
+            &self.left_out[1],
             &ids,
             min_size,
             max_size,
@@ -655,9 +848,14 @@ impl Trainer {
         self.eval_pending = false;
         self.save_last(observer)?;
         if improved {
-            let path = self.folder.best_checkpoint();
-            self.checkpoint(false).save(&path)?;
-            observer.on_saved(&path);
+            if self.comm.is_root() {
+                let path = self.folder.best_checkpoint();
+                let saved = self.checkpoint(false).save(&path);
+                agreed(&*self.comm, saved.map_err(Error::from))?;
+                observer.on_saved(&path);
+            } else {
+                agreed(&*self.comm, Ok(()))?;
+            }
         }
         observer.on_eval(&record, &eval.result, self);
         Ok(Some(eval.result))
@@ -689,22 +887,57 @@ impl Trainer {
     }
 
     /// Writes `metrics.jsonl` and then `last.ckpt` (both atomically), then removes any
-    /// temporary file a killed process left in the folder.
+    /// temporary file a killed process left in the folder. With several ranks, rank 0
+    /// writes and every rank then waits until it has: once any rank goes on, the
+    /// checkpoint is on disk (and a failure to write it is every rank's error).
     pub fn save_last(&mut self, observer: &mut dyn Observer) -> Result<()> {
+        if self.comm.is_root() {
+            let saved = self.write_last();
+            agreed(&*self.comm, saved)?;
+            observer.on_saved(&self.folder.last_checkpoint());
+        } else {
+            agreed(&*self.comm, Ok(()))?;
+        }
+        self.last_saved = Instant::now();
+        Ok(())
+    }
+
+    /// [`Trainer::save_last`]'s writing, on rank 0.
+    fn write_last(&mut self) -> Result<()> {
         self.write_metrics()?;
         let path = self.folder.last_checkpoint();
         self.checkpoint(true).save(&path)?;
-        self.last_saved = Instant::now();
-        observer.on_saved(&path);
         self.folder.remove_stale_temp_files()?;
         Ok(())
     }
 
-    /// Rewrites `metrics.jsonl` from the rows in memory.
+    /// Rewrites `metrics.jsonl` from the rows in memory (rank 0 alone).
     fn write_metrics(&mut self) -> Result<()> {
+        if !self.comm.is_root() {
+            return Ok(());
+        }
         self.folder.write_metrics(&self.history)?;
         self.metrics_flushed_at = self.step;
         Ok(())
+    }
+}
+
+/// `result` on the rank that has it, and the same decision on every rank: with several
+/// ranks, every rank learns whether any failed (collective: every rank calls it at the
+/// same point, with `Ok` where it had nothing to do), and a rank that did not fail
+/// returns the first failing rank's error. A rank whose own `result` failed returns its
+/// own error.
+fn agreed<T>(comm: &dyn Comm, result: Result<T>) -> Result<T> {
+    if comm.size() == 1 {
+        return result;
+    }
+    let failure = result.as_ref().err().map(|e| e.chain());
+    match (first_failure(comm, failure)?, result) {
+        (None, result) | (Some(_), result @ Err(_)) => result,
+        (Some((rank, message)), Ok(_)) => Err(Error::invalid(format!(
+            "rank {rank} of {} failed: {message}",
+            comm.size()
+        ))),
     }
 }
 
@@ -756,40 +989,69 @@ fn decode_bytes(config: &TrainConfig, train: &dyn Dataset) -> u64 {
 }
 
 /// Checks every image of both sets before step 1 ([`focal_data::check_dataset`]),
-/// leaving the bad ones out when the configuration says so.
+/// leaving the bad ones out when the configuration says so; returns the images left out
+/// of each set. With several ranks, rank 0 alone reads the files and every rank leaves
+/// out the images it found (so that every rank trains on the same list, and reads only
+/// the images of its own shards).
 fn check_images(
+    comm: &dyn Comm,
     config: &TrainConfig,
     train: &Arc<dyn Dataset>,
     val: &Arc<dyn Dataset>,
     options: &StartOptions,
     notes: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<[Arc<BTreeSet<usize>>; 2]> {
     let skip = config.data.skip_bad_images;
-    for (name, set) in [("training", train), ("validation", val)] {
-        let what = format!("checking the {name} images");
-        let report = focal_data::check_dataset(&**set, skip, &|done, total| {
-            (options.progress)(&what, done, total)
-        })?;
-        if !report.left_out.is_empty() {
-            notes.push(format!(
-                "left out {} of the {} {name} images that cannot be used (--skip-bad-images):{}",
-                report.left_out.len(),
-                report.checked,
-                report
-                    .left_out
-                    .iter()
-                    .map(|p| format!("\n  {p}"))
-                    .collect::<String>()
-            ));
-            if report.left_out.len() == report.checked {
-                return Err(Error::invalid(format!(
-                    "no usable image is left in the {name} set: {}",
-                    set.describe()
-                )));
-            }
+    let mut left_out: [Arc<BTreeSet<usize>>; 2] = Default::default();
+    for (k, (name, set)) in [("training", train), ("validation", val)]
+        .into_iter()
+        .enumerate()
+    {
+        let problems = if comm.is_root() {
+            let checked = check_set(name, &**set, skip, options, notes);
+            share_problems(comm, agreed(comm, checked)?)?
+        } else {
+            agreed(comm, Ok(()))?;
+            let problems = share_problems(comm, Vec::new())?;
+            set.leave_out(&problems);
+            problems
+        };
+        left_out[k] = Arc::new(problems.iter().map(|p| p.index).collect());
+    }
+    Ok(left_out)
+}
+
+/// [`check_images`] of one set, in this process: the images it left out.
+fn check_set(
+    name: &str,
+    set: &dyn Dataset,
+    skip: bool,
+    options: &StartOptions,
+    notes: &mut Vec<String>,
+) -> Result<Vec<ImageProblem>> {
+    let what = format!("checking the {name} images");
+    let report = focal_data::check_dataset(set, skip, &|done, total| {
+        (options.progress)(&what, done, total)
+    })?;
+    if !report.left_out.is_empty() {
+        notes.push(format!(
+            "left out {} of the {} {name} images that cannot be used (--skip-bad-images):{}",
+            report.left_out.len(),
+            report.checked,
+            report
+                .left_out
+                .iter()
+                .map(|p| format!("\n  {p}"))
+                .collect::<String>()
+        ));
+        if report.left_out.len() == report.checked {
+            return Err(Error::invalid(format!(
+                "no usable image is left in the {name} set: {}",
+                set.describe()
+            )));
         }
     }
-    Ok(())
+    Ok(report.left_out)
 }
 
 /// Removes stale temporary files from the folder, noting how many.

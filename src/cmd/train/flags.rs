@@ -456,7 +456,8 @@ pub struct OptimizerFlags {
     /// Cut each batch into this many parts trained concurrently, their gradients added up
     /// (for many-core machines and small images, where single kernels cannot keep every
     /// core busy; on 2 cores it measured no faster). Results depend on it only to
-    /// rounding, and never on --threads [default: 1].
+    /// rounding, and never on --threads. Under mpirun: a multiple of the number of
+    /// processes, shared among them in order [default: 1; under mpirun -np N: N].
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
     /// sgd (momentum) or adamw [synthetic default: adamw; COCO: sgd].

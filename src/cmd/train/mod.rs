@@ -16,9 +16,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use focal_retinanet::train::{CocoData, Outcome, StartOptions, TrainConfig, Trainer};
 
+use crate::launch::World;
+
 pub mod flags;
 pub mod plots;
 pub mod progress;
+pub mod ranks;
 
 use flags::{
     AnchorFlags, DataFlags, Given, InferenceFlags, LossFlags, MatcherFlags, ModelFlags,
@@ -125,15 +128,23 @@ metrics.jsonl every 20 steps. Every file is written atomically, so a kill at any
 leaves the previous version intact, and temporary files left by a killed run are removed \
 by the next.
 
-Stopping: Ctrl-C or SIGTERM (kill, docker stop, Slurm) finishes the current step (or \
-abandons an evaluation, which --resume repeats), writes last.ckpt and exits with status \
-130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as a shell reports it); a second \
-signal exits at once. A NaN or infinite loss stops the run with an error naming the step; \
-last.ckpt then still holds the last good state.
+Stopping: Ctrl-C, SIGTERM (kill, docker stop, Slurm) or SIGUSR1 finishes the current step \
+(or abandons an evaluation, which --resume repeats), writes last.ckpt and exits with \
+status 130 after Ctrl-C, 143 after SIGTERM, 138 after SIGUSR1 (128 + the signal, as a \
+shell reports it); a second signal exits at once. A NaN or infinite loss stops the run \
+with an error naming the step; last.ckpt then still holds the last good state.
 
 Before step 1 the run checks, and refuses with what it found: the memory estimate against \
 the machine's memory, that no other run holds the folder (focal.lock), and every image of \
-both sets (exists, inside its folder, decodes, has its annotated size).";
+both sets (exists, inside its folder, decodes, has its annotated size).
+
+Several machines: `mpirun -np N focal train ...` (a focal built with --features mpi) \
+trains one model with N processes, the same to the bit as --shards N in one process \
+(README, \"Training on several machines\"; give Open MPI --bind-to none). Rank 0 alone \
+holds the run folder and writes in it; a signal to any process stops every one at the \
+same step. To stop an mpirun run gracefully, send SIGUSR1 to mpirun, which passes it on \
+(on SIGTERM or Ctrl-C, Open MPI's mpirun kills its processes before they can save, unless \
+given a longer --mca odls_base_sigkill_timeout, in seconds).";
 
 impl Args {
     /// The flag groups, one per section of the configuration.
@@ -246,20 +257,25 @@ fn default_run_dir() -> PathBuf {
 }
 
 /// The trainer of a resumed run (`--resume`) or of a fresh one; `None` after
-/// `--print-config`, which only prints the configuration.
-fn open_trainer(args: &Args, threads: Option<u32>) -> Result<Option<Trainer>> {
-    let check_progress = CheckProgress::new(args.no_progress);
+/// `--print-config`, which only prints the configuration. With several processes
+/// (`world`), rank 0 alone prints.
+fn open_trainer(args: &Args, threads: Option<u32>, world: &World) -> Result<Option<Trainer>> {
+    let root = world.is_root();
+    let check_progress = CheckProgress::new(args.no_progress || !root);
     let options = StartOptions {
         accept_data_change: args.accept_data_change,
         skip_bad_images: args.skip_bad_images,
         check_memory: !args.no_memory_check,
         progress: &|what, done, total| check_progress.report(what, done, total),
+        comm: world.comm(),
     };
     if let Some(ckpt) = &args.resume {
         args.refuse_with_resume()?;
         if args.print_config {
             let (_, config, _) = focal_retinanet::train::checkpoint::read_checkpoint(ckpt)?;
-            print!("{}", config.to_toml());
+            if root {
+                print!("{}", config.to_toml());
+            }
             return Ok(None);
         }
         let trainer = Trainer::resume_with(
@@ -268,39 +284,53 @@ fn open_trainer(args: &Args, threads: Option<u32>) -> Result<Option<Trainer>> {
             threads.map(|t| t as usize),
             &options,
         )?;
-        eprintln!(
-            "resuming {} at step {}/{} (epoch {})",
-            ckpt.display(),
-            trainer.step(),
-            trainer.total_steps(),
-            trainer.epoch() + 1
-        );
+        if root {
+            eprintln!(
+                "resuming {} at step {}/{} (epoch {})",
+                ckpt.display(),
+                trainer.step(),
+                trainer.total_steps(),
+                trainer.epoch() + 1
+            );
+        }
         return Ok(Some(trainer));
     }
-    let config = args.resolve(threads)?;
+    let mut config = args.resolve(threads)?;
+    ranks::share_batches(&mut config, world);
     if args.print_config {
-        print!("{}", config.to_toml());
+        if root {
+            print!("{}", config.to_toml());
+        }
         return Ok(None);
     }
-    let out = args.out.clone().unwrap_or_else(default_run_dir);
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => ranks::same_on_every_rank(default_run_dir(), world)?,
+    };
     let mut trainer = Trainer::start(config, &out, &options)?;
     if let Some(init) = &args.init {
         let report = trainer.init_from(init)?;
-        eprintln!("initialised from {}:", init.display());
-        for line in report.lines(trainer.config().model.prior_probability) {
-            eprintln!("  {line}");
+        if root {
+            eprintln!("initialised from {}:", init.display());
+            for line in report.lines(trainer.config().model.prior_probability) {
+                eprintln!("  {line}");
+            }
         }
     }
     Ok(Some(trainer))
 }
 
-pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
+pub fn run(args: Args, threads: Option<u32>, world: &World) -> Result<ExitCode> {
     let started = Instant::now();
-    let Some(mut trainer) = open_trainer(&args, threads)? else {
+    let Some(mut trainer) = open_trainer(&args, threads, world)? else {
         return Ok(ExitCode::SUCCESS);
     };
     if let Some(n) = args.stop_after {
         trainer.stop_after(n);
+    }
+    if !world.is_root() {
+        // The other ranks train in silence; rank 0 reports and writes.
+        return ranks::run_quietly(&mut trainer);
     }
     for note in trainer.notes() {
         eprintln!("note: {note}");
@@ -318,7 +348,7 @@ pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
         super::count(trainer.total_steps(), "step"),
         c.batch_size,
         trainer.batches_per_epoch(),
-        super::threads_text()
+        ranks::threads_text(world, c.shards)
     );
 
     let interrupted = crate::interrupt::install(
