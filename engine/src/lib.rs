@@ -9,6 +9,7 @@
 //! - [`gemm`]: focal's own GEMM (packed micro-kernels, AVX-512 / AVX2 / portable).
 //! - [`bench`]: the kernel benchmarks of `focal bench` and `cargo bench`.
 //! - [`threads`]: rayon parallelism that never changes a result.
+//! - [`profile`]: time and FLOPs per op kind (`focal bench train-step --profile`).
 //!
 //! ## Errors: panics for broken contracts, `Result` for the outside world
 //!
@@ -41,6 +42,7 @@ mod gradcheck_cases;
 pub mod naive;
 pub mod op;
 pub mod ops;
+pub mod profile;
 pub mod rng;
 pub mod shape;
 pub mod storage;

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use focal_engine::ConvAlgo;
 use focal_retinanet::train::{CocoData, Outcome, StartOptions, TrainConfig, Trainer};
 
 pub mod flags;
@@ -161,7 +162,7 @@ impl Args {
     }
 
     /// Preset, then `--config`, then flags.
-    fn resolve(&self, threads: Option<u32>) -> Result<TrainConfig> {
+    fn resolve(&self, threads: Option<u32>, conv_algo: Option<ConvAlgo>) -> Result<TrainConfig> {
         let coco = self.data.coco_data()?;
         let file_text = match &self.config {
             Some(path) => Some(
@@ -195,6 +196,9 @@ impl Args {
         self.apply(&mut config)?;
         if let Some(t) = threads {
             config.threads = t as usize;
+        }
+        if let Some(a) = conv_algo {
+            config.conv_algo = a.name().to_string();
         }
         config.validate()?;
         Ok(config)
@@ -247,7 +251,11 @@ fn default_run_dir() -> PathBuf {
 
 /// The trainer of a resumed run (`--resume`) or of a fresh one; `None` after
 /// `--print-config`, which only prints the configuration.
-fn open_trainer(args: &Args, threads: Option<u32>) -> Result<Option<Trainer>> {
+fn open_trainer(
+    args: &Args,
+    threads: Option<u32>,
+    conv_algo: Option<ConvAlgo>,
+) -> Result<Option<Trainer>> {
     let check_progress = CheckProgress::new(args.no_progress);
     let options = StartOptions {
         accept_data_change: args.accept_data_change,
@@ -257,6 +265,17 @@ fn open_trainer(args: &Args, threads: Option<u32>) -> Result<Option<Trainer>> {
     };
     if let Some(ckpt) = &args.resume {
         args.refuse_with_resume()?;
+        if let Some(algo) = conv_algo {
+            let (_, saved, _) = focal_retinanet::train::checkpoint::read_checkpoint(ckpt)?;
+            if saved.conv_algo != algo.name() {
+                bail!(
+                    "--conv-algo {}: the run in {} computes its convolutions with conv_algo                      = {:?}, and a resumed run keeps it (results depend on it); drop                      --conv-algo",
+                    algo.name(),
+                    ckpt.display(),
+                    saved.conv_algo
+                );
+            }
+        }
         if args.print_config {
             let (_, config, _) = focal_retinanet::train::checkpoint::read_checkpoint(ckpt)?;
             print!("{}", config.to_toml());
@@ -277,7 +296,7 @@ fn open_trainer(args: &Args, threads: Option<u32>) -> Result<Option<Trainer>> {
         );
         return Ok(Some(trainer));
     }
-    let config = args.resolve(threads)?;
+    let config = args.resolve(threads, conv_algo)?;
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(None);
@@ -294,9 +313,9 @@ fn open_trainer(args: &Args, threads: Option<u32>) -> Result<Option<Trainer>> {
     Ok(Some(trainer))
 }
 
-pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
+pub fn run(args: Args, threads: Option<u32>, conv_algo: Option<ConvAlgo>) -> Result<ExitCode> {
     let started = Instant::now();
-    let Some(mut trainer) = open_trainer(&args, threads)? else {
+    let Some(mut trainer) = open_trainer(&args, threads, conv_algo)? else {
         return Ok(ExitCode::SUCCESS);
     };
     if let Some(n) = args.stop_after {
