@@ -106,9 +106,9 @@ fn conv2d_is_deterministic() {
 #[test]
 fn winograd_conv2d_is_deterministic() {
     let mut r = Rng::new(6);
-    // 64 -> 64 channels at 128x128, batch 2: 2048 F(4x4) tiles (8192 of F(2x2)), more
-    // than one chunk of tiles (`engine/src/ops/conv/winograd/plan.rs`), so the weight
-    // gradient is a sum over chunks; rows of 32 and 64 tiles, several groups of lanes.
+    // 64 -> 64 channels at 128x128, batch 2: 2048 F(4x4) tiles (8192 of F(2x2), more
+    // than one chunk of tiles, `engine/src/ops/conv/winograd/plan.rs`, so the weight
+    // gradient is a sum over chunks); rows of 32 and 64 tiles, several groups of lanes.
     let inputs = vec![
         randn(&mut r, &[2, 64, 128, 128]),
         randn(&mut r, &[64, 64, 3, 3]),

@@ -6,9 +6,9 @@
 //! max |winograd − reference| ≤ BOUND · max |reference|      (per output tensor)
 //! ```
 //!
-//! with `BOUND` = 5e-6 for F(2x2,3x3) (the direct kernels measure up to 6e-7, F(2x2)
-//! up to 8e-7) and 5e-5 for F(4x4,3x3) (measured up to 1.3e-5), about four times the
-//! largest error measured on the network shapes below.
+//! with `BOUND` = 5e-6 for the direct kernels and F(2x2,3x3) (measured up to 2.4e-6 and
+//! 1.1e-6) and 5e-5 for F(4x4,3x3) (measured up to 2.3e-5), about twice the largest
+//! error measured on the network shapes below.
 
 use focal_engine::gradcheck::randn;
 use focal_engine::{
@@ -121,7 +121,7 @@ fn winograd_matches_naive_on_odd_shapes() {
 /// The error on layer shapes of a ResNet/RetinaNet (64..512 channels, smaller planes
 /// than the real ones to keep the f64 reference quick), with N(0, 1) inputs and output
 /// gradients and Kaiming-normal weights (std √(2/(9·C))), as in a trained network.
-/// These are the figures of the table in `engine/src/ops/winograd.rs`
+/// These are the figures of the table in `docs/winograd.md`
 /// (`cargo test --release -p focal-engine --test winograd -- --nocapture` prints them).
 #[test]
 fn winograd_error_on_network_shapes_is_within_the_bound() {

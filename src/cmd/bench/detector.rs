@@ -9,7 +9,8 @@
 //! Each prints the median over `--steps` timed steps after `--warmup` untimed ones, a
 //! breakdown by phase, and the peak resident memory of the process (VmHWM of
 //! /proc/self/status). With `--json` the last line is one JSON object with at least `ms`
-//! and `peak_rss_mb`.
+//! (median wall time), `min_ms`, `cpu_ms` (median CPU time of all threads per step, the
+//! steadier figure on a shared machine) and `peak_rss_mb`.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -249,6 +250,7 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
         s.model.set_train(false);
     }
     let mut totals = Vec::new();
+    let mut cpu = Vec::new();
     let mut phases: Vec<Phases> = Vec::new();
     for i in 0..o.warmup + o.steps {
         if o.profile && i == o.warmup {
@@ -256,6 +258,7 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
             profile::enable(true);
         }
         profile::mark();
+        let cpu0 = focal_engine::bench::process_cpu_ns();
         let t = Instant::now();
         let p = if mode == "train-step" {
             train_step(&mut s, &mut opt)
@@ -263,6 +266,11 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
             infer_step(&mut s, &sizes)
         };
         let ms = t.elapsed().as_secs_f64() * 1e3;
+        if let (Some(a), Some(b)) = (cpu0, focal_engine::bench::process_cpu_ns()) {
+            if i >= o.warmup {
+                cpu.push((b - a) as f64 / 1e6);
+            }
+        }
         if i >= o.warmup {
             totals.push(ms);
             phases.push(p);
@@ -270,6 +278,9 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
         }
     }
     let ms = median(&mut totals.clone());
+    // Median CPU time of the process per step (all threads), the steadier figure when
+    // other jobs share the cores.
+    let cpu_ms = (cpu.len() == totals.len()).then(|| median(&mut cpu));
     let peak = peak_rss_mb();
     let profile_rows = o.profile.then(|| {
         profile::enable(false);
@@ -325,7 +336,8 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
             "{{\"bench\": \"{mode}\", \"backbone\": \"{}\", \"norm\": \"{}\", \"size\": {}, \
              \"batch\": {}, \"classes\": {}, \"fpn_channels\": {}, \"head_width\": {}, \
              \"head_depth\": {}, \"threads\": {threads}, \"conv_algo\": \"{}\", \"steps\": {}, \
-             \"ms\": {ms:.1}, \"min_ms\": {:.1}, \"peak_rss_mb\": {}, \"phases_ms\": {{{}}}{}}}",
+             \"ms\": {ms:.1}, \"min_ms\": {:.1}, \"cpu_ms\": {}, \"peak_rss_mb\": {}, \
+             \"phases_ms\": {{{}}}{}}}",
             o.backbone,
             o.norm,
             o.size,
@@ -337,6 +349,7 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
             focal_engine::conv_algo().name(),
             o.steps,
             totals.iter().copied().fold(f64::INFINITY, f64::min),
+            cpu_ms.map_or("null".to_string(), |m| format!("{m:.1}")),
             peak.map_or("null".to_string(), |m| format!("{m:.1}")),
             phase_json.join(", "),
             profile_json

@@ -107,7 +107,7 @@ pub(crate) const MIN_TILES_F4: usize = 256;
 /// Fewest F(2x2) tiles for Winograd to beat the direct kernels.
 pub(crate) const MIN_TILES_F2: usize = 128;
 /// Fewest input and output channels for Winograd to beat the direct kernels.
-pub(crate) const MIN_CHANNELS: usize = 128;
+pub(crate) const MIN_CHANNELS: usize = 256;
 /// Smallest output plane: below it the direct kernels batch the samples into one GEMM
 /// (`forward.rs`, `SMALL_PLANE`), which Winograd did not beat at any size measured.
 pub(crate) const MIN_PLANE: usize = 256;
@@ -128,26 +128,29 @@ pub(crate) fn winograd_tile(g: &Geom) -> TileKind {
 /// otherwise.
 ///
 /// Measured with `focal bench conv --preset grid --compare-algos
-/// direct,winograd-f2,winograd-f4` (3x3 stride 1, C = O, batch 2; three interleaved
-/// runs on the 2-core AMD EPYC Zen 5 machine with AVX-512, shared with other jobs), the
-/// speed-up of forward + backward over the direct kernels (ratios of CPU time, F(2x2) /
-/// F(4x4)), with today's GEMM (matrixmultiply):
+/// direct,winograd-f2,winograd-f4` (3x3 stride 1, C = O, batch 2, interleaved) on the
+/// 2-core AMD EPYC Zen 5 machine (AVX-512 path), shared with other jobs (load 5-8): the
+/// speed-up of forward + backward over the direct implicit-GEMM kernels (median wall
+/// time; the CPU-time ratios agree within 0.06), F(2x2) / F(4x4):
 ///
 /// | C = O | 8²          | 16²         | 32²         | 64²         |
 /// |-------|-------------|-------------|-------------|-------------|
-/// | 64    | 0.59 / 0.34 | 0.90 / 0.53 | 0.97 / 0.93 | 0.74 / 0.86 |
-/// | 128   | 0.65 / 0.32 | 1.08 / 0.63 | 1.18 / 1.08 | 1.10 / 1.09 |
-/// | 256   | 0.70 / 0.32 | 1.23 / 0.71 | 1.39 / 1.38 | 1.48 / 1.58 |
-/// | 512   | 0.73 / 0.32 | 1.37 / 0.86 | 1.74 / 1.63 | 1.71 / 1.98 |
+/// | 64    | 0.71 / 0.39 | 1.04 / 0.54 | 1.09 / 0.98 | 0.78 / 0.76 |
+/// | 128   | 0.72 / 0.34 | 1.08 / 0.65 | 1.07 / 0.99 | 0.92 / 0.98 |
+/// | 256   | 0.67 / 0.32 | 1.15 / 0.65 | 1.28 / 1.19 | 1.30 / 1.52 |
+/// | 512   | 0.65 / 0.34 | 1.21 / 0.68 | 1.54 / 1.45 | 1.52 / 1.81 |
 ///
-/// So: 64 channels never won (the transforms cost as much as the saved multiplies
-/// there); 8² planes at batch 2 (32 tiles) never won (the filter transform and the
-/// packing of the transformed filters, both proportional to `C·O`, are spread over too
-/// few tiles); F(4x4) beat F(2x2) only with 512 of its tiles (64² at batch 2), and tied
-/// at 128. On the 96-px default model at batch 8 (`--preset 96`), whose planes are all
-/// under 256 pixels, no 3x3 conv was faster with either tile (128 → 128 at 12²: 0.95
-/// with F(2x2)), hence [`MIN_PLANE`]. These thresholds belong to this GEMM: they are
-/// to be measured again when the GEMM changes.
+/// So: with 64 and 128 channels Winograd gains at most 9 % and loses up to 22 % on the
+/// large planes, where the direct GEMMs are widest (the transforms, which grow with
+/// `C + O`, cost as much as the multiplications saved), hence [`MIN_CHANNELS`] = 256;
+/// 8² planes at batch 2 (32 F(2x2) tiles) never win (the filter transform and its
+/// packing, both `∝ C·O`, are spread over too few tiles); F(4x4) beats F(2x2) with 512
+/// of its tiles (64² at batch 2) and loses with 128 (32²), hence [`MIN_TILES_F4`]
+/// between them. On the 96-px default model at batch 8 every 3x3 conv has 64 channels
+/// or a plane under 256 pixels: it stays direct, and `focal train`'s default run is
+/// unchanged. With the earlier GEMM (matrixmultiply, repacking the filters per chunk)
+/// 128 channels won 1.1-1.2×; our GEMM made the direct kernels faster there. These
+/// thresholds belong to this GEMM: measure again when it changes.
 pub(crate) fn auto_tile(g: &Geom) -> Option<TileKind> {
     let wins =
         g.c.min(g.o) >= MIN_CHANNELS && g.oh * g.ow >= MIN_PLANE && tiles(g, 2) >= MIN_TILES_F2;
@@ -184,7 +187,7 @@ mod tests {
         let p1 = Conv2dOptions::sp(1, 1);
         for (n, c, o, hw, want) in [
             (2, 64, 64, 128, None),                // layer1: 64 channels
-            (2, 128, 128, 64, Some(TileKind::F4)), // layer2: 512 F(4x4) tiles
+            (2, 128, 128, 64, None),               // layer2: 128 channels
             (2, 256, 256, 32, Some(TileKind::F2)), // layer3: 128 F(4x4) tiles
             (2, 512, 512, 16, Some(TileKind::F2)), // layer4: 128 F(2x2) tiles
             (2, 256, 256, 64, Some(TileKind::F4)), // head on P3

@@ -28,38 +28,24 @@
 //!
 //! **Determinism.** The transforms are plain f32 code, the same operations in the same
 //! order on every machine (their AVX2 and AVX-512 builds too, `simd.rs`); every product
-//! is one `plan::tile_gemm` call per task; the work is cut by shapes only (see
-//! `plan.rs`). So the results are the same bits on any number of threads.
+//! is one GEMM call per task, whose elements are each one FMA chain in a fixed order on
+//! both SIMD paths; the work is cut by shapes only (see `plan.rs`). So the results are
+//! the same bits on any number of threads and on AVX2 and AVX-512.
 //!
 //! **Numerical error.** Winograd is exact in exact arithmetic; in f32 the transforms
-//! add rounding, and F(4x4)'s larger entries (up to 8 in `Aᵀ`, 5 in `Bᵀ`, and the
-//! inexact 1/6, 1/12, 1/24 in `G`) amplify it. Measured against the naive reference
-//! (f64 accumulation) with N(0, 1) inputs and output gradients and Kaiming-normal
-//! weights (std √(2/(9·C))), as `max |result − reference| / max |reference|` over each
-//! tensor (forward / input gradient / weight gradient; `engine/tests/winograd.rs`):
-//!
-//! | layer, batch 2        | direct              | F(2x2,3x3)          | F(4x4,3x3)          |
-//! |-----------------------|---------------------|---------------------|---------------------|
-//! | 64 → 64 at 32²        | 4.9e-7 2.2e-7 3.7e-7 | 3.7e-7 3.2e-7 6.8e-7 | 7.2e-6 5.8e-6 6.3e-6 |
-//! | 128 → 128 at 16²      | 4.3e-7 2.9e-7 4.8e-7 | 4.7e-7 4.9e-7 5.8e-7 | 7.7e-6 1.0e-5 3.4e-6 |
-//! | 256 → 256 at 16²      | 4.5e-7 3.5e-7 4.2e-7 | 6.2e-7 6.0e-7 5.9e-7 | 1.2e-5 1.1e-5 4.3e-6 |
-//! | 512 → 512 at 8²       | 3.4e-7 2.8e-7 4.5e-7 | 5.5e-7 5.0e-7 3.7e-7 | 9.3e-6 1.1e-5 4.0e-6 |
-//! | 256 → 256 at 64² (head) | 4.1e-7 3.6e-7 3.2e-7 | 7.0e-7 6.1e-7 6.6e-7 | 1.6e-5 1.2e-5 7.3e-6 |
-//! | 64 → 64 at 128² (layer1) | 5.6e-7 2.0e-7 3.3e-7 | 4.2e-7 3.5e-7 6.6e-7 | 9.9e-6 7.2e-6 6.6e-6 |
-//!
-//! F(2x2) is as accurate as the direct kernels (within 2×); F(4x4) is 15-40× less
-//! accurate, about 1e-5 of the output's scale — a hundred times smaller than the
-//! relative change one optimiser step typically makes to a weight. **The bound the
-//! tests enforce**, on every shape they run: `max |error| ≤ 5e-6·max |reference|` for
-//! F(2x2) (and the direct kernels) and `≤ 5e-5·max |reference|` for F(4x4), three to
-//! ten times the largest error measured.
+//! add rounding, and F(4x4)'s larger entries amplify it. Measured against the naive
+//! reference (f64 accumulation) on layer shapes with Kaiming-normal weights, as
+//! `max |result − reference| / max |reference|`: F(2x2) 3e-7 to 1.1e-6 (as accurate as
+//! the direct kernels, 4e-7 to 2.4e-6), F(4x4) 3e-6 to 2.3e-5 (`docs/winograd.md` has
+//! the table). **The bound the tests enforce**: `5e-6·max |reference|` for F(2x2) and
+//! the direct kernels, `5e-5·max |reference|` for F(4x4) (`engine/tests/winograd.rs`).
 //!
 //! **Which tile, and when** (`--conv-algo`, [`ConvAlgo`]): the rule of `auto` and the
-//! measurements behind it are in `algo.rs`. In short, with today's GEMM, on the 2-core
-//! AMD EPYC Zen 5 (AVX-512): Winograd runs forward + backward 1.1-2× faster than the
-//! direct kernels on 3x3 convs with at least 128 channels in and out, planes of 16² or
-//! more and enough tiles; F(4x4) wins over F(2x2) only on the largest planes (512 of
-//! its tiles); 64-channel convs and small planes stay direct — which includes every 3x3
+//! measurements behind it are in `algo.rs`. In short, on the 2-core AMD EPYC Zen 5
+//! (AVX-512) with focal's GEMM: Winograd runs forward + backward 1.15-1.8× faster than
+//! the direct kernels on 3x3 convs with at least 256 channels in and out, planes of 16²
+//! or more and enough tiles; F(4x4) wins over F(2x2) only on the largest planes;
+//! 64- and 128-channel convs and small planes stay direct, which includes every 3x3
 //! conv of the 96-px default model, so `focal train`'s default run is unchanged.
 //!
 //! **GEMM.** The products run on focal's own GEMM (`crate::gemm`), on the path the

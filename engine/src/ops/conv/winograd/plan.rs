@@ -1,6 +1,6 @@
 //! What the three Winograd kernels share: the geometry of a 3x3 stride-1 convolution,
-//! its grid of tiles cut into chunks, the input and filter transforms over whole
-//! tensors, and the one GEMM call.
+//! its grid of tiles cut into chunks, and the input and filter transforms over whole
+//! tensors (the filters' packed once per call for the GEMM, [`packed_filters`]).
 //!
 //! **Tiles.** The output planes `(OH, OW)` are covered by `⌈OH/m⌉ × ⌈OW/m⌉` tiles of
 //! `m × m` pixels; the tiles on the bottom and right edges hang over the plane and their
@@ -16,12 +16,12 @@
 //! computed by one task in a fixed order, and the chunks depend only on the shapes, so
 //! the result is bitwise the same on any number of threads.
 //!
-//! **Memory.** A call holds the transformed filters (`α²·S·R` floats: 2.25× the weight
-//! for F(2x2), 4× for F(4x4)) and one chunk's buffers (at most [`CHUNK_FLOATS`], or one
-//! row of tiles if that is more), allocated per call and freed on return. Keeping them
-//! in thread-local buffers between calls measured the same CPU time for a R18-FPN
-//! training step at 512 px but a peak resident memory 70-80 MB higher (838-857 MB
-//! against 757-774 MB; the direct kernels alone: 768-776 MB).
+//! **Memory.** A call holds the transformed filters packed for the GEMM (`α²·S·R`
+//! floats: 16/9 ≈ 1.8× the weight for F(2x2), 4× for F(4x4); the unpacked transform
+//! only while packing) and one chunk's buffers (at most [`CHUNK_FLOATS`], or one row of
+//! tiles if that is more), allocated per call and freed on return. (Keeping them in
+//! thread-local buffers between calls measured the same CPU time for a R18-FPN
+//! training step at 512 px but a peak resident memory 70-80 MB higher.)
 
 use rayon::prelude::*;
 
@@ -54,16 +54,17 @@ pub(crate) struct Conv3 {
     pub px: isize,
 }
 
-/// Floats of transformed inputs and products per chunk of tiles: 4 M floats = 16 MB,
-/// half of the 32 MB L3 cache of the machine it was measured on (AMD EPYC Zen 5, 2
-/// cores). Each chunk packs every transformed filter `U_ξ` again inside the GEMM, so
-/// larger chunks spread that cost over more tiles: on the head conv (256 → 256 at 64²,
-/// batch 2, F(4x4)) forward + backward ran at 0.86×, 1.2×, 1.6-1.7× and 1.7-1.8× the
-/// direct kernels' speed with chunks of 256 K, 1 M, 4 M and 16 M floats (one row of 16
-/// tiles, 48 tiles, 224 tiles, all 512), and layer1 (64 → 64 at 128²) lost with every
-/// size. 4 M is the knee; a GEMM that takes pre-packed filters would favour smaller,
-/// cache-sized chunks.
-pub(crate) const CHUNK_FLOATS: usize = 1 << 22;
+/// Floats of transformed inputs and products per chunk of tiles: 16 M floats = 64 MB
+/// at most, whatever the image size. The transformed filters are packed once per call,
+/// so the chunk size no longer buys back any packing; what larger chunks still buy is
+/// the weight gradient's: each chunk adds its products into every `dU_ξ` (`α²·R·S`
+/// floats, 9 MB for the head's 256 → 256 with F(4x4)), and a longer inner dimension
+/// (tiles) per product. Measured with `focal bench conv --preset grid --compare-algos`
+/// (forward + backward speed-up over direct, by CPU time, 2-core AMD EPYC Zen 5 under a
+/// load of 8-12 from other jobs), with 4 M floats against 16 M: 256 → 256 at 64², batch
+/// 2: 1.22 / 1.24 against 1.34 / 1.70 (F(2x2) / F(4x4)); 512 → 512 at 64²: 1.28 / 1.51
+/// against 1.45 / 1.80; 1 M and 256 K floats were slower still (0.8-1.07).
+pub(crate) const CHUNK_FLOATS: usize = 1 << 24;
 
 /// The tile grid of a [`Conv3`] for tile size `T`, and its cut into chunks.
 #[derive(Clone, Copy, Debug)]

@@ -21,7 +21,7 @@
 //! The backward passes need two adjoints: `dM = A dY Aᵀ` (of the output transform) for
 //! the weight gradient, and `dg = Gᵀ dU G` (of the filter transform). The input
 //! transform's adjoint is not needed: the input gradient is computed as another 3x3
-//! convolution (see `winograd.rs`).
+//! convolution (see `mod.rs`).
 
 use std::ops::{Add, Mul, Neg, Sub};
 
