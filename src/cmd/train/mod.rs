@@ -269,7 +269,9 @@ fn open_trainer(
             let (_, saved, _) = focal_retinanet::train::checkpoint::read_checkpoint(ckpt)?;
             if saved.conv_algo != algo.name() {
                 bail!(
-                    "--conv-algo {}: the run in {} computes its convolutions with conv_algo                      = {:?}, and a resumed run keeps it (results depend on it); drop                      --conv-algo",
+                    "--conv-algo {}: the run in {} computes its convolutions with \
+                     conv_algo = {:?}, and a resumed run keeps it (results depend on it); \
+                     drop --conv-algo",
                     algo.name(),
                     ckpt.display(),
                     saved.conv_algo
