@@ -6,20 +6,24 @@
 //! max |winograd − reference| ≤ BOUND · max |reference|      (per output tensor)
 //! ```
 //!
-//! with `BOUND` = 5e-6 for the direct kernels and F(2x2,3x3) (measured up to 2.4e-6 and
-//! 1.1e-6) and 5e-5 for F(4x4,3x3) (measured up to 2.3e-5), about twice the largest
-//! error measured on the network shapes below.
+//! with `BOUND` = 5e-6 for F(2x2,3x3) (measured up to 2.6e-6) and 5e-5 for F(4x4,3x3)
+//! (measured up to 2.3e-5), about twice the largest error measured on the network
+//! shapes below; the direct kernels, checked alongside, get 1e-5 (see [`bound`]).
 
 use focal_engine::gradcheck::randn;
 use focal_engine::{
     backward_with, conv2d_with, naive, Conv2dOptions, ConvAlgo, ParamId, Rng, Tensor,
 };
 
-/// The documented bound for `algo` (see the module doc).
+/// The documented bound for `algo` (see the module doc). The direct kernels get 1e-5:
+/// their weight gradient is one FMA chain over every pixel of the batch, whose rounding
+/// grows with the batch's pixels (6.3e-6 measured at 64 → 64 on 128², batch 2, by the
+/// full-size test below; at most 2.4e-6 on the smaller shapes).
 fn bound(algo: ConvAlgo) -> f64 {
     match algo {
         ConvAlgo::WinogradF4 => 5e-5,
-        _ => 5e-6,
+        ConvAlgo::WinogradF2 => 5e-6,
+        _ => 1e-5,
     }
 }
 
@@ -51,16 +55,9 @@ fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
     e / s.max(f64::MIN_POSITIVE)
 }
 
-/// The three results of every algorithm against the naive reference; returns the
-/// relative errors, `[algo][fwd, dx, dw]`.
-fn check(
-    what: &str,
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    opts: Conv2dOptions,
-    r: &mut Rng,
-) -> Vec<(ConvAlgo, [f64; 3])> {
+/// The three results of every algorithm against the naive reference, each within its
+/// bound; prints the relative errors (forward, input gradient, weight gradient).
+fn check(what: &str, x: &Tensor, w: &Tensor, b: Option<&Tensor>, opts: Conv2dOptions, r: &mut Rng) {
     let mut want_y = naive::conv2d(x, w, b, opts);
     let gy = randn(r, want_y.shape());
     let want = [
@@ -68,10 +65,16 @@ fn check(
         naive::conv2d_input_grad(x.shape(), w, &gy, opts),
         naive::conv2d_weight_grad(x, w.shape(), &gy, opts),
     ];
-    let mut out = Vec::new();
     for algo in [ConvAlgo::Direct, ConvAlgo::WinogradF2, ConvAlgo::WinogradF4] {
         let got = run(x, w, b, &gy, opts, algo);
         let errs: [f64; 3] = std::array::from_fn(|i| rel_err(&got[i], &want[i]));
+        println!(
+            "{what:<26} {:<12} {:.1e}  {:.1e}  {:.1e}",
+            algo.name(),
+            errs[0],
+            errs[1],
+            errs[2]
+        );
         for (e, pass) in errs
             .iter()
             .zip(["forward", "input gradient", "weight gradient"])
@@ -83,9 +86,7 @@ fn check(
                 bound(algo)
             );
         }
-        out.push((algo, errs));
     }
-    out
 }
 
 /// Odd sizes: planes that are not multiples of either tile, paddings 0..3 (3 makes the
@@ -137,15 +138,7 @@ fn winograd_error_on_network_shapes_is_within_the_bound() {
         let std = (2.0 / (9 * c) as f32).sqrt();
         let w = Tensor::from_vec(&[o, c, 3, 3], r.normal_vec(o * c * 9, 0.0, std));
         let what = format!("{c}->{o} @{hw}x{hw}, batch {n}");
-        for (algo, e) in check(&what, &x, &w, None, Conv2dOptions::sp(1, 1), &mut r) {
-            println!(
-                "{what:<26} {:<12} {:.1e}  {:.1e}  {:.1e}",
-                algo.name(),
-                e[0],
-                e[1],
-                e[2]
-            );
-        }
+        check(&what, &x, &w, None, Conv2dOptions::sp(1, 1), &mut r);
     }
 }
 
@@ -200,14 +193,6 @@ fn winograd_error_at_full_size_is_within_the_bound() {
         let std = (2.0 / (9 * c) as f32).sqrt();
         let w = Tensor::from_vec(&[o, c, 3, 3], r.normal_vec(o * c * 9, 0.0, std));
         let what = format!("{c}->{o} @{hw}x{hw}, batch {n}");
-        for (algo, e) in check(&what, &x, &w, None, Conv2dOptions::sp(1, 1), &mut r) {
-            println!(
-                "{what:<26} {:<12} {:.1e}  {:.1e}  {:.1e}",
-                algo.name(),
-                e[0],
-                e[1],
-                e[2]
-            );
-        }
+        check(&what, &x, &w, None, Conv2dOptions::sp(1, 1), &mut r);
     }
 }

@@ -151,6 +151,11 @@ pub(crate) fn winograd_tile(g: &Geom) -> TileKind {
 /// unchanged. With the earlier GEMM (matrixmultiply, repacking the filters per chunk)
 /// 128 channels won 1.1-1.2×; our GEMM made the direct kernels faster there. These
 /// thresholds belong to this GEMM: measure again when it changes.
+///
+/// The rule looks at shapes only, never at the instruction set, so that `auto` makes
+/// the same choice, and a run the same bits, on every machine. (On the AVX2 path, where
+/// the GEMM runs at half the rate, Winograd measured faster on far more shapes:
+/// `docs/winograd.md`.)
 pub(crate) fn auto_tile(g: &Geom) -> Option<TileKind> {
     let wins =
         g.c.min(g.o) >= MIN_CHANNELS && g.oh * g.ow >= MIN_PLANE && tiles(g, 2) >= MIN_TILES_F2;
