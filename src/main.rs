@@ -65,6 +65,14 @@ struct Cli {
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
 
+    /// How 3x3 stride-1 convolutions are computed: auto (Winograd where it measured
+    /// faster), direct (implicit GEMM), winograd (everywhere it applies, tile chosen per
+    /// shape), winograd-f2 or winograd-f4 (one tile size). Results are deterministic
+    /// with each; they differ between algorithms by float rounding. `focal train`
+    /// records the choice in the run's config, and a resumed run keeps it.
+    #[arg(long, global = true, value_name = "ALGO", value_parser = parse_conv_algo)]
+    conv_algo: Option<focal_engine::ConvAlgo>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -97,6 +105,10 @@ enum Command {
     /// The focal loss paper's Figure 4: how a trained model's loss spreads over easy and
     /// hard positives and negatives, for γ in {0, 0.5, 1, 2}.
     LossCdf(cmd::loss_cdf::Args),
+}
+
+fn parse_conv_algo(s: &str) -> Result<focal_engine::ConvAlgo, String> {
+    focal_engine::ConvAlgo::from_name(s)
 }
 
 fn main() -> ExitCode {
@@ -140,8 +152,11 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    if let Some(algo) = cli.conv_algo {
+        focal_engine::set_conv_algo(algo);
+    }
     let result = match cli.command {
-        Command::Train(a) => cmd::train::run(*a, cli.threads, &world),
+        Command::Train(a) => cmd::train::run(*a, cli.threads, cli.conv_algo, &world),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Detect(a) => cmd::detect::run(a),
         Command::Weights(a) => cmd::weights::run(a),
@@ -149,7 +164,7 @@ fn main() -> ExitCode {
         Command::Synth(a) => cmd::synth::run(a),
         Command::Cocoeval(a) => cmd::cocoeval::run(a),
         Command::Bench(a) => cmd::bench::run(a, &world),
-        Command::Ablate(a) => cmd::ablate::run(a, cli.threads),
+        Command::Ablate(a) => cmd::ablate::run(a, cli.threads, cli.conv_algo),
         Command::LossCdf(a) => cmd::loss_cdf::run(a),
     };
     match result {

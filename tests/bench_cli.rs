@@ -170,3 +170,134 @@ fn focal_isa_is_checked_before_any_work() {
         }
     }
 }
+
+/// `focal bench conv --compare-algos`: for each case, forward and forward + backward of
+/// each algorithm; the first is the reference (speed-up 1, no difference), a Winograd
+/// output differs from the direct one by rounding only.
+#[test]
+fn conv_algorithms_side_by_side() {
+    let out = focal(&[
+        "bench",
+        "conv",
+        "--preset",
+        "96",
+        "--filter",
+        "head 3x3 64->64 @6",
+        "--compare-algos",
+        "direct,winograd-f2,winograd-f4",
+        "--min-time",
+        "0",
+        "--json",
+    ]);
+    succeeds(&out);
+    let stdout = text(&out.stdout);
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(rows.len(), 6, "{stdout}");
+    for (j, algo) in rows.iter().zip([
+        "direct",
+        "direct",
+        "winograd-f2",
+        "winograd-f2",
+        "winograd-f4",
+        "winograd-f4",
+    ]) {
+        let name = j["name"].as_str().unwrap();
+        assert!(name.contains(&format!("/{algo}/")), "{j}");
+        assert!(j["ms"].as_f64().unwrap() > 0.0, "{j}");
+        if name.ends_with("/fwd") {
+            let diff = j["max_rel_diff"].as_f64().unwrap();
+            match algo {
+                "direct" => assert_eq!(diff, 0.0, "{j}"),
+                // The bounds of engine/tests/winograd.rs, against the direct result.
+                "winograd-f2" => assert!(diff > 0.0 && diff < 1e-5, "{j}"),
+                _ => assert!(diff > 0.0 && diff < 5e-5, "{j}"),
+            }
+        }
+    }
+    assert_eq!(rows[0]["speedup"].as_f64(), Some(1.0));
+}
+
+#[test]
+fn conv_algorithm_errors_name_the_choices() {
+    let out = focal(&["--conv-algo", "fft", "bench", "conv"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"fft\"") && err.contains("winograd-f4"),
+        "{err}"
+    );
+    let out = focal(&[
+        "bench",
+        "conv",
+        "--preset",
+        "small",
+        "--filter",
+        "stem",
+        "--compare-algos",
+        "direct,auto",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no selected case is a 3x3 stride-1 conv"),
+        "{err}"
+    );
+}
+
+/// `focal bench train-step --profile`: a table per op kind (conv2d first among the
+/// kinds, with its FLOPs) and, with `--json`, the same rows in the JSON object, whose
+/// shares add up to the step. `--conv-algo` is reported.
+#[test]
+fn train_step_profile_lists_the_ops_and_adds_up() {
+    let out = focal(&[
+        "--conv-algo",
+        "winograd",
+        "bench",
+        "train-step",
+        "--size",
+        "64",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--classes",
+        "3",
+        "--fpn-channels",
+        "32",
+        "--head-width",
+        "16",
+        "--head-depth",
+        "1",
+        "--profile",
+        "--json",
+    ]);
+    succeeds(&out);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("forward ms") && stdout.contains("(outside ops)"),
+        "{stdout}"
+    );
+    let j = last_json_line(&out);
+    assert_eq!(j["conv_algo"], "winograd");
+    let rows = j["profile"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    for op in [
+        "conv2d",
+        "relu",
+        "group_norm",
+        "max_pool2d",
+        "sigmoid_focal_loss",
+    ] {
+        assert!(names.contains(&op), "{op} missing: {names:?}");
+    }
+    let conv = rows.iter().find(|r| r["op"] == "conv2d").unwrap();
+    assert!(conv["gflop"].as_f64().unwrap() > 0.0 && conv["calls"].as_f64().unwrap() >= 20.0);
+    let total: f64 = rows.iter().map(|r| r["share"].as_f64().unwrap()).sum();
+    assert!((total - 100.0).abs() < 0.1, "{total}");
+}

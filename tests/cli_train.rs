@@ -240,10 +240,12 @@ fn same_seed_same_losses_whatever_the_thread_count() {
     assert_eq!(la, lb, "--threads 1 and --threads 2 wrote different losses");
 }
 
-/// The AVX2 and AVX-512 GEMM kernels give the same bits (`engine/src/gemm/`), so a
-/// whole training run writes the same losses on either path (`FOCAL_ISA` forces one):
-/// the promise that a run reproduces on any machine. A path the CPU lacks is skipped
-/// with a notice.
+/// The AVX2 and AVX-512 GEMM kernels give the same bits (`engine/src/gemm/`), and so do
+/// the Winograd transforms built for each, so a whole training run writes the same
+/// losses on either path (`FOCAL_ISA` forces one), with the direct convolutions and with
+/// Winograd on every 3x3 stride-1 conv (`--conv-algo winograd`, recorded in the run's
+/// config): the promise that a run reproduces on any machine. A path the CPU lacks is
+/// skipped with a notice.
 #[test]
 fn same_losses_on_the_avx2_and_avx512_gemm_paths() {
     use focal_engine::gemm::Isa;
@@ -262,20 +264,27 @@ fn same_losses_on_the_avx2_and_avx512_gemm_paths() {
         return;
     }
     let dir = scratch("cli-train", "isa");
-    let mut runs = Vec::new();
-    for isa in paths {
-        let d = dir.join(isa.name());
-        let args = train_args(&d, &["--iters", "4"]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = focal_env(&args, &[("FOCAL_ISA", isa.name())]);
-        assert!(out.status.success(), "{isa}: {}", text(&out.stderr));
-        runs.push(losses(&d));
+    for algo in ["direct", "winograd"] {
+        let mut runs = Vec::new();
+        for &isa in &paths {
+            let d = dir.join(format!("{algo}-{}", isa.name()));
+            let args = train_args(&d, &["--iters", "4", "--conv-algo", algo]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = focal_env(&args, &[("FOCAL_ISA", isa.name())]);
+            assert!(out.status.success(), "{algo} {isa}: {}", text(&out.stderr));
+            let config = std::fs::read_to_string(d.join("config.toml")).unwrap();
+            assert!(
+                config.contains(&format!("conv_algo = \"{algo}\"")),
+                "{config}"
+            );
+            runs.push(losses(&d));
+        }
+        assert_eq!(runs[0].len(), 4);
+        assert_eq!(
+            runs[0], runs[1],
+            "{algo}: the avx512 and avx2 paths wrote different losses"
+        );
     }
-    assert_eq!(runs[0].len(), 4);
-    assert_eq!(
-        runs[0], runs[1],
-        "the avx512 and avx2 paths wrote different losses"
-    );
 }
 
 #[test]
@@ -523,6 +532,21 @@ fn bad_inputs_fail_cleanly_with_their_exit_codes() {
         1,
     );
     assert!(e.contains("--lr"), "{e}");
+    // --resume with another conv algorithm than the run's (auto).
+    let e = fails_with(
+        &focal(&[
+            "train",
+            "--resume",
+            run.join("last.ckpt").to_str().unwrap(),
+            "--conv-algo",
+            "winograd-f4",
+        ]),
+        1,
+    );
+    assert!(
+        e.contains("--conv-algo winograd-f4") && e.contains("conv_algo = \"auto\""),
+        "{e}"
+    );
     // A run folder that already holds a run.
     let e = fails_with(&train(run, &["--iters", "1"]), 1);
     assert!(e.contains("already holds a run"), "{e}");

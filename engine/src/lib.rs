@@ -9,6 +9,7 @@
 //! - [`gemm`]: focal's own GEMM (packed micro-kernels, AVX-512 / AVX2 / portable).
 //! - [`bench`]: the kernel benchmarks of `focal bench` and `cargo bench`.
 //! - [`threads`]: rayon parallelism that never changes a result.
+//! - [`profile`]: time and FLOPs per op kind (`focal bench train-step --profile`).
 //!
 //! ## Errors: panics for broken contracts, `Result` for the outside world
 //!
@@ -41,6 +42,7 @@ mod gradcheck_cases;
 pub mod naive;
 pub mod op;
 pub mod ops;
+pub mod profile;
 pub mod rng;
 pub mod shape;
 pub mod storage;
@@ -50,7 +52,7 @@ pub mod threads;
 
 pub use fsio::{write_atomic, write_atomic_unsynced};
 pub use op::Op;
-pub use ops::conv::{conv2d, Conv2dOptions};
+pub use ops::conv::{conv2d, conv2d_with, conv_algo, set_conv_algo, Conv2dOptions, ConvAlgo};
 pub use ops::loss::{bce_with_logits, l1, sigmoid_focal_loss, smooth_l1, Reduction};
 pub use ops::norm::{batch_norm_train, channel_affine, group_norm, BatchStats};
 pub use ops::pool::max_pool2d;

@@ -163,6 +163,10 @@ pub fn record(
     make: impl FnOnce(&[bool]) -> BackwardFn,
 ) -> Tensor {
     if inputs.iter().all(|t| t.node.is_none()) || !is_grad_enabled() {
+        if crate::profile::enabled() {
+            let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+            crate::profile::forward_done(op, out.shape(), &shapes, &[]);
+        }
         return out;
     }
     let generation = TAPE.with(|t| t.borrow().generation);
@@ -179,6 +183,10 @@ pub fn record(
         .collect();
     let needs: Vec<bool> = parents.iter().map(|p| p.is_some()).collect();
     let backward = make(&needs);
+    if crate::profile::enabled() {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        crate::profile::forward_done(op, out.shape(), &shapes, &needs);
+    }
     out.node = None;
     TAPE.with(|t| {
         let mut tape = t.borrow_mut();
@@ -278,6 +286,11 @@ pub fn backward_with(out: &Tensor, seed: Tensor) -> Gradients {
     // Nodes recorded after `out` cannot contribute to it.
     nodes.truncate(r.index + 1);
     let _no_record = NoGradGuard::new();
+    crate::profile::in_backward(|| walk(nodes, r, seed))
+}
+
+/// The reverse walk of [`backward_with`] over `nodes` (the tape up to `r`).
+fn walk(mut nodes: Vec<Node>, r: NodeRef, seed: Tensor) -> Gradients {
     let mut grads: Vec<Option<Tensor>> = Vec::with_capacity(nodes.len());
     grads.resize_with(nodes.len(), || None);
     grads[r.index] = Some(seed.detach());
@@ -291,6 +304,7 @@ pub fn backward_with(out: &Tensor, seed: Tensor) -> Gradients {
         match node.kind {
             NodeKind::Leaf(id) => result.accumulate(id, grad),
             NodeKind::Op(op, backward) => {
+                let started = crate::profile::enabled().then(std::time::Instant::now);
                 let input_grads = backward(&grad);
                 drop(grad);
                 assert_eq!(
@@ -317,6 +331,9 @@ pub fn backward_with(out: &Tensor, seed: Tensor) -> Gradients {
                         Some(acc) => acc.add_assign(&g),
                         slot @ None => *slot = Some(g),
                     }
+                }
+                if let Some(t) = started {
+                    crate::profile::backward_done(op, t.elapsed().as_nanos() as u64);
                 }
             }
         }

@@ -8,8 +8,8 @@
 use focal_engine::gradcheck::{distinct, randn};
 use focal_engine::threads::with_threads;
 use focal_engine::{
-    backward_with, conv2d, max_pool2d, upsample_nearest, upsample_nearest_to, Conv2dOptions,
-    ParamId, Rng, Tensor,
+    backward_with, conv2d, conv2d_with, max_pool2d, upsample_nearest, upsample_nearest_to,
+    Conv2dOptions, ConvAlgo, ParamId, Rng, Tensor,
 };
 
 /// Bits of every float, so that `assert_eq!` compares exactly (and NaN == NaN).
@@ -101,6 +101,24 @@ fn conv2d_is_deterministic() {
         ],
         |x| conv2d(&x[0], &x[1], Some(&x[2]), Conv2dOptions::sp(2, 1)),
     );
+}
+
+#[test]
+fn winograd_conv2d_is_deterministic() {
+    let mut r = Rng::new(6);
+    // 64 -> 64 channels at 128x128, batch 2: 2048 F(4x4) tiles (8192 of F(2x2), more
+    // than one chunk of tiles, `engine/src/ops/conv/winograd/plan.rs`, so the weight
+    // gradient is a sum over chunks); rows of 32 and 64 tiles, several groups of lanes.
+    let inputs = vec![
+        randn(&mut r, &[2, 64, 128, 128]),
+        randn(&mut r, &[64, 64, 3, 3]),
+        randn(&mut r, &[64]),
+    ];
+    for algo in [ConvAlgo::WinogradF2, ConvAlgo::WinogradF4] {
+        same_for_1_2_3_threads(algo.name(), inputs.clone(), |x| {
+            conv2d_with(&x[0], &x[1], Some(&x[2]), Conv2dOptions::sp(1, 1), algo)
+        });
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use focal_data::EvalResult;
+use focal_engine::ConvAlgo;
 use focal_retinanet::ablation::training::{base_config, describe, TrainerCells, ABLATION_ITERS};
 use focal_retinanet::ablation::{
     run_grid, CellRecord, CellState, GridObserver, GridOutcome, PlannedCell, TABLE_CSV, TABLE_MD,
@@ -120,7 +121,7 @@ impl Args {
     }
 
     /// The base configuration: the ablation's preset, then --config, then the flags.
-    fn base(&self, threads: Option<u32>) -> Result<TrainConfig> {
+    fn base(&self, threads: Option<u32>, conv_algo: Option<ConvAlgo>) -> Result<TrainConfig> {
         let mut base = base_config();
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
@@ -138,6 +139,9 @@ impl Args {
         if let Some(t) = threads {
             base.threads = t as usize;
         }
+        if let Some(a) = conv_algo {
+            base.conv_algo = a.name().to_string();
+        }
         match &self.config {
             Some(p) => base.validate().with_context(|| p.display().to_string())?,
             None => base.validate()?,
@@ -146,10 +150,10 @@ impl Args {
     }
 }
 
-pub fn run(args: Args, threads: Option<u32>) -> Result<ExitCode> {
+pub fn run(args: Args, threads: Option<u32>, conv_algo: Option<ConvAlgo>) -> Result<ExitCode> {
     let started = Instant::now();
     let grid = args.grid()?;
-    let base = args.base(threads)?;
+    let base = args.base(threads, conv_algo)?;
     let caption = describe(&base);
     let cells = grid.settings();
     let ce = cells.iter().filter(|s| s.is_cross_entropy()).count();

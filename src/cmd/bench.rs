@@ -16,6 +16,11 @@ pub mod detector;
 pub mod reduce;
 
 use focal_engine::bench::{self as kernels, Budget, Row};
+use focal_engine::ConvAlgo;
+
+fn parse_algo(s: &str) -> Result<ConvAlgo, String> {
+    ConvAlgo::from_name(s)
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -65,19 +70,28 @@ enum Kind {
         shapes: bool,
     },
     /// conv2d forward and forward+backward on the ResNet-18 layers at 512 px, batch 2,
-    /// and the RetinaNet head conv (`--preset small`: the default training model's
-    /// widths at 128 px, batch 8), with the GEMM rate at the same sizes and each rate
-    /// as a fraction of the measured peak.
+    /// and the RetinaNet head convs (`--preset small`: the default training model's
+    /// widths at 128 px, batch 8; `--preset 96`: its 3x3 stride-1 convs at the default
+    /// 96 px), with the GEMM rate at the same sizes and each rate as a fraction of the
+    /// measured peak. The algorithm is the global `--conv-algo`'s.
     Conv {
         #[command(flatten)]
         common: Common,
-        /// Layer shapes: "512" (ResNet-18 at 512 px, batch 2, head 256 wide) or "small"
-        /// (ResNet-18 at 128 px, batch 8, FPN and heads 64 wide on 16²..1² maps).
+        /// Layer shapes: "512" (ResNet-18 at 512 px, batch 2, heads 256 wide), "small"
+        /// (ResNet-18 at 128 px, batch 8, FPN and heads 64 wide on 16²..1² maps), "96"
+        /// (the 3x3 stride-1 convs of `focal train`'s default model, 96 px, batch 8) or
+        /// "grid" (3x3 stride-1, batch 2, 64..512 channels on 8²..64² planes).
         #[arg(long, default_value = "512")]
         preset: String,
         /// Only the cases whose name contains this text (for example "head", "layer3").
         #[arg(long, value_name = "TEXT")]
         filter: Option<String>,
+        /// Instead, time these conv algorithms side by side (auto, direct, winograd,
+        /// winograd-f2, winograd-f4) on the cases Winograd can run (3x3, stride 1), with
+        /// each one's speed-up over the first and its output's difference from the
+        /// first's.
+        #[arg(long, value_delimiter = ',', value_name = "ALGO,ALGO,..", value_parser = parse_algo)]
+        compare_algos: Option<Vec<ConvAlgo>>,
     },
     /// One full SGD step of RetinaNet (forward, loss, backward, update) on random images:
     /// median time, time per phase and peak resident memory.
@@ -139,9 +153,13 @@ pub fn run(args: Args, world: &crate::launch::World) -> Result<ExitCode> {
             common,
             preset,
             filter,
+            compare_algos,
         } => {
             let Some(cases) = kernels::conv::conv_preset(&preset) else {
-                bail!("unknown --preset {preset:?}: expected \"512\" or \"small\"");
+                bail!(
+                    "unknown --preset {preset:?}: expected {}",
+                    kernels::conv::PRESETS
+                );
             };
             let cases: Vec<_> = cases
                 .into_iter()
@@ -150,8 +168,22 @@ pub fn run(args: Args, world: &crate::launch::World) -> Result<ExitCode> {
             if cases.is_empty() {
                 bail!("no conv case matches {filter:?}");
             }
-            let peak = kernels::gemm::measured_peak();
-            let rows = kernels::conv::conv_rows(&cases, common.budget(), peak);
+            let rows = match compare_algos {
+                Some(algos) => {
+                    let cases: Vec<_> = cases
+                        .into_iter()
+                        .filter(kernels::conv::winograd_shape)
+                        .collect();
+                    if cases.is_empty() {
+                        bail!("--compare-algos: no selected case is a 3x3 stride-1 conv");
+                    }
+                    kernels::conv::algo_rows(&cases, &algos, common.budget())
+                }
+                None => {
+                    let peak = kernels::gemm::measured_peak();
+                    kernels::conv::conv_rows(&cases, common.budget(), peak)
+                }
+            };
             print(&rows, &common);
         }
         Kind::TrainStep(o) => return detector::run("train-step", o),

@@ -7,7 +7,8 @@ use super::gemm::cpu_fraction;
 use super::timing::{time_interleaved, Budget, Row};
 use crate::gemm::{gemm, MatMut, MatRef};
 use crate::ops::conv::conv_output_len;
-use crate::{backward_with, conv2d, no_grad, Conv2dOptions, ParamId, Rng, Tensor};
+use crate::Tensor;
+use crate::{backward_with, conv2d, conv2d_with, no_grad, Conv2dOptions, ConvAlgo, ParamId, Rng};
 
 /// A convolution layer to measure.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +66,9 @@ const CASES_512: &[CaseRow] = &[
     ("layer4 3x3 512->512 @16",         [2, 512, 16, 16],   [512, 512, 3, 3],  1, 1, false, true),
     ("layer4.down 1x1 s2 256->512 @32", [2, 256, 32, 32],   [512, 256, 1, 1],  2, 0, false, true),
     ("head 3x3 256->256 @64",           [2, 256, 64, 64],   [256, 256, 3, 3],  1, 1, true,  true),
+    // The heads' last convs on P3: 9 anchors × 80 classes, 9 × 4 box deltas.
+    ("head.cls 3x3 256->720 @64",       [2, 256, 64, 64],   [720, 256, 3, 3],  1, 1, true,  true),
+    ("head.box 3x3 256->36 @64",        [2, 256, 64, 64],   [36, 256, 3, 3],   1, 1, true,  true),
 ];
 
 /// The conv layers of a small-image model with the widths of `focal train`'s default:
@@ -102,14 +106,165 @@ const CASES_SMALL: &[CaseRow] = &[
     ("head.box 3x3 64->36 @8",          [8, 64, 8, 8],    [36, 64, 3, 3],    1, 1, true,  true),
 ];
 
-/// The cases of a preset: "512" (ResNet-18 at 512 px, batch 2) or "small" (the default
-/// training model's widths at 128 px, batch 8).
+/// The 3x3 stride-1 convs of `focal train`'s default model at its 96-px input, batch 8:
+/// ResNet-18 (layer1..4 on 24², 12², 6², 3² maps), the FPN's output convs (64 wide on
+/// P3..P5) and the heads' towers (64 wide, on P3..P7: 12² down to 1²) with their last
+/// convs (1 anchor × 5 classes, 1 × 4 box deltas). The convs it leaves out (the stem,
+/// the stride-2 and 1x1 ones) never run Winograd.
+#[rustfmt::skip]
+const CASES_96: &[CaseRow] = &[
+    // name                              input             weight            s  p  bias   ∂x
+    ("layer1 3x3 64->64 @24",           [8, 64, 24, 24],  [64, 64, 3, 3],    1, 1, false, true),
+    ("layer2 3x3 128->128 @12",         [8, 128, 12, 12], [128, 128, 3, 3],  1, 1, false, true),
+    ("layer3 3x3 256->256 @6",          [8, 256, 6, 6],   [256, 256, 3, 3],  1, 1, false, true),
+    ("layer4 3x3 512->512 @3",          [8, 512, 3, 3],   [512, 512, 3, 3],  1, 1, false, true),
+    ("fpn.out 3x3 64->64 @12",          [8, 64, 12, 12],  [64, 64, 3, 3],    1, 1, true,  true),
+    ("fpn.out 3x3 64->64 @6",           [8, 64, 6, 6],    [64, 64, 3, 3],    1, 1, true,  true),
+    ("fpn.out 3x3 64->64 @3",           [8, 64, 3, 3],    [64, 64, 3, 3],    1, 1, true,  true),
+    ("head 3x3 64->64 @12",             [8, 64, 12, 12],  [64, 64, 3, 3],    1, 1, false, true),
+    ("head 3x3 64->64 @6",              [8, 64, 6, 6],    [64, 64, 3, 3],    1, 1, false, true),
+    ("head 3x3 64->64 @3",              [8, 64, 3, 3],    [64, 64, 3, 3],    1, 1, false, true),
+    ("head 3x3 64->64 @2",              [8, 64, 2, 2],    [64, 64, 3, 3],    1, 1, false, true),
+    ("head 3x3 64->64 @1",              [8, 64, 1, 1],    [64, 64, 3, 3],    1, 1, false, true),
+    ("head.cls 3x3 64->5 @12",          [8, 64, 12, 12],  [5, 64, 3, 3],     1, 1, true,  true),
+    ("head.box 3x3 64->4 @12",          [8, 64, 12, 12],  [4, 64, 3, 3],     1, 1, true,  true),
+];
+
+/// A grid of 3x3 stride-1 convs, batch 2: C = O in {64, 128, 256, 512} on planes of
+/// 8² to 64², the measurements behind `--conv-algo auto`'s rule
+/// (`focal bench conv --preset grid --compare-algos direct,winograd-f2,winograd-f4`).
+#[rustfmt::skip]
+const CASES_GRID: &[CaseRow] = &[
+    ("64->64 @8 b2",    [2, 64, 8, 8],    [64, 64, 3, 3],   1, 1, false, true),
+    ("64->64 @16 b2",   [2, 64, 16, 16],  [64, 64, 3, 3],   1, 1, false, true),
+    ("64->64 @32 b2",   [2, 64, 32, 32],  [64, 64, 3, 3],   1, 1, false, true),
+    ("64->64 @64 b2",   [2, 64, 64, 64],  [64, 64, 3, 3],   1, 1, false, true),
+    ("128->128 @8 b2",  [2, 128, 8, 8],   [128, 128, 3, 3], 1, 1, false, true),
+    ("128->128 @16 b2", [2, 128, 16, 16], [128, 128, 3, 3], 1, 1, false, true),
+    ("128->128 @32 b2", [2, 128, 32, 32], [128, 128, 3, 3], 1, 1, false, true),
+    ("128->128 @64 b2", [2, 128, 64, 64], [128, 128, 3, 3], 1, 1, false, true),
+    ("256->256 @8 b2",  [2, 256, 8, 8],   [256, 256, 3, 3], 1, 1, false, true),
+    ("256->256 @16 b2", [2, 256, 16, 16], [256, 256, 3, 3], 1, 1, false, true),
+    ("256->256 @32 b2", [2, 256, 32, 32], [256, 256, 3, 3], 1, 1, false, true),
+    ("256->256 @64 b2", [2, 256, 64, 64], [256, 256, 3, 3], 1, 1, false, true),
+    ("512->512 @8 b2",  [2, 512, 8, 8],   [512, 512, 3, 3], 1, 1, false, true),
+    ("512->512 @16 b2", [2, 512, 16, 16], [512, 512, 3, 3], 1, 1, false, true),
+    ("512->512 @32 b2", [2, 512, 32, 32], [512, 512, 3, 3], 1, 1, false, true),
+    ("512->512 @64 b2", [2, 512, 64, 64], [512, 512, 3, 3], 1, 1, false, true),
+];
+
+/// The names of the presets, for messages.
+pub const PRESETS: &str = "\"512\", \"small\", \"96\" or \"grid\"";
+
+/// The cases of a preset: "512" (ResNet-18 at 512 px, batch 2, and the head convs on
+/// P3), "small" (the default training model's widths at 128 px, batch 8), "96" (the 3x3
+/// stride-1 convs of the default model at 96 px) or "grid" (3x3 stride-1, batch 2,
+/// 64..512 channels on 8²..64² planes).
 pub fn conv_preset(name: &str) -> Option<Vec<ConvCase>> {
     match name {
         "512" => Some(cases(CASES_512)),
         "small" => Some(cases(CASES_SMALL)),
+        "96" => Some(cases(CASES_96)),
+        "grid" => Some(cases(CASES_GRID)),
         _ => None,
     }
+}
+
+/// Whether Winograd can run `case` (3x3, stride 1, dilation 1, one group).
+pub fn winograd_shape(case: &ConvCase) -> bool {
+    let o = case.opts;
+    case.w[2] == 3 && case.w[3] == 3 && o.stride == (1, 1) && o.dilation == (1, 1) && o.groups == 1
+}
+
+/// The algorithms side by side: for each case, forward and forward + backward with each
+/// algorithm in `algos`, all interleaved so that every one sees the same machine load.
+///
+/// The GFLOP/s are the direct convolution's FLOPs over the time (an *effective* rate:
+/// Winograd does fewer multiplications for the same result). `speedup`,
+/// `best_speedup` and `cpu_speedup` are the first algorithm's median, best and CPU
+/// times over this one's (the CPU-time ratio is the steadier one on a shared machine);
+/// `max_abs_diff` and `max_rel_diff` compare this algorithm's forward output with the
+/// first's (relative to the largest output magnitude).
+pub fn algo_rows(cases: &[ConvCase], algos: &[ConvAlgo], budget: Budget) -> Vec<Row> {
+    let mut rng = Rng::new(4);
+    let mut rows = Vec::new();
+    for case in cases {
+        let [o, cg, kh, kw] = case.w;
+        let (oh, ow) = out_hw(case);
+        let n = case.x[0];
+        let flops = 2.0 * (n * o * oh * ow * cg * kh * kw) as f64;
+        let bwd_flops = if case.input_grad { 2.0 * flops } else { flops };
+        let x = Tensor::from_vec(&case.x, random(&mut rng, case.x.iter().product()));
+        // Kaiming-normal weights (std √(2 / fan-in)), as a trained network's are scaled.
+        let std = (2.0 / (cg * kh * kw) as f32).sqrt();
+        let w = Tensor::from_vec(&case.w, rng.normal_vec(case.w.iter().product(), 0.0, std));
+        let b = Tensor::from_vec(&[o], random(&mut rng, o));
+        let bias = case.bias.then_some(&b);
+        let seed = Tensor::from_vec(&[n, o, oh, ow], random(&mut rng, n * o * oh * ow));
+        let outputs: Vec<Tensor> = algos
+            .iter()
+            .map(|&a| no_grad(|| conv2d_with(&x, &w, bias, case.opts, a)))
+            .collect();
+        let mut fs: Vec<Box<dyn FnMut() + '_>> = Vec::new();
+        for &a in algos {
+            let (x, w) = (&x, &w);
+            fs.push(Box::new(move || {
+                let y = no_grad(|| conv2d_with(x, w, bias, case.opts, a));
+                std::hint::black_box(y);
+            }));
+        }
+        for &a in algos {
+            let (x, w, b, seed) = (&x, &w, &b, &seed);
+            fs.push(Box::new(move || {
+                let xt = if case.input_grad {
+                    x.track(ParamId(u64::MAX - 1))
+                } else {
+                    x.clone()
+                };
+                let wt = w.track(ParamId(u64::MAX - 2));
+                let bt = b.track(ParamId(u64::MAX - 3));
+                let y = conv2d_with(&xt, &wt, case.bias.then_some(&bt), case.opts, a);
+                std::hint::black_box(backward_with(&y, seed.clone()));
+            }));
+        }
+        let mut refs: Vec<&mut dyn FnMut()> = fs
+            .iter_mut()
+            .map(|f| f.as_mut() as &mut dyn FnMut())
+            .collect();
+        let t = time_interleaved(budget, &mut refs);
+        drop(refs);
+        drop(fs);
+        let k = algos.len();
+        let scale = outputs[0].data().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (i, &a) in algos.iter().enumerate() {
+            let diff = outputs[i]
+                .data()
+                .iter()
+                .zip(outputs[0].data())
+                .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+            let (f, fb) = (t[i], t[k + i]);
+            let name = |pass: &str| format!("conv/{}/{}/{pass}", case.name, a.name());
+            rows.push(
+                Row::new(name("fwd"), f.wall_ms, flops)
+                    .with("cpu_ms", f.cpu_ms)
+                    .with("best_ms", f.best_ms)
+                    .with("speedup", t[0].wall_ms / f.wall_ms)
+                    .with("best_speedup", t[0].best_ms / f.best_ms)
+                    .with("cpu_speedup", t[0].cpu_ms / f.cpu_ms)
+                    .with("max_abs_diff", diff as f64)
+                    .with("max_rel_diff", (diff / scale.max(f32::MIN_POSITIVE)) as f64),
+            );
+            rows.push(
+                Row::new(name("fwd+bwd"), fb.wall_ms, flops + bwd_flops)
+                    .with("cpu_ms", fb.cpu_ms)
+                    .with("best_ms", fb.best_ms)
+                    .with("speedup", t[k].wall_ms / fb.wall_ms)
+                    .with("best_speedup", t[k].best_ms / fb.best_ms)
+                    .with("cpu_speedup", t[k].cpu_ms / fb.cpu_ms),
+            );
+        }
+    }
+    rows
 }
 
 /// Output height and width of a case.

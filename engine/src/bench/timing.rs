@@ -37,7 +37,7 @@ impl Row {
             self.gflops
         );
         for (k, v) in &self.extra {
-            s.push_str(&format!(",\"{k}\":{v:.4}"));
+            s.push_str(&format!(",\"{k}\":{}", figure(*v, 4)));
         }
         s.push('}');
         s
@@ -50,9 +50,19 @@ impl Row {
             self.name, self.ms, self.gflops
         );
         for (k, v) in &self.extra {
-            s.push_str(&format!("  {k}={v:.3}"));
+            s.push_str(&format!("  {k}={}", figure(*v, 3)));
         }
         s
+    }
+}
+
+/// `v` with `decimals` decimals, or in scientific notation when that would print only
+/// zeros (the output differences of `bench conv --compare-algos` are around 1e-6).
+fn figure(v: f64, decimals: usize) -> String {
+    if v != 0.0 && v.abs() < 10f64.powi(-(decimals as i32)) {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.decimals$}")
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Case {
     pub wrt: Vec<bool>,
     pub f: CaseFn,
     pub tol: Tolerance,
+    /// Finite-difference step ([`STEP`] unless the case says otherwise).
+    pub step: f32,
 }
 
 impl Case {
@@ -57,6 +59,7 @@ impl Case {
             wrt,
             f: Box::new(f),
             tol: Tolerance::default(),
+            step: STEP,
         }
     }
 
@@ -70,6 +73,14 @@ impl Case {
     /// A different tolerance, for an op whose numerics need it (say why at the call).
     pub fn tol(mut self, abs: f64, rel: f64) -> Case {
         self.tol = Tolerance { abs, rel };
+        self
+    }
+
+    /// A different finite-difference step (say why at the call): a larger one divides
+    /// the f32 rounding noise of `f` by more, and costs nothing in truncation error when
+    /// `f` is linear in each single input element (a convolution).
+    pub fn step(mut self, h: f32) -> Case {
+        self.step = h;
         self
     }
 }

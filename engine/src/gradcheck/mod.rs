@@ -120,10 +120,10 @@ pub fn check(case: &Case) -> Report {
         let mut inputs: Vec<Tensor> = case.inputs.iter().map(|t| t.detach()).collect();
         for j in 0..x.numel() {
             let v = x.data()[j];
-            inputs[i].data_mut()[j] = v + STEP;
+            inputs[i].data_mut()[j] = v + case.step;
             let plus_x = inputs[i].data()[j];
             let plus = contract(case, &inputs, &r);
-            inputs[i].data_mut()[j] = v - STEP;
+            inputs[i].data_mut()[j] = v - case.step;
             let minus_x = inputs[i].data()[j];
             let minus = contract(case, &inputs, &r);
             inputs[i].data_mut()[j] = v;

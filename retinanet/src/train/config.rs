@@ -81,6 +81,11 @@ pub struct TrainConfig {
     pub checkpoint_every_min: f64,
     /// Worker threads (0: every core). Results do not depend on it.
     pub threads: usize,
+    /// How the 3x3 stride-1 convolutions are computed (`--conv-algo`: auto, direct,
+    /// winograd, winograd-f2, winograd-f4; see `focal_engine::ConvAlgo`). Results
+    /// depend on it to rounding, so it is part of the run: a resumed run keeps it.
+    #[serde(default = "recorded_before_conv_algo")]
+    pub conv_algo: String,
     pub data: DataConfig,
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleConfig,
@@ -94,6 +99,17 @@ pub struct TrainConfig {
 /// The default of fields added after the first release, so older files still read.
 fn one() -> usize {
     1
+}
+
+/// The conv algorithm of a new run: `auto`.
+fn default_conv_algo() -> String {
+    focal_engine::ConvAlgo::default().name().to_string()
+}
+
+/// The conv algorithm of a configuration saved before the field existed: such runs
+/// computed every convolution directly, and resuming one must keep doing so.
+fn recorded_before_conv_algo() -> String {
+    focal_engine::ConvAlgo::Direct.name().to_string()
 }
 
 /// Minutes between time-based checkpoints by default.
@@ -342,6 +358,7 @@ impl TrainConfig {
             checkpoint_every: 0,
             checkpoint_every_min: DEFAULT_CHECKPOINT_MINUTES,
             threads: 0,
+            conv_algo: default_conv_algo(),
             data: DataConfig {
                 min_size: 96,
                 train_min_sizes: Vec::new(),
@@ -414,6 +431,7 @@ impl TrainConfig {
             checkpoint_every: 0,
             checkpoint_every_min: DEFAULT_CHECKPOINT_MINUTES,
             threads: 0,
+            conv_algo: default_conv_algo(),
             data: DataConfig {
                 min_size: 800,
                 train_min_sizes: Vec::new(),
@@ -575,6 +593,13 @@ impl TrainConfig {
 
     /// Checks every value that would otherwise fail deep inside a step; the message names
     /// the field.
+    /// The conv algorithm the run uses ([`TrainConfig::conv_algo`]), or a config error
+    /// listing the names.
+    pub fn parsed_conv_algo(&self) -> Result<focal_engine::ConvAlgo, Error> {
+        focal_engine::ConvAlgo::from_name(&self.conv_algo)
+            .map_err(|e| Error::config(format!("conv_algo: {e}")))
+    }
+
     pub fn validate(&self) -> Result<(), Error> {
         self.retinanet().validate()?;
         self.check_bounds()?;
@@ -587,6 +612,7 @@ impl TrainConfig {
                 self.checkpoint_every_min
             )));
         }
+        self.parsed_conv_algo()?;
         if self.shards == 0 {
             // More shards than images is fine: a batch is cut into at most one per image.
             return Err(Error::config("shards must be at least 1"));

@@ -432,6 +432,9 @@ impl Trainer {
         folder: RunFolder,
         comm: Arc<dyn Comm>,
     ) -> Result<Trainer> {
+        // The run's conv algorithm, for every conv2d of this process from here on
+        // (results depend on it to rounding; a resumed run keeps the saved one).
+        focal_engine::set_conv_algo(config.parsed_conv_algo()?);
         let train_loader = build_train_loader(&config, train)?;
         let total_steps = config.total_steps(train_loader.batches_per_epoch());
         if total_steps == 0 || train_loader.batches_per_epoch() == 0 {

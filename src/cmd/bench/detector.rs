@@ -9,14 +9,15 @@
 //! Each prints the median over `--steps` timed steps after `--warmup` untimed ones, a
 //! breakdown by phase, and the peak resident memory of the process (VmHWM of
 //! /proc/self/status). With `--json` the last line is one JSON object with at least `ms`
-//! and `peak_rss_mb`.
+//! (median wall time), `min_ms`, `cpu_ms` (median CPU time of all threads per step, the
+//! steadier figure on a shared machine) and `peak_rss_mb`.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
-use focal_engine::{backward, clear_tape, no_grad, Rng, Tensor};
+use focal_engine::{backward, clear_tape, no_grad, profile, Rng, Tensor};
 use focal_nn::{Optimizer, Sgd};
 use focal_retinanet::loss::retinanet_loss;
 use focal_retinanet::postprocess::postprocess;
@@ -65,6 +66,13 @@ pub struct Options {
     /// Print one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Also print where the time goes, per op kind, over the timed steps: calls,
+    /// forward and backward ms, GFLOP and GFLOP/s (convolutions and matrix products),
+    /// and each kind's share of the step (the analogue of torch.profiler's key
+    /// averages; `focal_engine::profile`). Profiling costs little but is not free: time
+    /// without it for the step's speed.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// The help of `--backbone`: every registered backbone, by name.
@@ -155,6 +163,8 @@ impl Phases {
         self.names.push(name);
         self.ms.push(t.elapsed().as_secs_f64() * 1e3);
         *t = Instant::now();
+        // The work of a phase that is not an op ends here (for --profile).
+        profile::mark();
     }
 }
 
@@ -220,7 +230,7 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
     let threads = focal_engine::threads::num_threads();
     eprintln!(
         "focal bench {mode}: {} ({}), {}x{}, batch {}, {} classes, FPN {}, towers {}x{}, \
-         {threads} threads, {} warm-up + {} timed steps",
+         {threads} threads, conv algorithm {}, {} warm-up + {} timed steps",
         o.backbone,
         o.norm,
         o.size,
@@ -230,6 +240,7 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
         s.model.config.model.fpn_channels,
         s.model.config.model.head_depth,
         s.model.config.model.head_width,
+        focal_engine::conv_algo().name(),
         o.warmup,
         o.steps
     );
@@ -239,8 +250,15 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
         s.model.set_train(false);
     }
     let mut totals = Vec::new();
+    let mut cpu = Vec::new();
     let mut phases: Vec<Phases> = Vec::new();
     for i in 0..o.warmup + o.steps {
+        if o.profile && i == o.warmup {
+            profile::reset();
+            profile::enable(true);
+        }
+        profile::mark();
+        let cpu0 = focal_engine::bench::process_cpu_ns();
         let t = Instant::now();
         let p = if mode == "train-step" {
             train_step(&mut s, &mut opt)
@@ -248,6 +266,11 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
             infer_step(&mut s, &sizes)
         };
         let ms = t.elapsed().as_secs_f64() * 1e3;
+        if let (Some(a), Some(b)) = (cpu0, focal_engine::bench::process_cpu_ns()) {
+            if i >= o.warmup {
+                cpu.push((b - a) as f64 / 1e6);
+            }
+        }
         if i >= o.warmup {
             totals.push(ms);
             phases.push(p);
@@ -255,7 +278,22 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
         }
     }
     let ms = median(&mut totals.clone());
+    // Median CPU time of the process per step (all threads), the steadier figure when
+    // other jobs share the cores.
+    let cpu_ms = (cpu.len() == totals.len()).then(|| median(&mut cpu));
     let peak = peak_rss_mb();
+    let profile_rows = o.profile.then(|| {
+        profile::enable(false);
+        let mean = totals.iter().sum::<f64>() / totals.len() as f64;
+        profile::table(&profile::totals(), o.steps, mean)
+    });
+    if let Some(rows) = &profile_rows {
+        println!(
+            "profile per step (mean over {} steps), by op kind:\n{}",
+            o.steps,
+            profile::table_text(rows)
+        );
+    }
     // Each phase's median over the timed steps, in the order the phases ran.
     let phase_ms: Vec<(&str, f64)> = phases[0]
         .names
@@ -280,11 +318,26 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
             .iter()
             .map(|(name, ms)| format!("\"{name}\": {ms:.1}"))
             .collect();
+        let profile_json = profile_rows.as_ref().map_or(String::new(), |rows| {
+            let items: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{{\"op\": \"{}\", \"calls\": {:.1}, \"forward_ms\": {:.3}, \
+                         \"backward_ms\": {:.3}, \"gflop\": {:.4}, \"gflops\": {:.2}, \
+                         \"share\": {:.3}}}",
+                        r.name, r.calls, r.forward_ms, r.backward_ms, r.gflop, r.gflops, r.share
+                    )
+                })
+                .collect();
+            format!(", \"profile\": [{}]", items.join(", "))
+        });
         println!(
             "{{\"bench\": \"{mode}\", \"backbone\": \"{}\", \"norm\": \"{}\", \"size\": {}, \
              \"batch\": {}, \"classes\": {}, \"fpn_channels\": {}, \"head_width\": {}, \
-             \"head_depth\": {}, \"threads\": {threads}, \"steps\": {}, \
-             \"ms\": {ms:.1}, \"min_ms\": {:.1}, \"peak_rss_mb\": {}, \"phases_ms\": {{{}}}}}",
+             \"head_depth\": {}, \"threads\": {threads}, \"conv_algo\": \"{}\", \"steps\": {}, \
+             \"ms\": {ms:.1}, \"min_ms\": {:.1}, \"cpu_ms\": {}, \"peak_rss_mb\": {}, \
+             \"phases_ms\": {{{}}}{}}}",
             o.backbone,
             o.norm,
             o.size,
@@ -293,10 +346,13 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
             s.model.config.model.fpn_channels,
             s.model.config.model.head_width,
             s.model.config.model.head_depth,
+            focal_engine::conv_algo().name(),
             o.steps,
             totals.iter().copied().fold(f64::INFINITY, f64::min),
+            cpu_ms.map_or("null".to_string(), |m| format!("{m:.1}")),
             peak.map_or("null".to_string(), |m| format!("{m:.1}")),
-            phase_json.join(", ")
+            phase_json.join(", "),
+            profile_json
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use focal_engine::ConvAlgo;
 use focal_retinanet::train::{CocoData, Outcome, StartOptions, TrainConfig, Trainer};
 
 use crate::launch::World;
@@ -172,7 +173,7 @@ impl Args {
     }
 
     /// Preset, then `--config`, then flags.
-    fn resolve(&self, threads: Option<u32>) -> Result<TrainConfig> {
+    fn resolve(&self, threads: Option<u32>, conv_algo: Option<ConvAlgo>) -> Result<TrainConfig> {
         let coco = self.data.coco_data()?;
         let file_text = match &self.config {
             Some(path) => Some(
@@ -206,6 +207,9 @@ impl Args {
         self.apply(&mut config)?;
         if let Some(t) = threads {
             config.threads = t as usize;
+        }
+        if let Some(a) = conv_algo {
+            config.conv_algo = a.name().to_string();
         }
         config.validate()?;
         Ok(config)
@@ -259,7 +263,12 @@ fn default_run_dir() -> PathBuf {
 /// The trainer of a resumed run (`--resume`) or of a fresh one; `None` after
 /// `--print-config`, which only prints the configuration. With several processes
 /// (`world`), rank 0 alone prints.
-fn open_trainer(args: &Args, threads: Option<u32>, world: &World) -> Result<Option<Trainer>> {
+fn open_trainer(
+    args: &Args,
+    threads: Option<u32>,
+    conv_algo: Option<ConvAlgo>,
+    world: &World,
+) -> Result<Option<Trainer>> {
     let root = world.is_root();
     let check_progress = CheckProgress::new(args.no_progress || !root);
     let options = StartOptions {
@@ -271,6 +280,19 @@ fn open_trainer(args: &Args, threads: Option<u32>, world: &World) -> Result<Opti
     };
     if let Some(ckpt) = &args.resume {
         args.refuse_with_resume()?;
+        if let Some(algo) = conv_algo {
+            let (_, saved, _) = focal_retinanet::train::checkpoint::read_checkpoint(ckpt)?;
+            if saved.conv_algo != algo.name() {
+                bail!(
+                    "--conv-algo {}: the run in {} computes its convolutions with \
+                     conv_algo = {:?}, and a resumed run keeps it (results depend on it); \
+                     drop --conv-algo",
+                    algo.name(),
+                    ckpt.display(),
+                    saved.conv_algo
+                );
+            }
+        }
         if args.print_config {
             let (_, config, _) = focal_retinanet::train::checkpoint::read_checkpoint(ckpt)?;
             if root {
@@ -295,7 +317,7 @@ fn open_trainer(args: &Args, threads: Option<u32>, world: &World) -> Result<Opti
         }
         return Ok(Some(trainer));
     }
-    let mut config = args.resolve(threads)?;
+    let mut config = args.resolve(threads, conv_algo)?;
     ranks::share_batches(&mut config, world);
     if args.print_config {
         if root {
@@ -320,9 +342,14 @@ fn open_trainer(args: &Args, threads: Option<u32>, world: &World) -> Result<Opti
     Ok(Some(trainer))
 }
 
-pub fn run(args: Args, threads: Option<u32>, world: &World) -> Result<ExitCode> {
+pub fn run(
+    args: Args,
+    threads: Option<u32>,
+    conv_algo: Option<ConvAlgo>,
+    world: &World,
+) -> Result<ExitCode> {
     let started = Instant::now();
-    let Some(mut trainer) = open_trainer(&args, threads, world)? else {
+    let Some(mut trainer) = open_trainer(&args, threads, conv_algo, world)? else {
         return Ok(ExitCode::SUCCESS);
     };
     if let Some(n) = args.stop_after {

@@ -5,6 +5,7 @@ use super::forward::forward;
 use super::geometry::{Conv2dOptions, Geom};
 use super::input_grad::input_grad;
 use super::weight_grad::weight_grad;
+use super::winograd::{self, ConvAlgo};
 use crate::gemm::isa;
 use crate::op::Op;
 use crate::shape::ShapeFmt;
@@ -39,7 +40,24 @@ fn bias_grad(g: &Geom, gy: &[f32]) -> Vec<f32> {
 /// assert_eq!(y.to_vec(), vec![12.0, 16.0, 24.0, 28.0]); // 1+2+4+5, 2+3+5+6, ...
 /// ```
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOptions) -> Tensor {
+    conv2d_with(x, weight, bias, opts, winograd::conv_algo())
+}
+
+/// [`conv2d`] with an explicit algorithm instead of the process-wide setting
+/// ([`winograd::set_conv_algo`], the CLI's `--conv-algo`): `Direct` always runs the
+/// implicit-GEMM kernels; the Winograd choices apply to 3x3 stride-1 convolutions
+/// (dilation 1, one group) and fall back to the implicit GEMM elsewhere. The choice
+/// made here is kept for the backward pass.
+pub fn conv2d_with(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    opts: Conv2dOptions,
+    algo: ConvAlgo,
+) -> Tensor {
     let g = Geom::new(x.shape(), weight.shape(), opts);
+    let wino = winograd::choose(&g, algo);
+    let isa = isa::active();
     if let Some(b) = bias {
         assert!(
             b.shape() == [g.o],
@@ -51,13 +69,11 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOp
     }
     let shape = g.out_shape();
     let mut out = vec![0.0f32; shape.iter().product()];
-    forward(
-        &g,
-        x.data(),
-        weight.data(),
-        bias.map(|b| b.data()),
-        &mut out,
-    );
+    let b = bias.map(|b| b.data());
+    match wino {
+        Some(tile) => winograd::forward(tile, isa, &g, x.data(), weight.data(), b, &mut out),
+        None => forward(&g, x.data(), weight.data(), b, &mut out),
+    }
     let out = Tensor::from_vec(&shape, out);
     let mut inputs = vec![x, weight];
     if let Some(b) = bias {
@@ -72,16 +88,23 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, opts: Conv2dOp
         let (x_shape, w_shape) = (x.shape().to_vec(), weight.shape().to_vec());
         let has_bias = bias.is_some();
         Box::new(move |gy| {
-            let gx = ws.as_ref().map(|w| {
-                let mut gx = vec![0.0f32; x_shape.iter().product()];
-                input_grad(&g, w.data(), gy.data(), &mut gx);
-                gx
-            });
-            let gw = xs.as_ref().map(|x| {
-                let mut gw = vec![0.0f32; w_shape.iter().product()];
-                weight_grad(&g, x.data(), gy.data(), &mut gw, isa::active());
-                gw
-            });
+            let mut gx = ws.as_ref().map(|_| vec![0.0f32; x_shape.iter().product()]);
+            let mut gw = xs.as_ref().map(|_| vec![0.0f32; w_shape.iter().product()]);
+            let (xd, wd) = (xs.as_ref().map(|t| t.data()), ws.as_ref().map(|t| t.data()));
+            match wino {
+                Some(tile) => {
+                    let (gxd, gwd) = (gx.as_deref_mut(), gw.as_deref_mut());
+                    winograd::backward(tile, isa, &g, xd, wd, gy.data(), gxd, gwd);
+                }
+                None => {
+                    if let (Some(gx), Some(w)) = (gx.as_deref_mut(), wd) {
+                        input_grad(&g, w, gy.data(), gx);
+                    }
+                    if let (Some(gw), Some(x)) = (gw.as_deref_mut(), xd) {
+                        weight_grad(&g, x, gy.data(), gw, isa);
+                    }
+                }
+            }
             let mut grads = vec![
                 gx.map(|d| Tensor::from_vec(&x_shape, d)),
                 gw.map(|d| Tensor::from_vec(&w_shape, d)),

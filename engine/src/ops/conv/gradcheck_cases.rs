@@ -165,5 +165,6 @@ pub(crate) fn gradcheck_cases() -> Vec<Case> {
         )
         .wrt(&[true, false]),
     );
+    v.extend(super::winograd::gradcheck_cases::gradcheck_cases());
     v
 }

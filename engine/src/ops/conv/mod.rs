@@ -25,10 +25,11 @@
 //! top FPN levels), one product per sample would be a thin sliver; the samples are laid
 //! side by side instead, `(O/G, N·P)` per group, and the result copied out.
 //!
-//! **Winograd.** The 3x3 stride-1 convolutions can also run as Winograd F(m×m, 3×3)
-//! transforms; that path lives in `winograd.rs` beside these files and is chosen per
-//! shape where it measures faster. (This folder is the place for it: the geometry, the
-//! gradient-check cases and the dispatch in `conv2d.rs` are shared.)
+//! **Winograd.** The 3x3 stride-1 convolutions can also run as Winograd F(2×2, 3×3) or
+//! F(4×4, 3×3) (`winograd/`: forward, input gradient, weight gradient, on the same
+//! GEMM), chosen per shape where it measured faster (`--conv-algo`, [`ConvAlgo`];
+//! `winograd/algo.rs`). `conv2d.rs` dispatches; the choice made in the forward pass is
+//! kept for the backward pass.
 //!
 //! **Threads and determinism.** Each product splits over the threads inside the GEMM
 //! (rows and columns of its result, never its inner dimension), and the per-sample
@@ -47,9 +48,11 @@ mod im2col;
 mod input_grad;
 mod scratch;
 mod weight_grad;
+pub mod winograd;
 
-pub use conv2d::conv2d;
+pub use conv2d::{conv2d, conv2d_with};
 pub use geometry::{conv_output_len, Conv2dOptions};
+pub use winograd::{conv_algo, set_conv_algo, ConvAlgo};
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,179 @@
+//! Unit tests of the Winograd kernels against the naive definitions, and of the
+//! vector builds against each other.
+
+use super::plan::{transform_filters, transform_inputs};
+use super::simd::Level;
+use super::*;
+use crate::gradcheck::randn;
+use crate::naive;
+use crate::ops::conv::Conv2dOptions;
+use crate::rng::Rng;
+
+/// The GEMM paths this CPU has; the missing ones are named on stdout.
+fn paths() -> Vec<Isa> {
+    Isa::ALL
+        .into_iter()
+        .filter(|isa| {
+            let ok = isa.available();
+            if !ok {
+                println!("{isa}: not on this CPU, skipped");
+            }
+            ok
+        })
+        .collect()
+}
+
+fn max_err(got: &[f32], want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Small shapes with every edge case of the tile grid, both tiles, every GEMM path,
+/// against the naive definitions.
+#[test]
+fn small_shapes_match_naive() {
+    let mut r = Rng::new(1);
+    for (x_shape, o, pad) in [
+        ([1, 1, 3, 3], 1, (0, 0)),
+        ([1, 1, 3, 3], 1, (1, 1)),
+        ([2, 3, 5, 7], 4, (1, 1)),
+        ([1, 2, 9, 6], 3, (0, 0)),
+        ([3, 5, 11, 10], 2, (1, 0)),
+        ([1, 2, 4, 4], 2, (2, 2)),
+        ([1, 2, 6, 5], 3, (3, 1)),
+        ([2, 7, 13, 17], 5, (1, 1)),
+        // Rows of 18 (F4) and 35 (F2) tiles: several groups of lanes, the last partial.
+        ([2, 3, 9, 70], 4, (1, 1)),
+        ([1, 2, 5, 67], 3, (0, 2)),
+        // More channels than LANES, in the filter transforms and the weight gradient.
+        ([2, 19, 6, 9], 11, (1, 1)),
+    ] {
+        let opts = Conv2dOptions {
+            padding: pad,
+            ..Conv2dOptions::default()
+        };
+        let w_shape = [o, x_shape[1], 3, 3];
+        let x = randn(&mut r, &x_shape);
+        let w = randn(&mut r, &w_shape);
+        let b = randn(&mut r, &[o]);
+        let g = Geom::new(&x_shape, &w_shape, opts);
+        let want = naive::conv2d(&x, &w, Some(&b), opts);
+        let gy = randn(&mut r, want.shape());
+        let want_gx = naive::conv2d_input_grad(&x_shape, &w, &gy, opts);
+        let want_gw = naive::conv2d_weight_grad(&x, &w_shape, &gy, opts);
+        // The default chunks, and chunks of one row of tiles (the smallest budget).
+        let runs = [TileKind::F2, TileKind::F4]
+            .into_iter()
+            .flat_map(|t| [(t, CHUNK_FLOATS), (t, 1)])
+            .flat_map(|(t, c)| paths().into_iter().map(move |isa| (t, c, isa)));
+        for (tile, chunk, isa) in runs {
+            let what = format!("{tile:?} {isa} chunk {chunk} x {x_shape:?} o {o} pad {pad:?}");
+            let mut y = vec![f32::NAN; want.numel()];
+            let b = Some(b.data());
+            forward_in_chunks(tile, isa, &g, x.data(), w.data(), b, &mut y, chunk);
+            assert!(max_err(&y, want.data()) < 1e-4, "forward {what}");
+            let mut gx = vec![f32::NAN; x.numel()];
+            let mut gw = vec![f32::NAN; w.numel()];
+            backward_in_chunks(
+                tile,
+                isa,
+                &g,
+                Some(x.data()),
+                Some(w.data()),
+                gy.data(),
+                Some(&mut gx),
+                Some(&mut gw),
+                chunk,
+            );
+            assert!(max_err(&gx, want_gx.data()) < 1e-4, "input grad {what}");
+            assert!(max_err(&gw, want_gw.data()) < 1e-4, "weight grad {what}");
+        }
+    }
+}
+
+/// The portable, AVX2 and AVX-512 builds of the transforms give the same bits (where
+/// the CPU has them; a missing one is reported and skipped).
+#[test]
+fn every_vector_build_of_the_transforms_gives_the_same_bits() {
+    fn transforms<T: Tile>(level: Level, c: &Conv3, x: &[f32], w: &[f32]) -> Vec<u32> {
+        let a2 = T::ALPHA * T::ALPHA;
+        let mut u = vec![0.0f32; c.r * a2 * c.s];
+        transform_filters::<T>(level, w, c.r, c.s, false, &mut u);
+        let grid = Grid::new::<T>(c, CHUNK_FLOATS);
+        let rows = grid.rows(c);
+        let mut v = vec![0.0f32; c.s * a2 * rows * grid.tw];
+        transform_inputs::<T>(level, c, &grid, x, (0, rows), &mut v);
+        u.iter().chain(&v).map(|f| f.to_bits()).collect()
+    }
+    let mut r = Rng::new(4);
+    let (x_shape, w_shape) = ([2, 19, 13, 37], [11, 19, 3, 3]);
+    let g = Geom::new(&x_shape, &w_shape, Conv2dOptions::sp(1, 1));
+    let c = forward_conv(&g);
+    let x = randn(&mut r, &x_shape);
+    let w = randn(&mut r, &w_shape);
+    let levels: Vec<Level> = paths().into_iter().map(Level::of).collect();
+    for level in &levels {
+        assert_eq!(
+            transforms::<F2>(*level, &c, x.data(), w.data()),
+            transforms::<F2>(Level::Portable, &c, x.data(), w.data()),
+            "F2 {level:?}"
+        );
+        assert_eq!(
+            transforms::<F4>(*level, &c, x.data(), w.data()),
+            transforms::<F4>(Level::Portable, &c, x.data(), w.data()),
+            "F4 {level:?}"
+        );
+    }
+}
+
+/// The whole Winograd convolution (forward, both gradients) gives the same bits on the
+/// AVX2 and AVX-512 paths (transforms and GEMM), and agrees with the portable path
+/// (matrixmultiply) to rounding.
+#[test]
+fn avx2_and_avx512_paths_give_the_same_bits() {
+    let mut r = Rng::new(4);
+    let (x_shape, w_shape) = ([2, 19, 13, 37], [11, 19, 3, 3]);
+    let opts = Conv2dOptions::sp(1, 1);
+    let g = Geom::new(&x_shape, &w_shape, opts);
+    let x = randn(&mut r, &x_shape);
+    let w = randn(&mut r, &w_shape);
+    let gy = randn(&mut r, &g.out_shape());
+    let run = |tile, isa| {
+        let mut y = vec![0.0; gy.numel()];
+        forward(tile, isa, &g, x.data(), w.data(), None, &mut y);
+        let (mut gx, mut gw) = (vec![0.0; x.numel()], vec![0.0; w.numel()]);
+        let (xs, ws) = (Some(x.data()), Some(w.data()));
+        backward(
+            tile,
+            isa,
+            &g,
+            xs,
+            ws,
+            gy.data(),
+            Some(&mut gx),
+            Some(&mut gw),
+        );
+        [y, gx, gw]
+    };
+    let bits = |v: &[Vec<f32>; 3]| v.iter().flatten().map(|f| f.to_bits()).collect::<Vec<_>>();
+    let simd: Vec<Isa> = paths()
+        .into_iter()
+        .filter(|&i| i != Isa::Portable)
+        .collect();
+    for tile in [TileKind::F2, TileKind::F4] {
+        let portable = run(tile, Isa::Portable);
+        let mut first: Option<Vec<u32>> = None;
+        for &isa in &simd {
+            let got = run(tile, isa);
+            for (a, b) in got.iter().zip(&portable) {
+                assert!(max_err(a, b) < 1e-5, "{tile:?}: {isa} against portable");
+            }
+            match &first {
+                None => first = Some(bits(&got)),
+                Some(f) => assert!(*f == bits(&got), "{tile:?}: {isa} differs from {}", simd[0]),
+            }
+        }
+    }
+}
