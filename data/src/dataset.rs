@@ -54,6 +54,14 @@ pub trait Dataset: Send + Sync {
     /// out of its batch.
     fn load(&self, index: usize) -> Result<Option<Sample>>;
 
+    /// The training boxes and labels of image `index`, exactly as [`Dataset::load`] gives
+    /// them, without its pixels where the dataset can (both datasets here can; the
+    /// default loads the image). `Ok(None)` as for `load`. For statistics over a dataset,
+    /// such as the class imbalance of `focal_retinanet::imbalance`.
+    fn targets(&self, index: usize) -> Result<Option<(Vec<[f32; 4]>, Vec<usize>)>> {
+        Ok(self.load(index)?.map(|s| (s.boxes, s.labels)))
+    }
+
     /// The categories in label order (ascending COCO category id).
     fn categories(&self) -> &[Category];
 
