@@ -147,7 +147,10 @@ fn the_imbalance_preset_measures_the_imbalance_and_averages_seeds() {
     ]);
     succeeds(&o);
     let stderr = text(&o.stderr);
-    assert!(stderr.contains("2 runs (0 α-balanced CE, 2 focal loss)"), "{stderr}");
+    assert!(
+        stderr.contains("2 runs (0 α-balanced CE, 2 focal loss)"),
+        "{stderr}"
+    );
     // 9 anchors on the 8², 4², 2², 1, 1 cells of P3–P7 at 64 px: 774 per image.
     assert!(stderr.contains("774 anchors per image: "), "{stderr}");
     assert!(stderr.contains("negatives per positive"), "{stderr}");
@@ -159,12 +162,21 @@ fn the_imbalance_preset_measures_the_imbalance_and_averages_seeds() {
     let md = std::fs::read_to_string(out.join("table.md")).unwrap();
     assert!(md.contains("Class imbalance of this configuration"), "{md}");
     assert!(md.contains("about 100000 anchors per image"), "{md}");
-    assert!(md.contains("2 of 2 runs finished (1 losses × seeds 3, 4)"), "{md}");
+    assert!(
+        md.contains("2 of 2 runs finished (1 losses × seeds 3, 4)"),
+        "{md}"
+    );
     assert!(md.contains("| γ | α | AP | spread | per seed |"), "{md}");
     for seed in ["3", "4"] {
         let cell = out.join(format!("gamma2_alpha0.25_seed{seed}"));
-        assert!(out.join(format!("gamma2_alpha0.25_seed{seed}.json")).is_file());
-        assert!(cell.join("ap.png").is_file(), "{} has ap.png", cell.display());
+        assert!(out
+            .join(format!("gamma2_alpha0.25_seed{seed}.json"))
+            .is_file());
+        assert!(
+            cell.join("ap.png").is_file(),
+            "{} has ap.png",
+            cell.display()
+        );
         let toml = std::fs::read_to_string(cell.join("config.toml")).unwrap();
         assert!(toml.contains(&format!("seed = {seed}")), "{toml}");
     }

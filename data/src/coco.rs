@@ -366,7 +366,7 @@ impl Dataset for CocoDataset {
         }
     }
 
-    fn targets(&self, index: usize) -> Result<Option<(Vec<[f32; 4]>, Vec<usize>)>> {
+    fn targets(&self, index: usize) -> Result<Option<crate::dataset::Targets>> {
         if self.is_skipped(index) {
             return Ok(None);
         }

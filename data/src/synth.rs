@@ -493,7 +493,7 @@ impl Dataset for ShapesDataset {
         Ok(Some(self.sample(index)))
     }
 
-    fn targets(&self, index: usize) -> Result<Option<(Vec<[f32; 4]>, Vec<usize>)>> {
+    fn targets(&self, index: usize) -> Result<Option<crate::dataset::Targets>> {
         Ok(Some(self.annotations(index)))
     }
 

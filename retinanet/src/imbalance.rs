@@ -281,11 +281,11 @@ mod tests {
         let mut total = Imbalance::default();
         total.add(2, &count_anchors(&m, &anchors, &boxes));
         total.add(0, &count_anchors(&m, &anchors, &[]));
+        assert_eq!((total.images, total.objects, total.anchors), (2, 2, 14));
         assert_eq!(
-            (total.images, total.objects, total.anchors),
-            (2, 2, 14)
+            (total.positives, total.ignored, total.negatives),
+            (3, 1, 10)
         );
-        assert_eq!((total.positives, total.ignored, total.negatives), (3, 1, 10));
         assert_eq!(total.anchors_per_image(), 7.0);
         assert_eq!(total.positives_per_image(), 1.5);
         assert_eq!(total.ignored_per_image(), 0.5);

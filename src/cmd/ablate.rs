@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use focal_data::EvalResult;
+use focal_retinanet::ablation::preset::IMBALANCE_EVALS;
 use focal_retinanet::ablation::training::{describe, TrainerCells, ABLATION_ITERS};
 use focal_retinanet::ablation::{
     run_grid, CellRecord, CellState, GridObserver, GridOutcome, PlannedCell, TABLE_CSV, TABLE_MD,
 };
-use focal_retinanet::ablation::preset::IMBALANCE_EVALS;
 use focal_retinanet::ablation::{Grid, Preset, Setting};
 use focal_retinanet::imbalance::{measure, Imbalance, PAPER_ANCHORS_PER_IMAGE};
 use focal_retinanet::train::builders::open_datasets;
@@ -145,15 +145,18 @@ fn parse_seed(s: &str) -> Result<Option<u64>, String> {
 fn parse_gamma_alphas(s: &str) -> Result<(f32, Vec<f32>), String> {
     let parts: Vec<&str> = s.trim().split(':').collect();
     let number = |t: &str| {
-        t.trim()
-            .parse::<f32>()
-            .map_err(|_| format!("{t:?} in {s:?} is not a number (expected γ:α:α..., e.g. 2:0.25:0.5)"))
+        t.trim().parse::<f32>().map_err(|_| {
+            format!("{t:?} in {s:?} is not a number (expected γ:α:α..., e.g. 2:0.25:0.5)")
+        })
     };
     if parts.len() < 2 {
         return Err(format!("{s:?}: expected γ:α:α..., e.g. 2:0.25:0.5"));
     }
     let gamma = number(parts[0])?;
-    let alphas = parts[1..].iter().map(|t| number(t)).collect::<Result<Vec<f32>, String>>()?;
+    let alphas = parts[1..]
+        .iter()
+        .map(|t| number(t))
+        .collect::<Result<Vec<f32>, String>>()?;
     Ok((gamma, alphas))
 }
 

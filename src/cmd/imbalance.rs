@@ -89,7 +89,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         } else {
             ""
         },
-        stats.summary().replace("training images", if args.val { "validation images" } else { "training images" }),
+        stats.summary().replace(
+            "training images",
+            if args.val {
+                "validation images"
+            } else {
+                "training images"
+            }
+        ),
         PAPER_ANCHORS_PER_IMAGE
     );
     Ok(ExitCode::SUCCESS)

@@ -22,10 +22,10 @@ pub mod setting;
 pub mod table;
 pub mod training;
 
+pub use preset::Preset;
 pub use record::{config_hash, CellRecord};
 pub use runner::{
     plan, run_grid, write_tables, CellOutcome, CellState, CellTrainer, GridObserver, GridOutcome,
     PlannedCell, Quiet, TABLE_CSV, TABLE_MD,
 };
-pub use preset::Preset;
 pub use setting::{Grid, Setting};

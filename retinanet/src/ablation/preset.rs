@@ -147,10 +147,13 @@ mod tests {
                 ..Setting::new(0.0, 0.25)
             }
         );
-        assert_eq!(runs[3], Setting {
-            seed: Some(0),
-            ..Setting::new(0.5, 0.5)
-        });
+        assert_eq!(
+            runs[3],
+            Setting {
+                seed: Some(0),
+                ..Setting::new(0.5, 0.5)
+            }
+        );
         assert_eq!(g.alphas_of(2.0), &[0.25, 0.5]);
         assert_eq!(g.alphas_of(0.5), &[0.5, 0.75]);
         assert_eq!(runs[3].file_stem(), "gamma0.5_alpha0.5_seed0");
@@ -160,7 +163,7 @@ mod tests {
         assert_eq!(c.anchors.anchors_per_cell(), 9);
         assert_eq!(c.model.head_depth, 4);
         assert_eq!(c.data.min_size, 128);
-        assert!(c.eval_every > 0 && c.iters.unwrap() % c.eval_every == 0);
+        assert!(c.eval_every > 0 && c.iters.unwrap().is_multiple_of(c.eval_every));
         assert_eq!(Preset::parse("imbalance"), Some(Preset::Imbalance));
         assert_eq!(Preset::parse("table1"), Some(Preset::Table1));
         assert_eq!(Preset::parse("x"), None);

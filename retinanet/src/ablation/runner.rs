@@ -265,10 +265,7 @@ mod tests {
         };
         let r = run_grid(&out, &grid(), "", &mut t, &mut Quiet).unwrap();
         assert_eq!(r, GridOutcome::Stopped { done: 1 });
-        assert_eq!(
-            t.trained,
-            vec![Setting::new(0.0, 0.75)]
-        );
+        assert_eq!(t.trained, vec![Setting::new(0.0, 0.75)]);
         let md = std::fs::read_to_string(out.join(TABLE_MD)).unwrap();
         assert!(md.contains("1 of 3 cells finished"), "{md}");
 
@@ -277,19 +274,13 @@ mod tests {
         let r = run_grid(&out, &grid(), "", &mut t, &mut Quiet).unwrap();
         assert_eq!(
             t.trained,
-            vec![
-                Setting::new(2.0, 0.25),
-                Setting::new(2.0, 0.5)
-            ]
+            vec![Setting::new(2.0, 0.25), Setting::new(2.0, 0.5)]
         );
         let GridOutcome::Finished(records) = r else {
             panic!("{r:?}")
         };
         assert_eq!(records.len(), 3);
-        assert_eq!(
-            records[0].setting(),
-            Setting::new(0.0, 0.75)
-        );
+        assert_eq!(records[0].setting(), Setting::new(0.0, 0.75));
         // AP = 0/10 + 0.75/100 = 0.0075 for the CE cell (recorded in the first run).
         assert!((records[0].stats.ap - 0.0075).abs() < 1e-7);
 
@@ -322,8 +313,7 @@ mod tests {
         assert!(!out.join("gamma2_alpha0.25_seed1.json").exists());
 
         let mut t = fake(10);
-        let GridOutcome::Finished(records) =
-            run_grid(&out, &grid, "", &mut t, &mut Quiet).unwrap()
+        let GridOutcome::Finished(records) = run_grid(&out, &grid, "", &mut t, &mut Quiet).unwrap()
         else {
             panic!("not finished")
         };

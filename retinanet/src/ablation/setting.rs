@@ -137,7 +137,7 @@ impl Grid {
         for list in &self.gamma_alphas {
             alpha_lists.push(("--gamma-alphas", list));
         }
-        for (name, list) in alpha_lists.iter().copied() {
+        for &(name, list) in &alpha_lists {
             for &a in list.iter() {
                 if !(0.0..=1.0).contains(&a) {
                     return Err(Error::config(format!(
@@ -218,18 +218,9 @@ mod tests {
         // 5 α-balanced CE cells + 4 γ × 3 α.
         assert_eq!(cells.len(), 5 + 4 * 3);
         assert!(cells[..5].iter().all(Setting::is_cross_entropy));
-        assert_eq!(
-            cells[4],
-            Setting::new(0.0, 0.99)
-        );
-        assert_eq!(
-            cells[5],
-            Setting::new(0.5, 0.25)
-        );
-        assert_eq!(
-            cells[16],
-            Setting::new(5.0, 0.75)
-        );
+        assert_eq!(cells[4], Setting::new(0.0, 0.99));
+        assert_eq!(cells[5], Setting::new(0.5, 0.25));
+        assert_eq!(cells[16], Setting::new(5.0, 0.75));
         let stems: Vec<String> = cells.iter().map(Setting::file_stem).collect();
         assert_eq!(stems[0], "gamma0_alpha0.25");
         assert_eq!(stems[12], "gamma2_alpha0.5");

@@ -439,7 +439,10 @@ The γ = 0 row is the best α-balanced CE row of Table 1a.
         // By hand: CE α = 0.75: AP mean (30.0 + 32.0)/2 = 31.0, spread 2.0, AP50 51.0,
         // AP75 32.0. FL γ = 2, α = 0.25: AP 34.0, spread 2.0, AP50 52.0, AP75 35.0 — the
         // best row. α = 0.5: one seed, 10.0, no spread.
-        assert!(md.contains("5 of 6 runs finished (3 losses × seeds 0, 1)"), "{md}");
+        assert!(
+            md.contains("5 of 6 runs finished (3 losses × seeds 0, 1)"),
+            "{md}"
+        );
         assert!(
             md.contains("| α | AP | spread | per seed | AP50 | AP75 | paper AP |"),
             "{md}"
@@ -449,18 +452,27 @@ The γ = 0 row is the best α-balanced CE row of Table 1a.
             "{md}"
         );
         assert!(
-            md.contains("| **2** | **0.25** | **34.0** | 2.0 | 35.0, 33.0 | **52.0** | **35.0** | 34.0 |"),
+            md.contains(
+                "| **2** | **0.25** | **34.0** | 2.0 | 35.0, 33.0 | **52.0** | **35.0** | 34.0 |"
+            ),
             "{md}"
         );
         assert!(
             md.contains("| 2 | 0.5 | 10.0 | – | –, 10.0 | 20.0 | 5.0 |  |"),
             "{md}"
         );
-        assert!(md.contains("| 0 | **0.75** | 31.0 | 2.0 | 30.0, 32.0 |"), "{md}");
+        assert!(
+            md.contains("| 0 | **0.75** | 31.0 | 2.0 | 30.0, 32.0 |"),
+            "{md}"
+        );
 
         let text = csv(&grid, &records);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("gamma,alpha,seed,loss,AP,"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("gamma,alpha,seed,loss,AP,"),
+            "{}",
+            lines[0]
+        );
         // Grid order: all of seed 0, then seed 1.
         assert!(lines[1].starts_with("0,0.75,0,ce,0.3,"), "{}", lines[1]);
         assert!(lines[2].starts_with("2,0.25,0,focal,0.35,"), "{}", lines[2]);
@@ -496,17 +508,8 @@ The γ = 0 row is the best α-balanced CE row of Table 1a.
 
     #[test]
     fn the_paper_numbers_are_found_by_setting() {
-        assert_eq!(
-            paper_ap(&Setting::new(2.0, 0.25)),
-            Some(34.0)
-        );
-        assert_eq!(
-            paper_ap(&Setting::new(0.0, 0.75)),
-            Some(31.1)
-        );
-        assert_eq!(
-            paper_ap(&Setting::new(2.0, 0.75)),
-            None
-        );
+        assert_eq!(paper_ap(&Setting::new(2.0, 0.25)), Some(34.0));
+        assert_eq!(paper_ap(&Setting::new(0.0, 0.75)), Some(31.1));
+        assert_eq!(paper_ap(&Setting::new(2.0, 0.75)), None);
     }
 }
