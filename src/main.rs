@@ -105,6 +105,10 @@ enum Command {
     /// The focal loss paper's Figure 4: how a trained model's loss spreads over easy and
     /// hard positives and negatives, for γ in {0, 0.5, 1, 2}.
     LossCdf(cmd::loss_cdf::Args),
+    /// The class imbalance of a training configuration: anchors per image, positive,
+    /// ignored and negative anchors per image, negatives per positive (an ablate preset,
+    /// or the paper's configuration on a COCO folder).
+    Imbalance(cmd::imbalance::Args),
 }
 
 fn parse_conv_algo(s: &str) -> Result<focal_engine::ConvAlgo, String> {
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a, &world),
         Command::Ablate(a) => cmd::ablate::run(a, cli.threads, cli.conv_algo),
         Command::LossCdf(a) => cmd::loss_cdf::run(a),
+        Command::Imbalance(a) => cmd::imbalance::run(a),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
+use focal_retinanet::ablation::preset::IMBALANCE_ITERS;
 use focal_retinanet::ablation::training::ABLATION_ITERS;
 
 /// A tiny training configuration over the ablation's base: 8 training and 4 validation
@@ -118,6 +119,114 @@ fn ablate_writes_the_tables_and_skips_finished_cells() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The imbalance preset's machinery on the tiny configuration: two seeds of one cell,
+/// the class imbalance printed, in imbalance.json and in the table's header, the mean and
+/// spread columns, and each cell's AP curve (ap.png: it evaluates during training).
+#[test]
+fn the_imbalance_preset_measures_the_imbalance_and_averages_seeds() {
+    let dir = scratch("cli-ablate", "imbalance");
+    let config = tiny_config(&dir);
+    let out = dir.join("grid");
+    let o = focal(&[
+        "ablate",
+        "--preset",
+        "imbalance",
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--iters",
+        "2",
+        "--gamma-alphas",
+        "2:0.25",
+        "--ce-alphas",
+        "none",
+        "--seeds",
+        "3,4",
+        "--no-progress",
+    ]);
+    succeeds(&o);
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains("2 runs (0 α-balanced CE, 2 focal loss)"),
+        "{stderr}"
+    );
+    // 9 anchors on the 8², 4², 2², 1, 1 cells of P3–P7 at 64 px: 774 per image.
+    assert!(stderr.contains("774 anchors per image: "), "{stderr}");
+    assert!(stderr.contains("negatives per positive"), "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("imbalance.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["anchors"], 8 * 774);
+    assert_eq!(json["images"], 8);
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(md.contains("Class imbalance of this configuration"), "{md}");
+    assert!(md.contains("about 100000 anchors per image"), "{md}");
+    assert!(
+        md.contains("2 of 2 runs finished (1 losses × seeds 3, 4)"),
+        "{md}"
+    );
+    assert!(md.contains("| γ | α | AP | spread | per seed |"), "{md}");
+    for seed in ["3", "4"] {
+        let cell = out.join(format!("gamma2_alpha0.25_seed{seed}"));
+        assert!(out
+            .join(format!("gamma2_alpha0.25_seed{seed}.json"))
+            .is_file());
+        assert!(
+            cell.join("ap.png").is_file(),
+            "{} has ap.png",
+            cell.display()
+        );
+        let toml = std::fs::read_to_string(cell.join("config.toml")).unwrap();
+        assert!(toml.contains(&format!("seed = {seed}")), "{toml}");
+    }
+    let csv = std::fs::read_to_string(out.join("table.csv")).unwrap();
+    assert!(csv.starts_with("gamma,alpha,seed,loss,"), "{csv}");
+    assert!(csv.contains("\n2,0.25,3,focal,"), "{csv}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `focal imbalance --coco` against torchvision on the tiny COCO subset, the paper's
+/// anchors (with torchvision's rounded corners, `style = "torchvision"`) and matcher at
+/// 800/1333 px. Reference sums from torchvision 0.x's `AnchorGenerator` (sizes 32–512 ×
+/// 2^(0, 1/3, 2/3), ratios 0.5, 1, 2) and `Matcher(0.5, 0.4, allow_low_quality_matches=True)`
+/// on each training image resized by `GeneralizedRCNNTransform`'s scale and padded to a
+/// multiple of 32, crowd boxes left out: 8 467 731 anchors, 10 022 positive, 18 593
+/// ignored, 8 439 116 negative over the 50 images.
+#[test]
+fn imbalance_of_coco_matches_torchvision() {
+    let Some(coco) = focal_data::tiny_coco_dir() else {
+        eprintln!("SKIPPED imbalance_of_coco_matches_torchvision: ../shared/coco/tiny not found (set FOCAL_COCO_TINY)");
+        return;
+    };
+    let dir = scratch("cli-ablate", "coco-imbalance");
+    let style = dir.join("style.toml");
+    std::fs::write(&style, "[anchors]\nstyle = \"torchvision\"\n").unwrap();
+    let o = focal(&[
+        "imbalance",
+        "--coco",
+        coco.to_str().unwrap(),
+        "--config",
+        style.to_str().unwrap(),
+        "--json",
+    ]);
+    succeeds(&o);
+    let json: serde_json::Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+    assert_eq!(json["images"], 50);
+    assert_eq!(json["anchors"], 8_467_731);
+    assert_eq!(json["positives"], 10_022);
+    assert_eq!(json["ignored"], 18_593);
+    assert_eq!(json["negatives"], 8_439_116);
+    // focal's own (exact) anchors: the same count, a few more or fewer matches; printed
+    // as a sentence with the paper's figure beside it.
+    let o = focal(&["imbalance", "--coco", coco.to_str().unwrap()]);
+    succeeds(&o);
+    let out = text(&o.stdout);
+    assert!(out.contains("169355 anchors per image"), "{out}");
+    assert!(out.contains("about 100000 anchors per image"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn ablate_refuses_bad_grids_and_flags() {
     let dir = scratch("cli-ablate", "bad");
@@ -127,6 +236,11 @@ fn ablate_refuses_bad_grids_and_flags() {
     fails_with(&focal(&["ablate", "--out", o, "--gammas", "two"]), 2);
     fails_with(&focal(&["ablate", "--out", o, "--iters", "0"]), 2);
     fails_with(&focal(&["ablate", "--out", o, "--ce-alphas", "x"]), 2);
+    fails_with(&focal(&["ablate", "--out", o, "--preset", "coco"]), 2);
+    fails_with(&focal(&["ablate", "--out", o, "--gamma-alphas", "2"]), 2);
+    fails_with(&focal(&["ablate", "--out", o, "--seeds", "one"]), 2);
+    let e = fails_with(&focal(&["ablate", "--out", o, "--seeds", "1,1"]), 1);
+    assert!(e.contains("--seeds") && e.contains("twice"), "{e}");
     // Values focal refuses: exit 1, with the reason.
     let e = fails_with(&focal(&["ablate", "--out", o, "--gammas", "0,2"]), 1);
     assert!(e.contains("--ce-alphas"), "{e}");
@@ -156,21 +270,27 @@ fn ablate_help_names_every_option_with_its_default() {
     let o = focal(&["ablate", "--help"]);
     succeeds(&o);
     let help = text(&o.stdout);
-    let iters = format!("[default: {ABLATION_ITERS}]");
+    let iters = format!("[default: {ABLATION_ITERS}; imbalance: {IMBALANCE_ITERS}]");
     for needle in [
+        "--preset",
+        "[default: table1]",
         "--out",
-        "[default: runs/ablate]",
+        "[default: runs/ablate, or",
         "--iters",
         iters.as_str(),
         "--gammas",
         "[default: 0.5,1,2,5]",
         "--alphas",
         "[default: 0.25,0.5,0.75]",
+        "--gamma-alphas",
         "--ce-alphas",
-        "[default: 0.25,0.5,0.75,0.9,0.99]",
+        "[default: 0.25,0.5,0.75,0.9,0.99; imbalance: 0.25,0.5,0.75]",
         "--seed",
         "[default: 0]",
+        "--seeds",
+        "[table1: none; imbalance: 0,1]",
         "--threads",
+        "100 000 anchors per image",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }

@@ -61,9 +61,26 @@ fn train_writes_the_run_folder_and_prints_the_summary() {
         "best.ckpt",
         "loss.png",
         "ap.png",
+        "imbalance.json",
     ] {
         assert!(dir.join(f).is_file(), "{f} missing from the run folder");
     }
+    // The class imbalance of the run (anchors, positives, ignored, negatives per image),
+    // counted on its training set: the sums add up, and there are positives.
+    let imb: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("imbalance.json")).unwrap())
+            .unwrap();
+    let n = |k: &str| imb[k].as_u64().unwrap_or_else(|| panic!("{k}: {imb}"));
+    assert_eq!(
+        n("anchors"),
+        n("positives") + n("ignored") + n("negatives"),
+        "{imb}"
+    );
+    assert!(n("positives") > 0 && n("images") > 0, "{imb}");
+    assert!(
+        imb["negatives_per_positive"].as_f64().unwrap() > 1.0,
+        "{imb}"
+    );
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
     for k in STAT_KEYS {

@@ -366,6 +366,14 @@ impl Dataset for CocoDataset {
         }
     }
 
+    fn targets(&self, index: usize) -> Result<Option<crate::dataset::Targets>> {
+        if self.is_skipped(index) {
+            return Ok(None);
+        }
+        let e = &self.entries[index];
+        Ok(Some((e.boxes.clone(), e.labels.clone())))
+    }
+
     fn categories(&self) -> &[Category] {
         &self.categories
     }

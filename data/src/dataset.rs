@@ -21,6 +21,9 @@ pub struct Category {
     pub name: String,
 }
 
+/// The training boxes (`[x1, y1, x2, y2]`) and labels of one image, as in [`Sample`].
+pub type Targets = (Vec<[f32; 4]>, Vec<usize>);
+
 /// One image with its training targets, in the image's own pixel coordinates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
@@ -53,6 +56,14 @@ pub trait Dataset: Send + Sync {
     /// images; the dataset has already reported and counted it, and the loader leaves it
     /// out of its batch.
     fn load(&self, index: usize) -> Result<Option<Sample>>;
+
+    /// The training boxes and labels of image `index`, exactly as [`Dataset::load`] gives
+    /// them, without its pixels where the dataset can (both datasets here can; the
+    /// default loads the image). `Ok(None)` as for `load`. For statistics over a dataset,
+    /// such as the class imbalance of `focal_retinanet::imbalance`.
+    fn targets(&self, index: usize) -> Result<Option<Targets>> {
+        Ok(self.load(index)?.map(|s| (s.boxes, s.labels)))
+    }
 
     /// The categories in label order (ascending COCO category id).
     fn categories(&self) -> &[Category];

@@ -126,6 +126,10 @@ pub struct ShapesConfig {
     pub split: Split,
     /// At most this many objects per image; the count is uniform in 0..=max (default 6).
     pub max_objects: usize,
+    /// The largest object side in pixels (at least 12); `None`: 0.7 of the image side.
+    /// Small objects on a large image give few positive anchors among many: the class
+    /// imbalance of `focal ablate --preset imbalance`.
+    pub max_object_side: Option<u32>,
 }
 
 impl ShapesConfig {
@@ -137,6 +141,7 @@ impl ShapesConfig {
             seed,
             split,
             max_objects: 6,
+            max_object_side: None,
         }
     }
 }
@@ -324,7 +329,11 @@ impl ShapesDataset {
         // Pixels each object had when drawn, and how many are still visible.
         let mut drawn: Vec<usize> = Vec::new();
         let mut visible: Vec<usize> = Vec::new();
-        let max_side = (MAX_OBJECT_FRACTION * size as f64).max(MIN_OBJECT);
+        let max_side = match cfg.max_object_side {
+            Some(side) => (side as f64).min(MAX_OBJECT_FRACTION * size as f64),
+            None => MAX_OBJECT_FRACTION * size as f64,
+        }
+        .max(MIN_OBJECT);
         for _ in 0..count {
             let shape = Shape::ALL[rng.below(Shape::ALL.len())];
             // Log-uniform size, aspect ratio w/h log-uniform in [3/4, 4/3].
@@ -484,6 +493,10 @@ impl Dataset for ShapesDataset {
         Ok(Some(self.sample(index)))
     }
 
+    fn targets(&self, index: usize) -> Result<Option<crate::dataset::Targets>> {
+        Ok(Some(self.annotations(index)))
+    }
+
     fn categories(&self) -> &[Category] {
         &self.categories
     }
@@ -502,8 +515,12 @@ impl Dataset for ShapesDataset {
 
     fn describe(&self) -> String {
         let c = &self.config;
+        let sides = match c.max_object_side {
+            Some(side) => format!(" of at most {side} px"),
+            None => String::new(),
+        };
         format!(
-            "shapes ({} split, seed {}): {} images of {}x{}, 0-{} objects of {} classes",
+            "shapes ({} split, seed {}): {} images of {}x{}, 0-{} objects{sides} of {} classes",
             c.split.name(),
             c.seed,
             c.images,
@@ -657,6 +674,40 @@ mod tests {
         for i in 0..3 {
             assert_eq!(a.sample(i), b.sample(i));
             assert_ne!(a.sample(i).image, v.sample(i).image);
+        }
+    }
+
+    #[test]
+    fn max_object_side_bounds_every_box_and_leaves_the_default_unchanged() {
+        let small = ShapesDataset::new(ShapesConfig {
+            size: 128,
+            max_object_side: Some(24),
+            ..ShapesConfig::new(Split::Train, 200, 3)
+        })
+        .unwrap();
+        let mut sides = Vec::new();
+        for i in 0..200 {
+            for b in small.annotations(i).0 {
+                sides.push((b[2] - b[0]).max(b[3] - b[1]));
+            }
+        }
+        assert!(sides.len() > 300, "{} objects", sides.len());
+        // The nominal side is at most 24 px; the aspect ratio (≤ 4/3) stretches one side
+        // by at most sqrt(4/3): 24 × 1.155 = 27.7, rounded to 28.
+        let largest = sides.iter().cloned().fold(0.0, f32::max);
+        assert!(largest <= 28.0, "largest side {largest}");
+        assert!(sides.iter().any(|&s| s < 14.0));
+        // None keeps the generator of earlier versions: the same layouts as before the
+        // field existed (the default draws sides up to 0.7 of the image).
+        let d = dataset(Split::Train, 5);
+        assert_eq!(d.config.max_object_side, None);
+        let with_none = ShapesDataset::new(ShapesConfig {
+            max_object_side: None,
+            ..ShapesConfig::new(Split::Train, 5, 7)
+        })
+        .unwrap();
+        for i in 0..5 {
+            assert_eq!(d.annotations(i), with_none.annotations(i));
         }
     }
 

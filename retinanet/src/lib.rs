@@ -52,6 +52,7 @@ pub mod config;
 pub mod error;
 pub mod fpn;
 pub mod head;
+pub mod imbalance;
 pub mod import;
 pub mod loss;
 pub mod loss_cdf;

@@ -70,6 +70,7 @@ fn one_cell() -> Grid {
         gammas: vec![2.0],
         alphas: vec![0.25],
         ce_alphas: vec![],
+        ..Grid::default()
     }
 }
 
@@ -80,6 +81,7 @@ fn cells_are_trained_recorded_and_skipped_on_rerun() {
         gammas: vec![2.0],
         alphas: vec![0.25],
         ce_alphas: vec![0.75],
+        ..Grid::default()
     };
     let mut count = Count::default();
     let records = finished(
@@ -114,13 +116,7 @@ fn cells_are_trained_recorded_and_skipped_on_rerun() {
     }
     // The two cells differ only in the loss: same initial weights and batches, so their
     // first classification losses differ only through γ and α (checked on the config).
-    let ce = cell_config(
-        &tiny(3),
-        &Setting {
-            gamma: 0.0,
-            alpha: 0.75,
-        },
-    );
+    let ce = cell_config(&tiny(3), &Setting::new(0.0, 0.75));
     assert_eq!((ce.loss.gamma, ce.loss.alpha), (0.0, Some(0.75)));
 
     // The rerun trains nothing and returns the same records.
@@ -262,16 +258,10 @@ fn a_changed_configuration_retrains_the_cell_from_scratch() {
     assert_eq!(count.starts, vec![0]);
     assert_ne!(r[0].config_hash, r2[0].config_hash);
     assert_eq!(
-        CellRecord::read(
-            &out,
-            &Setting {
-                gamma: 2.0,
-                alpha: 0.25
-            }
-        )
-        .unwrap()
-        .unwrap()
-        .config_hash,
+        CellRecord::read(&out, &Setting::new(2.0, 0.25))
+            .unwrap()
+            .unwrap()
+            .config_hash,
         r2[0].config_hash
     );
     std::fs::remove_dir_all(&out).unwrap();

@@ -14,59 +14,65 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use focal_data::EvalResult;
 use focal_engine::ConvAlgo;
-use focal_retinanet::ablation::training::{base_config, describe, TrainerCells, ABLATION_ITERS};
+use focal_retinanet::ablation::preset::IMBALANCE_EVALS;
+use focal_retinanet::ablation::training::{describe, TrainerCells, ABLATION_ITERS};
 use focal_retinanet::ablation::{
     run_grid, CellRecord, CellState, GridObserver, GridOutcome, PlannedCell, TABLE_CSV, TABLE_MD,
 };
-use focal_retinanet::ablation::{Grid, Setting};
+use focal_retinanet::ablation::{Grid, Preset, Setting};
+use focal_retinanet::imbalance::{measure, Imbalance, PAPER_ANCHORS_PER_IMAGE};
+use focal_retinanet::train::builders::open_datasets;
 use focal_retinanet::train::{EvalRecord, Observer, StepRecord, TrainConfig, Trainer};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::train::plots::write_plots;
 use crate::interrupt;
 
 #[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
+    /// The experiment: table1 (the paper's Table 1 on the 64-px shapes, 17 cells) or
+    /// imbalance (focal loss against cross-entropy at COCO-like class imbalance: 128-px
+    /// images with few small objects, 9 anchors per location, 11 losses × 2 seeds). The
+    /// flags below change its base configuration and grid.
+    #[arg(long, value_name = "NAME", default_value = "table1", value_parser = parse_preset)]
+    pub preset: Preset,
     /// Output folder: a record per finished cell (CELL.json), each cell's run folder
-    /// (CELL/, with best.ckpt), table.md and table.csv. Rerunning with the same folder
-    /// continues where the last run stopped.
-    #[arg(long, value_name = "DIR", default_value = "runs/ablate")]
-    pub out: PathBuf,
-    /// Training steps (of 8 images) of every cell [default: 500].
+    /// (CELL/, with best.ckpt, metrics.jsonl and, when it evaluates during training,
+    /// ap.png), imbalance.json, table.md and table.csv. Rerunning with the same folder
+    /// continues where the last run stopped [default: runs/ablate, or
+    /// runs/ablate-imbalance with --preset imbalance].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Training steps (of 8 images) of every cell [default: 500; imbalance: 720].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub iters: Option<u64>,
     /// γ of the focal-loss cells, comma-separated, each > 0 (γ = 0, α-balanced CE, has its
-    /// own list: --ce-alphas).
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "0.5,1,2,5"
-    )]
-    pub gammas: Vec<f32>,
-    /// α of the focal-loss cells (every γ is trained with every α), each in [0, 1].
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "0.25,0.5,0.75"
-    )]
-    pub alphas: Vec<f32>,
+    /// own list: --ce-alphas) [default: 0.5,1,2,5].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub gammas: Option<Vec<f32>>,
+    /// α of the focal-loss cells (every γ is trained with every α), each in [0, 1]
+    /// [default: 0.25,0.5,0.75].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub alphas: Option<Vec<f32>>,
+    /// Each γ with its own α values instead of --gammas and --alphas: γ:α:α,... e.g.
+    /// 0.5:0.5:0.75,2:0.25:0.5 [imbalance: 0.5:0.5:0.75,1:0.25:0.5,2:0.25:0.5,5:0.25:0.5].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_gamma_alphas, conflicts_with_all = ["gammas", "alphas"])]
+    pub gamma_alphas: Option<Vec<(f32, Vec<f32>)>>,
     /// α of the α-balanced cross-entropy cells (γ = 0), each in [0, 1]; "none" for no
-    /// such cells.
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "0.25,0.5,0.75,0.9,0.99",
-        value_parser = parse_ce_alpha
-    )]
-    pub ce_alphas: Vec<Option<f32>>,
+    /// such cells [default: 0.25,0.5,0.75,0.9,0.99; imbalance: 0.25,0.5,0.75].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_ce_alpha)]
+    pub ce_alphas: Option<Vec<Option<f32>>>,
     /// Seed of every cell: the initial weights and the order and flips of the batches
     /// (the same for all cells) [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "seeds")]
     pub seed: Option<u64>,
-    /// A TOML training configuration read over the ablation's base configuration (as
+    /// Train every cell once per seed, comma-separated; the tables give the mean over
+    /// the seeds, their spread and each seed's AP; "none" for one run with --seed
+    /// [table1: none; imbalance: 0,1].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_seed)]
+    pub seeds: Option<Vec<Option<u64>>>,
+    /// A TOML training configuration read over the preset's base configuration (as
     /// `focal train --config`; it may name only what it changes). --iters and --seed
     /// override it, and each cell replaces its [loss] γ and α.
     #[arg(long, value_name = "FILE.toml")]
@@ -77,23 +83,44 @@ pub struct Args {
 }
 
 const AFTER_HELP: &str = "\
-The base configuration is that of `focal train` on the synthetic shapes (ResNet-18 with \
-GroupNorm, FPN and heads 64 wide and 2 deep with GroupNorm, anchors 16-256, AdamW at 4e-3 \
-with 100 warm-up steps and a cosine decay, batches of 8) made about twice cheaper: the \
-64-px images at their own size (the default resizes them to 96 px), the paper's three \
-anchor ratios, and 500 steps per cell instead of 800, so that the 17 cells of the default \
-grid take under an hour on 2 idle cores (about 3 minutes per cell with its evaluation on \
-the 200 validation images). Every cell starts from the same weights and sees the same \
-batches; only γ and α differ.
+--preset table1 (the default): the base configuration is that of `focal train` on the \
+synthetic shapes (ResNet-18 with GroupNorm, FPN and heads 64 wide and 2 deep with \
+GroupNorm, anchors 16-256, AdamW at 4e-3 with 100 warm-up steps and a cosine decay, \
+batches of 8) made about twice cheaper: the 64-px images at their own size (the default \
+resizes them to 96 px), the paper's three anchor ratios, and 500 steps per cell instead of \
+800, so that the 17 cells of the default grid take under an hour on 2 idle cores (about 3 \
+minutes per cell with its evaluation on the 200 validation images). About 774 anchors per \
+image, 50 negatives per positive.
 
-The cells run in order: the α-balanced CE cells (Table 1a), then every γ with every α \
-(Table 1b). When a cell finishes, OUT/CELL.json records its 12 COCO numbers and the hash \
-of its configuration, and OUT/table.md and OUT/table.csv are rewritten. A rerun skips the \
-recorded cells; a cell recorded with another configuration (other --iters, --seed, \
---config or defaults) is stale: it is named and trained again. Ctrl-C finishes the \
-current step, saves the cell's last.ckpt and exits with status 130; the rerun continues \
-that cell from its checkpoint. The worker threads are set with the global --threads \
-(results do not depend on it).";
+--preset imbalance: the same comparison at COCO-like class imbalance. 128-px shapes with \
+0-2 objects of 12-24 px, the paper's 9 anchors per location on P3-P7 (3069 per image, more \
+than 500 negatives per positive), the paper's 4-deep heads, ResNet-18 at half width, 720 \
+steps evaluated 6 times (each cell's ap.png shows the curve); α-balanced CE at α 0.25, 0.5, \
+0.75 against the focal loss at γ 0.5, 1, 2, 5 with two α each, every loss with seeds 0 and \
+1: 22 runs, about 4 minutes each on one core. docs/focal-loss.md discusses the result.
+
+Before training, the class imbalance of the configuration is measured on its training set \
+with the anchors and matcher of training (anchors per image; positive, ignored and negative \
+anchors per image; negatives per positive), printed, written to OUT/imbalance.json and put \
+in the tables' header beside the paper's (COCO at 800 px: about 100 000 anchors per image).
+
+Every cell starts from the same weights and sees the same batches (per seed); only γ and α \
+differ. The cells run in order: the α-balanced CE cells (Table 1a), then every γ with its α \
+values (Table 1b), all of the first seed before the second. When a cell finishes, \
+OUT/CELL.json records its 12 COCO numbers and the hash of its configuration, and \
+OUT/table.md and OUT/table.csv are rewritten. A rerun skips the recorded cells; a cell \
+recorded with another configuration (other --iters, --seed, --config or defaults) is stale: \
+it is named and trained again. Ctrl-C (or SIGTERM, or a kill) loses at most 100 steps: the \
+cell's last.ckpt is written every 100 steps and on Ctrl-C, and the rerun continues that cell \
+from its checkpoint. The worker threads are set with the global --threads (results do not \
+depend on it).";
+
+fn parse_preset(s: &str) -> Result<Preset, String> {
+    Preset::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown preset {s:?}: expected {}", names.join(" or "))
+    })
+}
 
 /// "none" (no CE cells) or an α.
 fn parse_ce_alpha(s: &str) -> Result<Option<f32>, String> {
@@ -105,24 +132,82 @@ fn parse_ce_alpha(s: &str) -> Result<Option<f32>, String> {
     }
 }
 
+/// "none" (one run per cell) or a seed.
+fn parse_seed(s: &str) -> Result<Option<u64>, String> {
+    match s.trim() {
+        "none" => Ok(None),
+        t => t.parse::<u64>().map(Some).map_err(|_| {
+            format!("{t:?} is not a seed (expected a comma-separated list of integers or none)")
+        }),
+    }
+}
+
+/// "γ:α:α…".
+fn parse_gamma_alphas(s: &str) -> Result<(f32, Vec<f32>), String> {
+    let parts: Vec<&str> = s.trim().split(':').collect();
+    let number = |t: &str| {
+        t.trim().parse::<f32>().map_err(|_| {
+            format!("{t:?} in {s:?} is not a number (expected γ:α:α..., e.g. 2:0.25:0.5)")
+        })
+    };
+    if parts.len() < 2 {
+        return Err(format!("{s:?}: expected γ:α:α..., e.g. 2:0.25:0.5"));
+    }
+    let gamma = number(parts[0])?;
+    let alphas = parts[1..]
+        .iter()
+        .map(|t| number(t))
+        .collect::<Result<Vec<f32>, String>>()?;
+    Ok((gamma, alphas))
+}
+
+/// A list given as values, or as the one word "none" (→ empty), not both.
+fn none_or_values<T: Copy>(flag: &str, list: &[Option<T>]) -> Result<Vec<T>> {
+    if list.iter().any(Option::is_none) && list.len() > 1 {
+        bail!("{flag}: give either values or none, not both");
+    }
+    Ok(list.iter().flatten().copied().collect())
+}
+
 impl Args {
+    fn out(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(self.preset.default_out()))
+    }
+
     fn grid(&self) -> Result<Grid> {
-        let ce: Vec<f32> = self.ce_alphas.iter().flatten().copied().collect();
-        if self.ce_alphas.iter().any(Option::is_none) && self.ce_alphas.len() > 1 {
-            bail!("--ce-alphas: give either α values or none, not both");
+        let mut grid = self.preset.grid();
+        if let Some(ce) = &self.ce_alphas {
+            grid.ce_alphas = none_or_values("--ce-alphas", ce)?;
         }
-        let grid = Grid {
-            gammas: self.gammas.clone(),
-            alphas: self.alphas.clone(),
-            ce_alphas: ce,
-        };
+        if let Some(list) = &self.gamma_alphas {
+            grid.gammas = list.iter().map(|g| g.0).collect();
+            grid.gamma_alphas = list.iter().map(|g| g.1.clone()).collect();
+            grid.alphas = grid.gamma_alphas[0].clone();
+        }
+        if self.gammas.is_some() || self.alphas.is_some() {
+            grid.gamma_alphas = Vec::new();
+        }
+        if let Some(g) = &self.gammas {
+            grid.gammas = g.clone();
+        }
+        if let Some(a) = &self.alphas {
+            grid.alphas = a.clone();
+        }
+        if let Some(seeds) = &self.seeds {
+            grid.seeds = none_or_values("--seeds", seeds)?;
+        }
+        if self.seed.is_some() {
+            grid.seeds = Vec::new();
+        }
         grid.validate()?;
         Ok(grid)
     }
 
-    /// The base configuration: the ablation's preset, then --config, then the flags.
+    /// The base configuration: the preset's, then --config, then the flags.
     fn base(&self, threads: Option<u32>, conv_algo: Option<ConvAlgo>) -> Result<TrainConfig> {
-        let mut base = base_config();
+        let mut base = self.preset.base();
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the configuration {}", path.display()))?;
@@ -132,6 +217,10 @@ impl Args {
         if let Some(iters) = self.iters {
             base.iters = Some(iters);
             base.epochs = None;
+            if base.eval_every > 0 {
+                // The preset's number of evaluations, over the new length.
+                base.eval_every = (iters / IMBALANCE_EVALS).max(1);
+            }
         }
         if let Some(seed) = self.seed {
             base.seed = seed;
@@ -150,21 +239,51 @@ impl Args {
     }
 }
 
+/// The paragraph on the class imbalance in the tables' header.
+fn imbalance_caption(stats: &Imbalance) -> String {
+    format!(
+        "Class imbalance of this configuration, measured on its training set with the \
+         anchors and matcher of training: {}. The paper's COCO at 800 px: about {:.0} \
+         anchors per image (docs/focal-loss.md measures its positives on a COCO subset: \
+         `focal imbalance --coco`).",
+        stats.summary(),
+        PAPER_ANCHORS_PER_IMAGE
+    )
+}
+
 pub fn run(args: Args, threads: Option<u32>, conv_algo: Option<ConvAlgo>) -> Result<ExitCode> {
     let started = Instant::now();
     let grid = args.grid()?;
     let base = args.base(threads, conv_algo)?;
-    let caption = describe(&base);
+    let out = args.out();
     let cells = grid.settings();
     let ce = cells.iter().filter(|s| s.is_cross_entropy()).count();
     eprintln!(
-        "focal ablate: {} cells ({ce} α-balanced CE, {} focal loss) into {}, {}\n{caption}",
+        "focal ablate --preset {}: {} runs ({ce} α-balanced CE, {} focal loss) into {}, {}",
+        args.preset.name(),
         cells.len(),
         cells.len() - ce,
-        args.out.display(),
+        out.display(),
         super::threads_text()
     );
-    if base.iters == Some(ABLATION_ITERS) && args.config.is_none() {
+
+    // The class imbalance, counted on the training set as training matches anchors.
+    let (train_set, _) = open_datasets(&base)?;
+    let stats = measure(&base, train_set.as_ref(), None)?;
+    drop(train_set);
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    let stats_path = out.join("imbalance.json");
+    focal_engine::write_atomic(&stats_path, stats.to_json().as_bytes())
+        .with_context(|| format!("cannot write {}", stats_path.display()))?;
+    let caption = format!(
+        "{}\n\n{}",
+        describe(&base, &grid.seeds),
+        imbalance_caption(&stats)
+    );
+    eprintln!("{caption}");
+    if base.iters == Some(ABLATION_ITERS) && args.config.is_none() && args.preset == Preset::Table1
+    {
         eprintln!("(the default budget: about 3 minutes per cell on 2 idle cores)");
     }
 
@@ -184,11 +303,11 @@ pub fn run(args: Args, threads: Option<u32>, conv_algo: Option<ConvAlgo>) -> Res
         trained: 0,
     };
     let mut trainer = TrainerCells::new(base, &mut cell_progress);
-    let outcome = run_grid(&args.out, &grid, &caption, &mut trainer, &mut grid_progress);
+    let outcome = run_grid(&out, &grid, &caption, &mut trainer, &mut grid_progress);
     bars.finish();
     let outcome = outcome?;
-    let md = args.out.join(TABLE_MD);
-    let csv = args.out.join(TABLE_CSV);
+    let md = out.join(TABLE_MD);
+    let csv = out.join(TABLE_CSV);
     match outcome {
         GridOutcome::Finished(records) => {
             let table = std::fs::read_to_string(&md)
@@ -416,7 +535,21 @@ impl Observer for CellProgress {
         }
     }
 
-    fn on_eval(&mut self, _r: &EvalRecord, _result: &EvalResult, _t: &Trainer) {}
+    fn on_eval(&mut self, r: &EvalRecord, _result: &EvalResult, t: &Trainer) {
+        // The cell's AP curve so far (ap.png, loss.png in its run folder).
+        if let Err(e) = write_plots(t) {
+            self.bars.println(&format!("warning: {e:#}"));
+        }
+        if r.step < self.total {
+            self.bars.println(&format!(
+                "  step {}/{}: AP {:.1} · AP50 {:.1}",
+                r.step,
+                self.total,
+                100.0 * r.stats.ap,
+                100.0 * r.stats.ap50
+            ));
+        }
+    }
 
     fn should_stop(&mut self) -> bool {
         self.interrupted.load(Ordering::SeqCst)

@@ -6,6 +6,7 @@ pub mod cocoeval;
 pub mod detect;
 pub mod eval;
 pub mod gradcheck;
+pub mod imbalance;
 pub mod loss_cdf;
 pub mod model_file;
 pub mod synth;

@@ -29,6 +29,14 @@ pub struct Args {
     /// Seed: the same seed, size and counts always give the same files.
     #[arg(long, value_name = "K", default_value_t = 0)]
     seed: u64,
+    /// At most this many objects per image (0 to 250; the count is uniform in 0..=N).
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    max_objects: usize,
+    /// The largest object side in pixels [default: 0.7 of the image side]. With
+    /// --max-objects 2 --max-object-side 24 --size 128 this writes the images of `focal
+    /// ablate --preset imbalance`.
+    #[arg(long, value_name = "PX")]
+    max_object_side: Option<u32>,
     /// Write into DIR even if it is not empty. Files of the same names are replaced;
     /// other files are left alone.
     #[arg(long)]
@@ -41,6 +49,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for (split, count) in [(Split::Train, args.train), (Split::Val, args.val)] {
         let dataset = ShapesDataset::new(ShapesConfig {
             size: args.size,
+            max_objects: args.max_objects,
+            max_object_side: args.max_object_side,
             ..ShapesConfig::new(split, count, args.seed)
         })?;
         let images_dir = args.out.join(split.name());

@@ -9,16 +9,20 @@
 //!   training of a cell injected ([`CellTrainer`]);
 //! - [`table`]: the Markdown Tables 1a/1b and the CSV;
 //! - [`training`]: the real training of a cell with the trainer, and the base
-//!   configuration every cell starts from.
+//!   configuration every cell starts from;
+//! - [`preset`]: the named experiments (`--preset table1|imbalance`): a base
+//!   configuration and a grid each.
 //!
 //! `focal ablate` is the command; `docs/focal-loss.md` discusses the result.
 
+pub mod preset;
 pub mod record;
 pub mod runner;
 pub mod setting;
 pub mod table;
 pub mod training;
 
+pub use preset::Preset;
 pub use record::{config_hash, CellRecord};
 pub use runner::{
     plan, run_grid, write_tables, CellOutcome, CellState, CellTrainer, GridObserver, GridOutcome,

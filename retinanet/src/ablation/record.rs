@@ -20,6 +20,10 @@ use crate::error::Error;
 pub struct CellRecord {
     pub gamma: f32,
     pub alpha: f32,
+    /// The cell's seed when the grid repeats cells over seeds (absent otherwise, so
+    /// records of earlier versions read and are written the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// [`config_hash`] of the cell's complete training configuration.
     pub config_hash: String,
     /// Wall time of the cell (training and evaluation), in seconds.
@@ -32,8 +36,8 @@ pub struct CellRecord {
 impl CellRecord {
     pub fn setting(&self) -> Setting {
         Setting {
-            gamma: self.gamma,
-            alpha: self.alpha,
+            seed: self.seed,
+            ..Setting::new(self.gamma, self.alpha)
         }
     }
 
@@ -60,13 +64,10 @@ impl CellRecord {
         })?;
         if record.setting() != *setting {
             return Err(Error::invalid(format!(
-                "{} holds the record of γ = {}, α = {}, not of γ = {}, α = {}; delete it to \
-                 train the cell again",
+                "{} holds the record of {}, not of {}; delete it to train the cell again",
                 path.display(),
-                record.gamma,
-                record.alpha,
-                setting.gamma,
-                setting.alpha
+                record.setting(),
+                setting
             )));
         }
         Ok(Some(record))
@@ -115,10 +116,7 @@ mod tests {
     fn records_round_trip_and_a_wrong_or_damaged_file_is_named() {
         let dir = std::env::temp_dir().join(format!("focal-record-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let s = Setting {
-            gamma: 2.0,
-            alpha: 0.25,
-        };
+        let s = Setting::new(2.0, 0.25);
         assert_eq!(CellRecord::read(&dir, &s).unwrap(), None);
         let mut stats = [0.0; 12];
         for (i, v) in stats.iter_mut().enumerate() {
@@ -128,6 +126,7 @@ mod tests {
         let r = CellRecord {
             gamma: 2.0,
             alpha: 0.25,
+            seed: None,
             config_hash: config_hash("x"),
             seconds: 12.5,
             stats: CocoStats::from_array(stats),
@@ -195,10 +194,7 @@ mod tests {
 "#;
         let dir = std::env::temp_dir().join(format!("focal-record-old-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let s = Setting {
-            gamma: 0.0,
-            alpha: 0.25,
-        };
+        let s = Setting::new(0.0, 0.25);
         std::fs::write(CellRecord::path(&dir, &s), old).unwrap();
         let r = CellRecord::read(&dir, &s).unwrap().unwrap();
         assert_eq!(r.stats.ap, 0.20423963204880383);

@@ -178,6 +178,7 @@ pub fn run_grid(
                 let record = CellRecord {
                     gamma: cell.setting.gamma,
                     alpha: cell.setting.alpha,
+                    seed: cell.setting.seed,
                     config_hash: cell.hash.clone(),
                     seconds: started.elapsed().as_secs_f64(),
                     stats,
@@ -244,6 +245,7 @@ mod tests {
             gammas: vec![2.0],
             alphas: vec![0.25, 0.5],
             ce_alphas: vec![0.75],
+            ..Grid::default()
         }
     }
 
@@ -263,13 +265,7 @@ mod tests {
         };
         let r = run_grid(&out, &grid(), "", &mut t, &mut Quiet).unwrap();
         assert_eq!(r, GridOutcome::Stopped { done: 1 });
-        assert_eq!(
-            t.trained,
-            vec![Setting {
-                gamma: 0.0,
-                alpha: 0.75
-            }]
-        );
+        assert_eq!(t.trained, vec![Setting::new(0.0, 0.75)]);
         let md = std::fs::read_to_string(out.join(TABLE_MD)).unwrap();
         assert!(md.contains("1 of 3 cells finished"), "{md}");
 
@@ -278,28 +274,13 @@ mod tests {
         let r = run_grid(&out, &grid(), "", &mut t, &mut Quiet).unwrap();
         assert_eq!(
             t.trained,
-            vec![
-                Setting {
-                    gamma: 2.0,
-                    alpha: 0.25
-                },
-                Setting {
-                    gamma: 2.0,
-                    alpha: 0.5
-                }
-            ]
+            vec![Setting::new(2.0, 0.25), Setting::new(2.0, 0.5)]
         );
         let GridOutcome::Finished(records) = r else {
             panic!("{r:?}")
         };
         assert_eq!(records.len(), 3);
-        assert_eq!(
-            records[0].setting(),
-            Setting {
-                gamma: 0.0,
-                alpha: 0.75
-            }
-        );
+        assert_eq!(records[0].setting(), Setting::new(0.0, 0.75));
         // AP = 0/10 + 0.75/100 = 0.0075 for the CE cell (recorded in the first run).
         assert!((records[0].stats.ap - 0.0075).abs() < 1e-7);
 
@@ -309,6 +290,48 @@ mod tests {
         assert!(t.trained.is_empty());
         let csv = std::fs::read_to_string(out.join(TABLE_CSV)).unwrap();
         assert_eq!(csv.lines().count(), 4, "{csv}");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn a_seeded_grid_interrupted_midway_continues_with_the_runs_left() {
+        let out = temp_dir("seeded");
+        let grid = Grid {
+            seeds: vec![0, 1],
+            ..grid()
+        };
+        // 3 losses × 2 seeds; stopped when the fifth run (seed 1, γ = 2, α = 0.25) starts.
+        let mut t = Fake {
+            stop_at: Some(4),
+            ..fake(10)
+        };
+        let r = run_grid(&out, &grid, "", &mut t, &mut Quiet).unwrap();
+        assert_eq!(r, GridOutcome::Stopped { done: 4 });
+        let seeds: Vec<Option<u64>> = t.trained.iter().map(|s| s.seed).collect();
+        assert_eq!(seeds, vec![Some(0), Some(0), Some(0), Some(1)]);
+        assert!(out.join("gamma0_alpha0.75_seed1.json").is_file());
+        assert!(!out.join("gamma2_alpha0.25_seed1.json").exists());
+
+        let mut t = fake(10);
+        let GridOutcome::Finished(records) = run_grid(&out, &grid, "", &mut t, &mut Quiet).unwrap()
+        else {
+            panic!("not finished")
+        };
+        assert_eq!(
+            t.trained,
+            vec![
+                Setting {
+                    seed: Some(1),
+                    ..Setting::new(2.0, 0.25)
+                },
+                Setting {
+                    seed: Some(1),
+                    ..Setting::new(2.0, 0.5)
+                }
+            ]
+        );
+        assert_eq!(records.len(), 6);
+        assert_eq!(records[3].seed, Some(1));
         std::fs::remove_dir_all(&out).unwrap();
     }
 

@@ -49,23 +49,70 @@ pub fn paper_ap(s: &Setting) -> Option<f64> {
         .map(|p| p.2)
 }
 
-/// The index of the best record among `rows` (highest AP, then highest AP50, then the
-/// first), or `None` when no row has a record.
-fn best_of(rows: &[Option<&CellRecord>]) -> Option<usize> {
-    let mut best: Option<usize> = None;
+/// The finished runs of one loss (γ, α): its record, or one per seed of the grid.
+#[derive(Clone, Debug)]
+struct Runs<'a> {
+    /// One entry per seed of the grid (one entry without seeds); `None`: not finished.
+    by_seed: Vec<Option<&'a CellRecord>>,
+}
+
+impl<'a> Runs<'a> {
+    fn of(grid: &Grid, records: &'a [CellRecord], loss: &Setting) -> Runs<'a> {
+        let find = |s: Setting| records.iter().find(|r| r.setting() == s);
+        let by_seed = if grid.seeds.is_empty() {
+            vec![find(*loss)]
+        } else {
+            grid.seeds
+                .iter()
+                .map(|&seed| {
+                    find(Setting {
+                        seed: Some(seed),
+                        ..*loss
+                    })
+                })
+                .collect()
+        };
+        Runs { by_seed }
+    }
+
+    fn finished(&self) -> Vec<&'a CellRecord> {
+        self.by_seed.iter().flatten().copied().collect()
+    }
+
+    /// The mean of `f` over the finished runs; `None` when none is.
+    fn mean(&self, f: impl Fn(&CellRecord) -> f64) -> Option<f64> {
+        let done = self.finished();
+        (!done.is_empty()).then(|| done.iter().map(|r| f(r)).sum::<f64>() / done.len() as f64)
+    }
+
+    /// Largest minus smallest AP of the finished runs, when two or more are.
+    fn ap_spread(&self) -> Option<f64> {
+        let aps: Vec<f64> = self.finished().iter().map(|r| r.stats.ap).collect();
+        (aps.len() >= 2).then(|| {
+            aps.iter().cloned().fold(f64::MIN, f64::max)
+                - aps.iter().cloned().fold(f64::MAX, f64::min)
+        })
+    }
+}
+
+/// The index of the best row among `rows` (highest mean AP, then highest mean AP50, then
+/// the first), or `None` when no row has a finished run.
+fn best_of(rows: &[Option<&Runs>]) -> Option<usize> {
+    let mut best: Option<(usize, f64, f64)> = None;
     for (i, r) in rows.iter().enumerate() {
         let Some(r) = r else { continue };
-        let better = match best.and_then(|b| rows[b]) {
+        let (Some(ap), Some(ap50)) = (r.mean(|r| r.stats.ap), r.mean(|r| r.stats.ap50)) else {
+            continue;
+        };
+        let better = match best {
             None => true,
-            Some(b) => {
-                r.stats.ap > b.stats.ap || (r.stats.ap == b.stats.ap && r.stats.ap50 > b.stats.ap50)
-            }
+            Some((_, bap, bap50)) => ap > bap || (ap == bap && ap50 > bap50),
         };
         if better {
-            best = Some(i);
+            best = Some((i, ap, ap50));
         }
     }
-    best
+    best.map(|b| b.0)
 }
 
 /// `v` × 100 with one decimal; COCOeval's −1 (no ground truth in that range) as "n/a".
@@ -85,11 +132,14 @@ fn bold(text: String, on: bool) -> String {
     }
 }
 
-/// One table row: the leading cells, then AP, AP50, AP75 (or dashes), then the paper's
-/// AP. `bold_alpha` bolds the α column (the last leading cell), `bold_row` every cell.
+/// One table row: the leading cells, then AP, AP50, AP75 (means over the seeds; dashes
+/// when nothing finished) — with seeds, also the spread and each seed's AP after AP —
+/// then the paper's AP. `bold_alpha` bolds the α column (the last leading cell),
+/// `bold_row` every cell.
 fn row(
     lead: &[String],
-    r: Option<&CellRecord>,
+    runs: &Runs,
+    seeded: bool,
     paper: Option<f64>,
     bold_alpha: bool,
     bold_row: bool,
@@ -99,13 +149,21 @@ fn row(
         let is_alpha = i + 1 == lead.len();
         cells.push(bold(c.clone(), bold_row || (is_alpha && bold_alpha)));
     }
-    match r {
-        Some(r) => {
-            for v in [r.stats.ap, r.stats.ap50, r.stats.ap75] {
-                cells.push(bold(pct(v), bold_row));
-            }
-        }
-        None => cells.extend(std::iter::repeat_n("–".to_string(), 3)),
+    let dash = || "–".to_string();
+    let ap = runs.mean(|r| r.stats.ap);
+    cells.push(bold(ap.map_or_else(dash, pct), bold_row && ap.is_some()));
+    if seeded {
+        cells.push(runs.ap_spread().map_or_else(dash, pct));
+        let each: Vec<String> = runs
+            .by_seed
+            .iter()
+            .map(|r| r.map_or_else(dash, |r| pct(r.stats.ap)))
+            .collect();
+        cells.push(each.join(", "));
+    }
+    for f in [|r: &CellRecord| r.stats.ap50, |r: &CellRecord| r.stats.ap75] {
+        let v = runs.mean(f);
+        cells.push(bold(v.map_or_else(dash, pct), bold_row && v.is_some()));
     }
     cells.push(paper.map_or(String::new(), |p| format!("{p:.1}")));
     format!("| {} |\n", cells.join(" | "))
@@ -113,40 +171,66 @@ fn row(
 
 /// The Markdown file: a title, the caller's `caption` (what was trained, how long), and
 /// Tables 1a and 1b. Cells of the grid without a record in `records` show "–" (not run
-/// yet). Records of settings outside the grid are not shown.
+/// yet). Records of settings outside the grid are not shown. With seeds, each row is the
+/// mean over the seeds' runs, with their spread and each seed's AP.
 pub fn markdown(grid: &Grid, records: &[CellRecord], caption: &str) -> String {
-    let find = |s: &Setting| records.iter().find(|r| r.setting() == *s);
+    let seeded = !grid.seeds.is_empty();
     let mut md = String::new();
     md.push_str("# Focal loss against α-balanced cross-entropy (focal ablate)\n\n");
     if !caption.is_empty() {
         md.push_str(caption.trim_end());
         md.push_str("\n\n");
     }
-    let done = grid.settings().iter().filter(|s| find(s).is_some()).count();
+    let settings = grid.settings();
+    let done = settings
+        .iter()
+        .filter(|s| records.iter().any(|r| r.setting() == **s))
+        .count();
+    let what = if seeded {
+        let seeds: Vec<String> = grid.seeds.iter().map(u64::to_string).collect();
+        format!(
+            "runs finished ({} losses × seeds {}). AP, AP50, AP75: COCO AP × 100 on the \
+             validation split, the mean over the seeds' finished runs; spread: the largest \
+             minus the smallest AP of the seeds; per seed: each seed's AP (– not finished)",
+            grid.losses().len(),
+            seeds.join(", ")
+        )
+    } else {
+        "cells finished. AP, AP50, AP75: COCO AP × 100 on the validation split".to_string()
+    };
     let _ = writeln!(
         md,
-        "{done} of {} cells finished. AP, AP50, AP75: COCO AP × 100 on the validation \
-         split; \"paper AP\": the paper's Table 1 (ResNet-50-FPN, COCO, 600 px) for the \
-         same setting. Bold α: the best α of its γ; bold row: the best row of the table.\n",
-        grid.settings().len()
+        "{done} of {} {what}; \"paper AP\": the paper's Table 1 (ResNet-50-FPN, COCO, \
+         600 px) for the same setting. Bold α: the best α of its γ; bold row: the best row \
+         of the table.\n",
+        settings.len()
     );
+    let (head, rule) = if seeded {
+        (
+            "AP | spread | per seed | AP50 | AP75 | paper AP |",
+            "---:|---:|---:|---:|---:|---:|",
+        )
+    } else {
+        ("AP | AP50 | AP75 | paper AP |", "---:|---:|---:|---:|")
+    };
 
     // Table 1a.
     let ce: Vec<Setting> = grid
         .ce_alphas
         .iter()
-        .map(|&alpha| Setting { gamma: 0.0, alpha })
+        .map(|&alpha| Setting::new(0.0, alpha))
         .collect();
-    let ce_records: Vec<Option<&CellRecord>> = ce.iter().map(find).collect();
-    let best_ce = best_of(&ce_records);
+    let ce_runs: Vec<Runs> = ce.iter().map(|s| Runs::of(grid, records, s)).collect();
+    let best_ce = best_of(&ce_runs.iter().map(Some).collect::<Vec<_>>());
     if !ce.is_empty() {
         md.push_str("## Table 1a: α-balanced cross-entropy (γ = 0)\n\n");
-        md.push_str("| α | AP | AP50 | AP75 | paper AP |\n|---:|---:|---:|---:|---:|\n");
+        let _ = writeln!(md, "| α | {head}\n|---:|{rule}");
         for (i, s) in ce.iter().enumerate() {
             let best = best_ce == Some(i);
             md.push_str(&row(
                 &[s.alpha.to_string()],
-                ce_records[i],
+                &ce_runs[i],
+                seeded,
                 paper_ap(s),
                 best,
                 best,
@@ -157,29 +241,29 @@ pub fn markdown(grid: &Grid, records: &[CellRecord], caption: &str) -> String {
 
     // Table 1b: the best CE row, then every focal cell.
     md.push_str("## Table 1b: focal loss (γ > 0), every α\n\n");
-    md.push_str("| γ | α | AP | AP50 | AP75 | paper AP |\n|---:|---:|---:|---:|---:|---:|\n");
-    let mut rows: Vec<(Setting, Option<&CellRecord>)> = Vec::new();
+    let _ = writeln!(md, "| γ | α | {head}\n|---:|---:|{rule}");
+    let mut rows: Vec<(Setting, Runs)> = Vec::new();
     if let Some(b) = best_ce {
-        rows.push((ce[b], ce_records[b]));
+        rows.push((ce[b], ce_runs[b].clone()));
     }
     for &gamma in &grid.gammas {
-        for &alpha in &grid.alphas {
-            let s = Setting { gamma, alpha };
-            rows.push((s, find(&s)));
+        for &alpha in grid.alphas_of(gamma) {
+            let s = Setting::new(gamma, alpha);
+            rows.push((s, Runs::of(grid, records, &s)));
         }
     }
-    let all: Vec<Option<&CellRecord>> = rows.iter().map(|r| r.1).collect();
-    let best_row = best_of(&all);
+    let best_row = best_of(&rows.iter().map(|r| Some(&r.1)).collect::<Vec<_>>());
     for (i, (s, r)) in rows.iter().enumerate() {
         // Best α of this γ: the best among the rows of the same γ.
-        let same_gamma: Vec<Option<&CellRecord>> = rows
+        let same_gamma: Vec<Option<&Runs>> = rows
             .iter()
-            .map(|(t, r)| if t.gamma == s.gamma { *r } else { None })
+            .map(|(t, r)| (t.gamma == s.gamma).then_some(r))
             .collect();
         let best_alpha = best_of(&same_gamma) == Some(i);
         md.push_str(&row(
             &[s.gamma.to_string(), s.alpha.to_string()],
-            *r,
+            r,
+            seeded,
             paper_ap(s),
             best_alpha,
             best_row == Some(i),
@@ -191,10 +275,16 @@ pub fn markdown(grid: &Grid, records: &[CellRecord], caption: &str) -> String {
     md
 }
 
-/// The CSV file: a header, then one row per finished cell of the grid, in grid order,
-/// with every number at full precision (fractions, not × 100).
+/// The CSV file: a header, then one row per finished run of the grid, in grid order
+/// (with seeds, a `seed` column), with every number at full precision (fractions, not
+/// × 100).
 pub fn csv(grid: &Grid, records: &[CellRecord]) -> String {
-    let mut out = String::from("gamma,alpha,loss");
+    let seeded = !grid.seeds.is_empty();
+    let mut out = String::from(if seeded {
+        "gamma,alpha,seed,loss"
+    } else {
+        "gamma,alpha,loss"
+    });
     for name in STAT_NAMES {
         out.push(',');
         out.push_str(name);
@@ -205,7 +295,14 @@ pub fn csv(grid: &Grid, records: &[CellRecord]) -> String {
             continue;
         };
         let loss = if s.is_cross_entropy() { "ce" } else { "focal" };
-        let _ = write!(out, "{},{},{loss}", s.gamma, s.alpha);
+        match s.seed {
+            Some(seed) if seeded => {
+                let _ = write!(out, "{},{},{seed},{loss}", s.gamma, s.alpha);
+            }
+            _ => {
+                let _ = write!(out, "{},{},{loss}", s.gamma, s.alpha);
+            }
+        }
         for v in r.stats.to_array() {
             let _ = write!(out, ",{v}");
         }
@@ -232,6 +329,7 @@ mod tests {
         CellRecord {
             gamma,
             alpha,
+            seed: None,
             config_hash: "fnv1a64:00000000000000ff".into(),
             seconds: 1.5,
             stats: CocoStats::from_array(s),
@@ -243,6 +341,7 @@ mod tests {
             gammas: vec![1.0, 2.0],
             alphas: vec![0.25, 0.5],
             ce_alphas: vec![0.25, 0.75],
+            ..Grid::default()
         }
     }
 
@@ -311,6 +410,76 @@ The γ = 0 row is the best α-balanced CE row of Table 1a.
         assert!(!md.contains("| 0 |"), "{md}");
     }
 
+    /// A record of `seed`.
+    fn seeded(gamma: f32, alpha: f32, seed: u64, ap: f64, ap50: f64, ap75: f64) -> CellRecord {
+        CellRecord {
+            seed: Some(seed),
+            ..rec(gamma, alpha, ap, ap50, ap75)
+        }
+    }
+
+    #[test]
+    fn seeded_rows_give_the_mean_the_spread_and_each_seed() {
+        let grid = Grid {
+            gammas: vec![2.0],
+            alphas: vec![0.25],
+            ce_alphas: vec![0.75],
+            gamma_alphas: vec![vec![0.25, 0.5]],
+            seeds: vec![0, 1],
+        };
+        let records = vec![
+            seeded(0.0, 0.75, 0, 0.300, 0.500, 0.310),
+            seeded(0.0, 0.75, 1, 0.320, 0.520, 0.330),
+            seeded(2.0, 0.25, 0, 0.350, 0.540, 0.360),
+            seeded(2.0, 0.25, 1, 0.330, 0.500, 0.340),
+            // Only seed 1 of γ = 2, α = 0.5 finished.
+            seeded(2.0, 0.5, 1, 0.100, 0.200, 0.050),
+        ];
+        let md = markdown(&grid, &records, "");
+        // By hand: CE α = 0.75: AP mean (30.0 + 32.0)/2 = 31.0, spread 2.0, AP50 51.0,
+        // AP75 32.0. FL γ = 2, α = 0.25: AP 34.0, spread 2.0, AP50 52.0, AP75 35.0 — the
+        // best row. α = 0.5: one seed, 10.0, no spread.
+        assert!(
+            md.contains("5 of 6 runs finished (3 losses × seeds 0, 1)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| α | AP | spread | per seed | AP50 | AP75 | paper AP |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| **0.75** | **31.0** | 2.0 | 30.0, 32.0 | **51.0** | **32.0** | 31.1 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| **2** | **0.25** | **34.0** | 2.0 | 35.0, 33.0 | **52.0** | **35.0** | 34.0 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 2 | 0.5 | 10.0 | – | –, 10.0 | 20.0 | 5.0 |  |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 0 | **0.75** | 31.0 | 2.0 | 30.0, 32.0 |"),
+            "{md}"
+        );
+
+        let text = csv(&grid, &records);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("gamma,alpha,seed,loss,AP,"),
+            "{}",
+            lines[0]
+        );
+        // Grid order: all of seed 0, then seed 1.
+        assert!(lines[1].starts_with("0,0.75,0,ce,0.3,"), "{}", lines[1]);
+        assert!(lines[2].starts_with("2,0.25,0,focal,0.35,"), "{}", lines[2]);
+        assert!(lines[3].starts_with("0,0.75,1,ce,0.32,"), "{}", lines[3]);
+        assert_eq!(lines.len(), 6);
+    }
+
     #[test]
     fn csv_has_every_number_of_every_finished_cell_in_grid_order() {
         let records = vec![
@@ -339,26 +508,8 @@ The γ = 0 row is the best α-balanced CE row of Table 1a.
 
     #[test]
     fn the_paper_numbers_are_found_by_setting() {
-        assert_eq!(
-            paper_ap(&Setting {
-                gamma: 2.0,
-                alpha: 0.25
-            }),
-            Some(34.0)
-        );
-        assert_eq!(
-            paper_ap(&Setting {
-                gamma: 0.0,
-                alpha: 0.75
-            }),
-            Some(31.1)
-        );
-        assert_eq!(
-            paper_ap(&Setting {
-                gamma: 2.0,
-                alpha: 0.75
-            }),
-            None
-        );
+        assert_eq!(paper_ap(&Setting::new(2.0, 0.25)), Some(34.0));
+        assert_eq!(paper_ap(&Setting::new(0.0, 0.75)), Some(31.1));
+        assert_eq!(paper_ap(&Setting::new(2.0, 0.75)), None);
     }
 }

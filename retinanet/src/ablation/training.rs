@@ -48,11 +48,14 @@ pub fn base_config() -> TrainConfig {
     c
 }
 
-/// `base` with the classification loss of `setting`.
+/// `base` with the classification loss of `setting` (and its seed, when it has one).
 pub fn cell_config(base: &TrainConfig, setting: &Setting) -> TrainConfig {
     let mut c = base.clone();
     c.loss.gamma = setting.gamma;
     c.loss.alpha = Some(setting.alpha);
+    if let Some(seed) = setting.seed {
+        c.seed = seed;
+    }
     c
 }
 
@@ -124,14 +127,21 @@ impl CellTrainer for TrainerCells<'_> {
     }
 }
 
-/// A paragraph saying what every cell trains, for the caption of the tables.
-pub fn describe(base: &TrainConfig) -> String {
+/// A paragraph saying what every cell trains, for the caption of the tables; `seeds`:
+/// the grid's seeds (empty: the base configuration's).
+pub fn describe(base: &TrainConfig, seeds: &[u64]) -> String {
     let m = &base.model;
     let data = match (&base.data.shapes, &base.data.coco) {
-        (Some(s), _) => format!(
-            "the synthetic shapes ({} training images of {} px, dataset seed {})",
-            s.train_images, s.size, s.seed
-        ),
+        (Some(s), _) => {
+            let objects = match s.max_object_side {
+                Some(side) => format!(", 0–{} objects of 12–{side} px", s.max_objects),
+                None => String::new(),
+            };
+            format!(
+                "the synthetic shapes ({} training images of {} px{objects}, dataset seed {})",
+                s.train_images, s.size, s.seed
+            )
+        }
         (None, Some(c)) => format!("COCO annotations {}", c.train_annotations.display()),
         (None, None) => "no dataset".into(),
     };
@@ -145,6 +155,21 @@ pub fn describe(base: &TrainConfig) -> String {
         (None, None) => "?".into(),
     };
     let sizes: Vec<String> = base.anchors.sizes.iter().map(|s| s.to_string()).collect();
+    let seed = if seeds.is_empty() {
+        format!("seed {}", base.seed)
+    } else {
+        let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
+        format!("each of the seeds {}", list.join(", "))
+    };
+    let evals = if base.eval_every > 0 {
+        format!(
+            ", evaluated every {} steps and at the end (the AP reported is the last)",
+            base.eval_every
+        )
+    } else {
+        String::new()
+    };
+    let anchors = base.anchors.anchors_per_cell();
     let norm = match m.norm {
         crate::config::BackboneNorm::GroupNorm => "GroupNorm",
         crate::config::BackboneNorm::BatchNorm => "BatchNorm",
@@ -157,10 +182,10 @@ pub fn describe(base: &TrainConfig) -> String {
     };
     format!(
         "Every cell trains the same RetinaNet ({}, {}; FPN {} wide; heads {} wide, {} \
-         deep; anchors {} px; images resized to {}/{} px) from seed {} for {length} of {} \
-         images on {data}, with {} at lr {} ({} decay, {} warm-up steps), and is evaluated \
-         on {val}. Only the classification loss differs: α_t·(1 − p_t)^γ·CE with the cell's \
-         γ and α.",
+         deep; {anchors} anchors per location, {} px; images resized to {}/{} px) from {seed} \
+         for {length} of {} images on {data}, with {} at lr {} ({} decay, {} warm-up steps), \
+         and is evaluated on {val}{evals}. Only the classification loss differs: \
+         α_t·(1 − p_t)^γ·CE with the cell's γ and α.",
         m.depth.name(),
         norm,
         m.fpn_channels,
@@ -169,7 +194,6 @@ pub fn describe(base: &TrainConfig) -> String {
         sizes.join("/"),
         base.data.min_size,
         base.data.max_size,
-        base.seed,
         base.batch_size,
         base.optimizer.kind.name(),
         base.optimizer.lr,

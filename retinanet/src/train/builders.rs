@@ -22,6 +22,7 @@ pub fn open_datasets(config: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn 
                 Ok(Arc::new(ShapesDataset::new(ShapesConfig {
                     size: s.size,
                     max_objects,
+                    max_object_side: s.max_object_side,
                     ..ShapesConfig::new(split, images, s.seed)
                 })?))
             };

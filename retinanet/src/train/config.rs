@@ -179,6 +179,11 @@ pub struct ShapesData {
     /// give more supervision per second of compute. The validation split is unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_max_objects: Option<usize>,
+    /// The largest object side in pixels, both splits (`focal_data::ShapesConfig`);
+    /// unset: 0.7 of the image side. Written only when set, so earlier files read and
+    /// hash the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_object_side: Option<u32>,
 }
 
 impl Default for ShapesData {
@@ -190,6 +195,7 @@ impl Default for ShapesData {
             seed: 0,
             max_objects: 6,
             train_max_objects: None,
+            max_object_side: None,
         }
     }
 }
