@@ -348,8 +348,12 @@ impl TrainConfig {
     /// - AdamW at 4e-3 with a cosine schedule instead of SGD with steps, which converges in
     ///   far fewer iterations from scratch (1e-3 and 2e-3 were slower, 8e-3 no better);
     /// - 800 steps of 8 (3.2 epochs of the 2000 training images): AP50 0.839 in 227–272 s
-    ///   over three runs. 900 steps reached 0.846 in 251 s (too little time margin on a
-    ///   slow day), 750 steps 0.811 in 232 s (too little AP margin).
+    ///   over three runs with the engine of the time (matrixmultiply's GEMM). 900 steps
+    ///   reached 0.846 in 251 s (too little time margin on a slow day), 750 steps 0.811 in
+    ///   232 s (too little AP margin). Since focal's own GEMM and the torchvision-exact
+    ///   resize (a different but equally fixed rounding), the same 800 steps give AP50
+    ///   0.820 (AP 0.498) in 129 s on an idle 2-core AMD EPYC Zen 5: the time won is not
+    ///   yet spent on a larger default.
     ///
     /// Cutting batches into shards ([`super::data_parallel`]) gave no speed-up here on 2
     /// cores (the kernels already keep both busy), so the default is one pass per batch.
