@@ -280,25 +280,28 @@ fn open_trainer(
     };
     if let Some(ckpt) = &args.resume {
         args.refuse_with_resume()?;
-        if let Some(algo) = conv_algo {
+        // The saved configuration, read once for both uses (the checkpoint holds the
+        // weights too); a plain resume leaves the reading to the trainer.
+        if conv_algo.is_some() || args.print_config {
             let (_, saved, _) = focal_retinanet::train::checkpoint::read_checkpoint(ckpt)?;
-            if saved.conv_algo != algo.name() {
-                bail!(
-                    "--conv-algo {}: the run in {} computes its convolutions with \
-                     conv_algo = {:?}, and a resumed run keeps it (results depend on it); \
-                     drop --conv-algo",
-                    algo.name(),
-                    ckpt.display(),
-                    saved.conv_algo
-                );
+            if let Some(algo) = conv_algo {
+                if saved.conv_algo != algo.name() {
+                    bail!(
+                        "--conv-algo {}: the run in {} computes its convolutions with \
+                         conv_algo = {:?}, and a resumed run keeps it (results depend on it); \
+                         drop --conv-algo",
+                        algo.name(),
+                        ckpt.display(),
+                        saved.conv_algo
+                    );
+                }
             }
-        }
-        if args.print_config {
-            let (_, config, _) = focal_retinanet::train::checkpoint::read_checkpoint(ckpt)?;
-            if root {
-                print!("{}", config.to_toml());
+            if args.print_config {
+                if root {
+                    print!("{}", saved.to_toml());
+                }
+                return Ok(None);
             }
-            return Ok(None);
         }
         let trainer = Trainer::resume_with(
             ckpt,
