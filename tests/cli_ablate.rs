@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-use focal_retinanet::ablation::preset::IMBALANCE_ITERS;
+use focal_retinanet::ablation::preset::{IMBALANCE_ITERS, IMBALANCE_SWEEP_ITERS};
 use focal_retinanet::ablation::training::ABLATION_ITERS;
 
 /// A tiny training configuration over the ablation's base: 8 training and 4 validation
@@ -183,6 +183,15 @@ fn the_imbalance_preset_measures_the_imbalance_and_averages_seeds() {
     let csv = std::fs::read_to_string(out.join("table.csv")).unwrap();
     assert!(csv.starts_with("gamma,alpha,seed,loss,"), "{csv}");
     assert!(csv.contains("\n2,0.25,3,focal,"), "{csv}");
+    // The AP curves: evaluated at steps 1 and 2 (2 steps, the preset's 12 evaluations
+    // at least one step apart), a row per seed and one for their mean, and the chart.
+    let curves = std::fs::read_to_string(out.join("curves.md")).unwrap();
+    assert!(curves.contains("| cell | 1 | 2 | last ¼ |"), "{curves}");
+    assert!(curves.contains("| FL γ = 2, α = 0.25, seed 3 |"), "{curves}");
+    assert!(curves.contains("| FL γ = 2, α = 0.25, seed 4 |"), "{curves}");
+    assert!(curves.contains("| FL γ = 2, α = 0.25 |"), "{curves}");
+    assert!(out.join("curves.png").is_file());
+    assert!(text(&o.stdout).contains("AP curves: "), "{}", text(&o.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -270,7 +279,9 @@ fn ablate_help_names_every_option_with_its_default() {
     let o = focal(&["ablate", "--help"]);
     succeeds(&o);
     let help = text(&o.stdout);
-    let iters = format!("[default: {ABLATION_ITERS}; imbalance: {IMBALANCE_ITERS}]");
+    let iters = format!(
+        "[default: {ABLATION_ITERS}; imbalance: {IMBALANCE_ITERS}; imbalance-sweep: {IMBALANCE_SWEEP_ITERS}]"
+    );
     for needle in [
         "--preset",
         "[default: table1]",
@@ -284,11 +295,11 @@ fn ablate_help_names_every_option_with_its_default() {
         "[default: 0.25,0.5,0.75]",
         "--gamma-alphas",
         "--ce-alphas",
-        "[default: 0.25,0.5,0.75,0.9,0.99; imbalance: 0.25,0.5,0.75]",
+        "[default: 0.25,0.5,0.75,0.9,0.99; imbalance: 0.75; imbalance-sweep: 0.25,0.5,0.75]",
         "--seed",
         "[default: 0]",
         "--seeds",
-        "[table1: none; imbalance: 0,1]",
+        "[table1: none; imbalance and imbalance-sweep: 0,1]",
         "--threads",
         "100 000 anchors per image",
     ] {

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use focal_data::EvalResult;
 use focal_engine::ConvAlgo;
-use focal_retinanet::ablation::preset::IMBALANCE_EVALS;
 use focal_retinanet::ablation::training::{describe, TrainerCells, ABLATION_ITERS};
 use focal_retinanet::ablation::{
-    run_grid, CellRecord, CellState, GridObserver, GridOutcome, PlannedCell, TABLE_CSV, TABLE_MD,
+    curves, run_grid, CellRecord, CellState, GridObserver, GridOutcome, PlannedCell, CURVES_MD,
+    TABLE_CSV, TABLE_MD,
 };
 use focal_retinanet::ablation::{Grid, Preset, Setting};
 use focal_retinanet::imbalance::{measure, Imbalance, PAPER_ANCHORS_PER_IMAGE};
@@ -27,24 +27,28 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::train::plots::write_plots;
 use crate::interrupt;
+use crate::plot::{Chart, Series};
 
 #[derive(clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// The experiment: table1 (the paper's Table 1 on the 64-px shapes, 17 cells) or
-    /// imbalance (focal loss against cross-entropy at COCO-like class imbalance: 128-px
-    /// images with few small objects, 9 anchors per location, 11 losses × 2 seeds). The
-    /// flags below change its base configuration and grid.
+    /// The experiment: table1 (the paper's Table 1 on the 64-px shapes, 17 cells),
+    /// imbalance-sweep (focal loss against cross-entropy at COCO-like class imbalance:
+    /// 128-px images with few small objects, 9 anchors per location, 11 losses × 2 seeds
+    /// over 720 steps, to choose each loss's α) or imbalance (the sweep's best α of each of
+    /// the 5 losses × 2 seeds, over 2880 steps). The flags below change its base
+    /// configuration and grid.
     #[arg(long, value_name = "NAME", default_value = "table1", value_parser = parse_preset)]
     pub preset: Preset,
     /// Output folder: a record per finished cell (CELL.json), each cell's run folder
     /// (CELL/, with best.ckpt, metrics.jsonl and, when it evaluates during training,
-    /// ap.png), imbalance.json, table.md and table.csv. Rerunning with the same folder
-    /// continues where the last run stopped [default: runs/ablate, or
-    /// runs/ablate-imbalance with --preset imbalance].
+    /// ap.png), imbalance.json, table.md, table.csv, curves.md and curves.png. Rerunning
+    /// with the same folder continues where the last run stopped [default: runs/ablate,
+    /// or runs/ablate-PRESET with another preset].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Training steps (of 8 images) of every cell [default: 500; imbalance: 720].
+    /// Training steps (of 8 images) of every cell [default: 500; imbalance: 2880;
+    /// imbalance-sweep: 720].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub iters: Option<u64>,
     /// γ of the focal-loss cells, comma-separated, each > 0 (γ = 0, α-balanced CE, has its
@@ -56,11 +60,13 @@ pub struct Args {
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub alphas: Option<Vec<f32>>,
     /// Each γ with its own α values instead of --gammas and --alphas: γ:α:α,... e.g.
-    /// 0.5:0.5:0.75,2:0.25:0.5 [imbalance: 0.5:0.5:0.75,1:0.25:0.5,2:0.25:0.5,5:0.25:0.5].
+    /// 0.5:0.5:0.75,2:0.25:0.5 [imbalance: 0.5:0.75,1:0.25,2:0.25,5:0.5; imbalance-sweep:
+    /// 0.5:0.5:0.75,1:0.25:0.5,2:0.25:0.5,5:0.25:0.5].
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_gamma_alphas, conflicts_with_all = ["gammas", "alphas"])]
     pub gamma_alphas: Option<Vec<(f32, Vec<f32>)>>,
     /// α of the α-balanced cross-entropy cells (γ = 0), each in [0, 1]; "none" for no
-    /// such cells [default: 0.25,0.5,0.75,0.9,0.99; imbalance: 0.25,0.5,0.75].
+    /// such cells [default: 0.25,0.5,0.75,0.9,0.99; imbalance: 0.75; imbalance-sweep:
+    /// 0.25,0.5,0.75].
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_ce_alpha)]
     pub ce_alphas: Option<Vec<Option<f32>>>,
     /// Seed of every cell: the initial weights and the order and flips of the batches
@@ -69,7 +75,7 @@ pub struct Args {
     pub seed: Option<u64>,
     /// Train every cell once per seed, comma-separated; the tables give the mean over
     /// the seeds, their spread and each seed's AP; "none" for one run with --seed
-    /// [table1: none; imbalance: 0,1].
+    /// [table1: none; imbalance and imbalance-sweep: 0,1].
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_seed)]
     pub seeds: Option<Vec<Option<u64>>>,
     /// A TOML training configuration read over the preset's base configuration (as
@@ -92,12 +98,17 @@ resizes them to 96 px), the paper's three anchor ratios, and 500 steps per cell 
 minutes per cell with its evaluation on the 200 validation images). About 774 anchors per \
 image, 50 negatives per positive.
 
---preset imbalance: the same comparison at COCO-like class imbalance. 128-px shapes with \
-0-2 objects of 12-24 px, the paper's 9 anchors per location on P3-P7 (3069 per image, more \
-than 500 negatives per positive), the paper's 4-deep heads, ResNet-18 at half width, 720 \
-steps evaluated 6 times (each cell's ap.png shows the curve); α-balanced CE at α 0.25, 0.5, \
-0.75 against the focal loss at γ 0.5, 1, 2, 5 with two α each, every loss with seeds 0 and \
-1: 22 runs, about 4 minutes each on one core. docs/focal-loss.md discusses the result.
+--preset imbalance-sweep: the same comparison at COCO-like class imbalance. 128-px shapes \
+with 0-2 objects of 12-24 px, the paper's 9 anchors per location on P3-P7 (3069 per image, \
+more than 500 negatives per positive), the paper's 4-deep heads, ResNet-18 at half width, \
+720 steps evaluated 6 times (each cell's ap.png shows the curve); α-balanced CE at α 0.25, \
+0.5, 0.75 against the focal loss at γ 0.5, 1, 2, 5 with two α each, every loss with seeds 0 \
+and 1: 22 runs, about 4 minutes each on one core. It chooses each loss's α.
+
+--preset imbalance: the comparison itself. Each of the 5 losses at the α that gave it the \
+highest mean AP in the sweep (CE α 0.75; γ 0.5 with α 0.75, γ 1 and 2 with α 0.25, γ 5 with \
+α 0.5), seeds 0 and 1, over 2880 steps evaluated 12 times, long enough for the AP curves to \
+level off: 10 runs, about two hours on 2 cores. docs/focal-loss.md discusses the result.
 
 Before training, the class imbalance of the configuration is measured on its training set \
 with the anchors and matcher of training (anchors per image; positive, ignored and negative \
@@ -108,7 +119,9 @@ Every cell starts from the same weights and sees the same batches (per seed); on
 differ. The cells run in order: the α-balanced CE cells (Table 1a), then every γ with its α \
 values (Table 1b), all of the first seed before the second. When a cell finishes, \
 OUT/CELL.json records its 12 COCO numbers and the hash of its configuration, and \
-OUT/table.md and OUT/table.csv are rewritten. A rerun skips the recorded cells; a cell \
+OUT/table.md, OUT/table.csv and OUT/curves.md (every cell's AP at each evaluation, and what \
+it gained over the last quarter of the steps: near 0, the curve has levelled off) are \
+rewritten; at the end OUT/curves.png draws the curves. A rerun skips the recorded cells; a cell \
 recorded with another configuration (other --iters, --seed, --config or defaults) is stale: \
 it is named and trained again. Ctrl-C (or SIGTERM, or a kill) loses at most 100 steps: the \
 cell's last.ckpt is written every 100 steps and on Ctrl-C, and the rerun continues that cell \
@@ -219,7 +232,7 @@ impl Args {
             base.epochs = None;
             if base.eval_every > 0 {
                 // The preset's number of evaluations, over the new length.
-                base.eval_every = (iters / IMBALANCE_EVALS).max(1);
+                base.eval_every = (iters / self.preset.evals().max(1)).max(1);
             }
         }
         if let Some(seed) = self.seed {
@@ -313,6 +326,13 @@ pub fn run(args: Args, threads: Option<u32>, conv_algo: Option<ConvAlgo>) -> Res
             let table = std::fs::read_to_string(&md)
                 .with_context(|| format!("cannot read {}", md.display()))?;
             println!("{table}");
+            if let Some(png) = write_curves_png(&out, &grid, &records)? {
+                println!(
+                    "AP curves: {} and {}",
+                    out.join(CURVES_MD).display(),
+                    png.display()
+                );
+            }
             println!(
                 "{} cells: {} and {} ({})",
                 records.len(),
@@ -337,6 +357,37 @@ pub fn run(args: Args, threads: Option<u32>, conv_algo: Option<ConvAlgo>) -> Res
             }
         }
     }
+}
+
+/// `OUT/curves.png`: the mean AP curve over the seeds of each loss, when the cells
+/// evaluated during training (`OUT/curves.md` holds the numbers). `None` when none did.
+fn write_curves_png(
+    out: &std::path::Path,
+    grid: &Grid,
+    records: &[CellRecord],
+) -> Result<Option<PathBuf>> {
+    let curves = curves::read_curves(out, grid, records)?;
+    if curves.iter().all(|c| c.points.len() < 2) {
+        return Ok(None);
+    }
+    let title = if grid.seeds.len() > 1 {
+        "COCO AP on the validation set during training (mean over the seeds)"
+    } else {
+        "COCO AP on the validation set during training"
+    };
+    let mut chart = Chart::new(title, "step", "AP");
+    chart.y_range = Some((0.0, 1.0));
+    chart.series = curves::mean_by_loss(&curves)
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let pts = c.points.iter().map(|&(s, ap)| (s as f64, ap)).collect();
+            Series::new(c.setting.to_string(), pts, i)
+        })
+        .collect();
+    let path = out.join("curves.png");
+    chart.save_png(&path)?;
+    Ok(Some(path))
 }
 
 /// 1h02m03s / 4m05s / 12.3s.

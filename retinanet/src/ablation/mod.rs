@@ -8,13 +8,16 @@
 //! - [`runner`]: runs the cells that are not done, skipping the recorded ones, with the
 //!   training of a cell injected ([`CellTrainer`]);
 //! - [`table`]: the Markdown Tables 1a/1b and the CSV;
+//! - [`curves`]: every cell's AP at each evaluation during training, and how much it
+//!   still rose over the last quarter of the steps;
 //! - [`training`]: the real training of a cell with the trainer, and the base
 //!   configuration every cell starts from;
-//! - [`preset`]: the named experiments (`--preset table1|imbalance`): a base
+//! - [`preset`]: the named experiments (`--preset table1|imbalance|imbalance-sweep`): a base
 //!   configuration and a grid each.
 //!
 //! `focal ablate` is the command; `docs/focal-loss.md` discusses the result.
 
+pub mod curves;
 pub mod preset;
 pub mod record;
 pub mod runner;
@@ -22,6 +25,7 @@ pub mod setting;
 pub mod table;
 pub mod training;
 
+pub use curves::{Curve, CURVES_MD};
 pub use preset::Preset;
 pub use record::{config_hash, CellRecord};
 pub use runner::{

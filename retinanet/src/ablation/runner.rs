@@ -116,7 +116,7 @@ pub const TABLE_MD: &str = "table.md";
 pub const TABLE_CSV: &str = "table.csv";
 
 /// Rewrites `OUT/table.md` and `OUT/table.csv` from the records that match the current
-/// configuration.
+/// configuration, and `OUT/curves.md` from those cells' run folders.
 pub fn write_tables(
     out: &Path,
     grid: &Grid,
@@ -131,7 +131,7 @@ pub fn write_tables(
         focal_engine::write_atomic(&path, text.as_bytes())
             .map_err(|e| Error::io("write", &path, e))?;
     }
-    Ok(())
+    super::curves::write_curves(out, grid, records)
 }
 
 /// Trains every cell of `grid` that is not done, in grid order, recording each as it
