@@ -128,7 +128,7 @@ pub struct ShapesConfig {
     pub max_objects: usize,
     /// The largest object side in pixels (at least 12); `None`: 0.7 of the image side.
     /// Small objects on a large image give few positive anchors among many: the class
-    /// imbalance of `focal ablate --preset imbalance`.
+    /// imbalance of `focal ablate --preset imbalance` (and `imbalance-sweep`).
     pub max_object_side: Option<u32>,
 }
 

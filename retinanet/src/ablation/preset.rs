@@ -109,8 +109,8 @@ pub const IMBALANCE_SWEEP_EVALS: u64 = 6;
 ///   imbalance --preset imbalance` measures it: more than 500 negatives per positive);
 /// - the paper's head depth, 4 convolutions per tower (64 wide, GroupNorm);
 /// - ResNet-18 at half width as the backbone, so that a cell can train long enough for
-///   its AP to level off and the 22 runs of [`imbalance_grid`] fit in about 85 minutes on
-///   one core of the machine the grid ran on;
+///   its AP to level off: the 10 runs of [`imbalance_grid`] take about two hours on 2
+///   cores, the 22 shorter runs of [`imbalance_sweep_grid`] about 100 minutes of one core;
 /// - [`IMBALANCE_ITERS`] steps of 8 images, AdamW at 4e-3, 100 warm-up steps and a
 ///   cosine decay as the shapes default, evaluated [`IMBALANCE_EVALS`] times.
 pub fn imbalance_config() -> TrainConfig {
