@@ -184,6 +184,21 @@ mod tests {
         }
     }
 
+    /// Growing a buffer (as the thread-local packed-B block does) gives the new length,
+    /// still on a cache line; asking for less keeps it as it is.
+    #[test]
+    fn aligned_buffers_grow_and_stay_aligned() {
+        let mut b = AlignedBuf::default();
+        for len in [5, 1 << 16, 3, (1 << 18) + 7] {
+            let before = b.as_slice().len();
+            b.ensure(len);
+            assert_eq!(b.as_slice().len(), before.max(len));
+            assert_eq!(b.as_slice().as_ptr() as usize % 64, 0);
+            b.as_mut_slice().fill(1.0);
+            assert!(b.as_slice().iter().all(|&v| v == 1.0));
+        }
+    }
+
     #[test]
     fn aligned_buffers_start_on_a_cache_line() {
         for len in [1, 17, 1000] {
