@@ -187,11 +187,21 @@ fn the_imbalance_preset_measures_the_imbalance_and_averages_seeds() {
     // at least one step apart), a row per seed and one for their mean, and the chart.
     let curves = std::fs::read_to_string(out.join("curves.md")).unwrap();
     assert!(curves.contains("| cell | 1 | 2 | last ¼ |"), "{curves}");
-    assert!(curves.contains("| FL γ = 2, α = 0.25, seed 3 |"), "{curves}");
-    assert!(curves.contains("| FL γ = 2, α = 0.25, seed 4 |"), "{curves}");
+    assert!(
+        curves.contains("| FL γ = 2, α = 0.25, seed 3 |"),
+        "{curves}"
+    );
+    assert!(
+        curves.contains("| FL γ = 2, α = 0.25, seed 4 |"),
+        "{curves}"
+    );
     assert!(curves.contains("| FL γ = 2, α = 0.25 |"), "{curves}");
     assert!(out.join("curves.png").is_file());
-    assert!(text(&o.stdout).contains("AP curves: "), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("AP curves: "),
+        "{}",
+        text(&o.stdout)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -101,25 +101,17 @@ impl Panels for MatRef<'_> {
 /// A float buffer whose first element sits on a 64-byte boundary (one cache line, one
 /// AVX-512 vector), so that packed panels never straddle lines needlessly.
 ///
-/// Large buffers come from, and go back to, a small process-wide pool ([`POOL`]): a
-/// packed operand is rebuilt for every product (a convolution's weights on every call),
-/// and a fresh allocation of that size is handed out by the system as untouched pages,
-/// which the kernel then zeroes on first touch, one 2 MiB huge page at a time (13 % of
-/// a training step's time before the pool).
+/// Buffers are plain allocations, freed on drop. (They used to go back to a process-wide
+/// pool of up to 64 MiB, when the allocator handed freed memory back to the kernel and
+/// every fresh buffer was faulted in again; the `focal` binary now tells its allocator
+/// to keep freed memory, so the pool only added its 64 MiB to the peak resident size.
+/// See `docs/memory.md`.)
 #[derive(Default)]
 pub(crate) struct AlignedBuf {
     raw: Vec<f32>,
     start: usize,
     len: usize,
 }
-
-/// Buffers of at least this many floats (256 KiB) are pooled.
-const POOLED: usize = 1 << 16;
-/// At most this many floats (64 MiB) wait in the pool.
-const POOL_FLOATS: usize = 1 << 24;
-
-/// Released large buffers, for the next [`AlignedBuf`] of a size they can hold.
-static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 
 impl AlignedBuf {
     /// A buffer of `len` floats (contents unspecified: every user writes before reading).
@@ -134,19 +126,8 @@ impl AlignedBuf {
         if self.len >= len {
             return;
         }
-        let want = len + 16;
-        let pooled = if want >= POOLED {
-            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-            // The smallest pooled buffer that is large enough.
-            let best = (0..pool.len())
-                .filter(|&i| pool[i].len() >= want)
-                .min_by_key(|&i| pool[i].len());
-            best.map(|i| pool.swap_remove(i))
-        } else {
-            None
-        };
-        let old = std::mem::replace(&mut self.raw, pooled.unwrap_or_else(|| vec![0.0; want]));
-        release(old);
+        // 16 floats of slack for the alignment; the old buffer is freed here.
+        self.raw = vec![0.0; len + 16];
         let misalign = (self.raw.as_ptr() as usize / 4) % 16;
         self.start = (16 - misalign) % 16;
         self.len = len;
@@ -158,27 +139,6 @@ impl AlignedBuf {
 
     pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut self.raw[self.start..self.start + self.len]
-    }
-}
-
-/// Puts a large buffer back in the pool (dropping the smallest ones beyond its bound).
-fn release(buf: Vec<f32>) {
-    if buf.len() < POOLED {
-        return;
-    }
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    pool.push(buf);
-    pool.sort_by_key(|b| std::cmp::Reverse(b.len()));
-    let mut total = 0;
-    pool.retain(|b| {
-        total += b.len();
-        total <= POOL_FLOATS
-    });
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        release(std::mem::take(&mut self.raw));
     }
 }
 
@@ -221,6 +181,21 @@ mod tests {
             let mut out = vec![f32::NAN; 2 * kc * w];
             v.pack(k0, kc, j0, nc, w, &mut out);
             assert_eq!(out, want, "strides {:?}", v.strides());
+        }
+    }
+
+    /// Growing a buffer (as the thread-local packed-B block does) gives the new length,
+    /// still on a cache line; asking for less keeps it as it is.
+    #[test]
+    fn aligned_buffers_grow_and_stay_aligned() {
+        let mut b = AlignedBuf::default();
+        for len in [5, 1 << 16, 3, (1 << 18) + 7] {
+            let before = b.as_slice().len();
+            b.ensure(len);
+            assert_eq!(b.as_slice().len(), before.max(len));
+            assert_eq!(b.as_slice().as_ptr() as usize % 64, 0);
+            b.as_mut_slice().fill(1.0);
+            assert!(b.as_slice().iter().all(|&v| v == 1.0));
         }
     }
 
