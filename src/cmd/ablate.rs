@@ -371,12 +371,15 @@ fn write_curves_png(
         return Ok(None);
     }
     let title = if grid.seeds.len() > 1 {
-        "COCO AP on the validation set during training (mean over the seeds)"
+        // (Short: the chart's title is one line of its 800 px.)
+        "validation AP, mean over the seeds"
     } else {
-        "COCO AP on the validation set during training"
+        "validation AP during training"
     };
     let mut chart = Chart::new(title, "step", "AP");
     chart.y_range = Some((0.0, 1.0));
+    // The curves rise to the top right; the legend goes where they start, low.
+    chart.legend_left = true;
     chart.series = curves::mean_by_loss(&curves)
         .into_iter()
         .enumerate()
