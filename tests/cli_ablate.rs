@@ -305,7 +305,7 @@ fn ablate_help_names_every_option_with_its_default() {
         "[default: 0.25,0.5,0.75]",
         "--gamma-alphas",
         "--ce-alphas",
-        "[default: 0.25,0.5,0.75,0.9,0.99; imbalance: 0.75; imbalance-sweep: 0.25,0.5,0.75]",
+        "[default: 0.25,0.5,0.75,0.9,0.99; imbalance: 0.25,0.75; imbalance-sweep: 0.25,0.5,0.75]",
         "--seed",
         "[default: 0]",
         "--seeds",

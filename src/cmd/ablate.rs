@@ -36,7 +36,7 @@ pub struct Args {
     /// imbalance-sweep (focal loss against cross-entropy at COCO-like class imbalance:
     /// 128-px images with few small objects, 9 anchors per location, 11 losses × 2 seeds
     /// over 720 steps, to choose each loss's α) or imbalance (the sweep's best α of each of
-    /// the 5 losses × 2 seeds, over 2880 steps). The flags below change its base
+    /// the 5 losses, and CE's other α, × 2 seeds, over 2880 steps). The flags below change its base
     /// configuration and grid.
     #[arg(long, value_name = "NAME", default_value = "table1", value_parser = parse_preset)]
     pub preset: Preset,
@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_gamma_alphas, conflicts_with_all = ["gammas", "alphas"])]
     pub gamma_alphas: Option<Vec<(f32, Vec<f32>)>>,
     /// α of the α-balanced cross-entropy cells (γ = 0), each in [0, 1]; "none" for no
-    /// such cells [default: 0.25,0.5,0.75,0.9,0.99; imbalance: 0.75; imbalance-sweep:
+    /// such cells [default: 0.25,0.5,0.75,0.9,0.99; imbalance: 0.25,0.75; imbalance-sweep:
     /// 0.25,0.5,0.75].
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_ce_alpha)]
     pub ce_alphas: Option<Vec<Option<f32>>>,
@@ -107,8 +107,10 @@ and 1: 22 runs, about 4 minutes each on one core. It chooses each loss's α.
 
 --preset imbalance: the comparison itself. Each of the 5 losses at the α that gave it the \
 highest mean AP in the sweep (CE α 0.75; γ 0.5 with α 0.75, γ 1 and 2 with α 0.25, γ 5 with \
-α 0.5), seeds 0 and 1, over 2880 steps evaluated 12 times, long enough for the AP curves to \
-level off: 10 runs, about two hours on 2 cores. docs/focal-loss.md discusses the result.
+α 0.5), and CE at α 0.25 too (the side the conclusion is against gets its other α; the \
+better CE α is the one compared), seeds 0 and 1, over 2880 steps evaluated 12 times, long \
+enough for the AP curves to level off within the run: 12 runs, about two hours on 2 cores. \
+docs/focal-loss.md discusses the result.
 
 Before training, the class imbalance of the configuration is measured on its training set \
 with the anchors and matcher of training (anchors per image; positive, ignored and negative \
