@@ -72,7 +72,7 @@ pub use cocoeval::{evaluate, CocoStats, EvalResult, STAT_NAMES};
 pub use dataset::{Category, Dataset, Sample};
 pub use decode_budget::DecodeBudget;
 pub use error::{Error, Result};
-pub use fingerprint::Fingerprint;
+pub use fingerprint::{Fingerprint, Fnv};
 pub use image_io::RgbImage;
 pub use loader::{BatchPart, Epoch, Loader, LoaderConfig, PartRange};
 pub use results::Detection;

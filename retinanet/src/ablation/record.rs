@@ -89,14 +89,11 @@ impl CellRecord {
 /// the prefix `fnv1a64:`. (std's `DefaultHasher` may change between Rust releases; this
 /// may not, since records written today must still match tomorrow.)
 ///
-/// FNV-1a: h = 0xcbf29ce484222325; for each byte b: h = (h XOR b) · 0x100000001b3 mod 2^64.
+/// FNV-1a ([`focal_data::Fnv`]) of the text's bytes.
 pub fn config_hash(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in text.as_bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("fnv1a64:{h:016x}")
+    let mut h = focal_data::Fnv::new();
+    h.bytes(text.as_bytes());
+    format!("fnv1a64:{:016x}", h.value())
 }
 
 #[cfg(test)]

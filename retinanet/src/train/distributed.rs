@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use focal_data::{Dataset, ImageProblem, PartRange};
+use focal_data::{Dataset, Fnv, ImageProblem, PartRange};
 use focal_engine::Tensor;
 use focal_nn::{for_each_named, Slot};
 
@@ -54,30 +54,13 @@ pub fn equal_to_one_process(shards: usize, size: usize) -> bool {
     size <= 1 || (shards.is_multiple_of(size) && (shards / size).is_power_of_two())
 }
 
-/// FNV-1a, 64 bits, over a stream of bytes (stable across Rust releases, unlike std's
-/// hasher; see also `ablation::config_hash`).
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
+/// A tensor into the hash: its shape, then every value's bits.
+fn hash_tensor(h: &mut Fnv, t: &Tensor) {
+    for &d in t.shape() {
+        h.u64(d as u64);
     }
-    fn bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    fn u64(&mut self, v: u64) {
-        self.bytes(&v.to_le_bytes());
-    }
-    fn tensor(&mut self, t: &Tensor) {
-        for &d in t.shape() {
-            self.u64(d as u64);
-        }
-        for v in t.data().iter() {
-            self.bytes(&v.to_bits().to_le_bytes());
-        }
+    for v in t.data().iter() {
+        h.bytes(&v.to_bits().to_le_bytes());
     }
 }
 
@@ -96,7 +79,7 @@ fn fingerprints(
     c.threads = 0;
     let mut h = Fnv::new();
     h.bytes(c.to_toml().as_bytes());
-    let config_hash = h.0;
+    let config_hash = h.value();
 
     let mut h = Fnv::new();
     for d in datasets {
@@ -111,18 +94,18 @@ fn fingerprints(
             h.u64(((w as u64) << 32) | ht as u64);
         }
     }
-    let data_hash = h.0;
+    let data_hash = h.value();
 
     let mut h = Fnv::new();
     for_each_named(model, |name, slot| {
         h.bytes(name.as_bytes());
         match slot {
-            Slot::Param(p) => h.tensor(&p.value),
-            Slot::Buffer(t) => h.tensor(t),
+            Slot::Param(p) => hash_tensor(&mut h, &p.value),
+            Slot::Buffer(t) => hash_tensor(&mut h, t),
             Slot::Counter(c) => h.u64(*c),
         }
     });
-    [config_hash, data_hash, h.0]
+    [config_hash, data_hash, h.value()]
 }
 
 /// Checks that every rank has the same configuration, datasets and model (weights and
