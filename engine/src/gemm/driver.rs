@@ -4,7 +4,7 @@
 //! ```text
 //!  C (m × n) cut into tasks: bands of whole MR-row panels × column blocks
 //!  task (rows i0.., columns j0..):
-//!    for jc in task columns step NC:
+//!    for jc in task columns, blocks of ≤ NC:        even widths (block_width)
 //!      for pc in 0..K step KC:                      inner-dimension block
 //!        pack B[pc.., jc..] → Bp (KC × NC, NR-column micro-panels)     in L2
 //!        for ir in task rows step MR:               A micro-panel MR × KC          in L1
@@ -12,16 +12,23 @@
 //!            tile(KC, Ap[ir], Bp[jr], C[ir, jr])    MR × NR accumulators in registers
 //! ```
 //!
-//! **Block sizes** (per kernel, `avx512.rs`, `avx2.rs`; Zen 5: 48 KiB L1d and 1 MiB L2
-//! per core). `KC = 256`: the A micro-panel (`MR × KC`: 8 KiB for 8 × 48) stays in L1
-//! while the B micro-panels stream past it, and each tile's `MR × NR` accumulators
-//! are loaded and stored once per 256 fused multiply-adds. `NC = 480` (ten 48-wide
-//! micro-panels): the packed B block (`KC × NC`, 480 KiB) fits in half of L2 beside the
-//! rows of C being updated. `MC` is one micro-panel: the whole of packed A is shared by
-//! the tasks and read from L3 one micro-panel at a time, each used against the `NC/NR`
-//! B micro-panels of the block. This order measured as fast as or faster than BLIS's
-//! (A block in L2, B micro-panel in L1) for every tile shape compared, and it walks C
-//! row by row.
+//! **Block sizes** (per kernel, `avx512.rs`, `avx2.rs`). They were chosen on Zen 5
+//! (48 KiB L1d, 1 MiB L2 per core) and measured again on Intel Sapphire Rapids (48 KiB
+//! L1d, 2 MiB L2 per core), where they still hold. `KC = 256`: the A micro-panel
+//! (`MR × KC`: 8 KiB for 8 × 48) sits in L1 beside the B micro-panel streaming past it,
+//! and each tile's `MR × NR` accumulators are loaded and stored once per 256 fused
+//! multiply-adds, which costs less than the tile's first FMAs waiting for `C`. `NC = 480`
+//! (ten 48-wide micro-panels): the packed B block (`KC × NC`, 480 KiB) fits in half of the
+//! smaller L2 beside the rows of C being updated. On Sapphire Rapids, with the larger L2,
+//! `KC` 384 or 512 and `NC` 960 measured no faster (within the noise of a shared 2-core
+//! machine), and a kernel alone on L2-resident panels runs at the FMA peak, so what is
+//! left between a GEMM and the peak is outside these sizes (packing, `C` in L3, the
+//! split between threads). A task walks its columns in blocks of even width, at most
+//! `NC` ([`block_width`]): a thin last block would read all of `A` for one narrow tile.
+//! `MC` is one micro-panel: the whole of packed A is shared by the tasks and read from
+//! L3 one micro-panel at a time, each used against the B micro-panels of the block. This
+//! order measured as fast as or faster than BLIS's (A block in L2, B micro-panel in L1)
+//! for every tile shape compared, and it walks C row by row.
 //!
 //! `A` is packed in full before the tasks start (or arrives prepacked, [`PackedPanels`]),
 //! so tasks share it; each task packs its own `B` block. The first `pc` block starts
@@ -141,6 +148,16 @@ pub(crate) fn cuts(len: usize, parts: usize, unit: usize) -> Vec<(usize, usize)>
         .collect()
 }
 
+/// The width of the column blocks that a task of `n` columns walks: at most `nc` (the
+/// kernel's `NC`, a multiple of `nr`), all of one width in whole micro-panels but the
+/// last, so that no block is a thin remainder. A task of 512 columns with 48-wide
+/// panels walks two blocks of 288 and 224 columns, not 480 and 32: a 32-wide block
+/// would read every `A` micro-panel of the task for a single narrow tile.
+pub(crate) fn block_width(n: usize, nc: usize, nr: usize) -> usize {
+    let blocks = n.div_ceil(nc).max(1);
+    (n.div_ceil(blocks).div_ceil(nr) * nr).clamp(nr, nc.max(nr))
+}
+
 /// Cost of packing one `B` micro-panel (`K × NR`), in units of one tile's
 /// multiply-adds (`MR × NR × K`): copying from the image (implicit im2col) runs at about
 /// one element per cycle, a tile step at `MR·NR/32` elements per cycle.
@@ -246,8 +263,9 @@ fn block<K: MicroKernel>(
     let (mb, nb) = (c.rows(), c.cols());
     let k = pa.k;
     let mut buf = B_BLOCK.take();
-    for jc in (0..nb).step_by(K::NC) {
-        let nc = K::NC.min(nb - jc);
+    let width = block_width(nb, K::NC, K::NR);
+    for jc in (0..nb).step_by(width) {
+        let nc = width.min(nb - jc);
         let panels = nc.div_ceil(K::NR);
         for pc in (0..k).step_by(K::KC) {
             let kc = K::KC.min(k - pc);
@@ -388,6 +406,25 @@ mod tests {
             // A square product: two halves of the columns (22 panels: 11 each).
             assert_eq!(task_grid(1024, 1024, 1024, 8, 48), (1, 2));
         });
+    }
+
+    #[test]
+    fn column_blocks_are_even_and_never_wider_than_nc() {
+        // Two blocks of 288 and 224, not 480 and 32.
+        assert_eq!(block_width(512, 480, 48), 288);
+        // One block when the task fits; 1024 columns: 384, 384 and 256.
+        assert_eq!(block_width(400, 480, 48), 432);
+        assert_eq!(block_width(1024, 480, 48), 384);
+        assert_eq!(block_width(5, 480, 48), 48);
+        for n in 1..3000 {
+            for (nc, nr) in [(480, 48), (480, 16), (448, 64)] {
+                let w = block_width(n, nc, nr);
+                assert!(w % nr == 0 && w <= nc, "n {n}: width {w}");
+                // As few blocks as NC allows, the last one not the only narrow piece
+                // left over from full-width blocks.
+                assert_eq!(n.div_ceil(w), n.div_ceil(nc), "n {n}, nc {nc}");
+            }
+        }
     }
 
     #[test]
