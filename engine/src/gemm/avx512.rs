@@ -12,6 +12,16 @@
 //! Zen 5 (two 512-bit FMA pipes, 4 cycles latency) at least 8 independent accumulators
 //! keep both pipes busy; the shape in use (see [`Avx512`]) has 24, plus `NV` `B` vectors
 //! and one broadcast: 28 of the 32 zmm registers.
+//!
+//! The compiled loop is what the diagram says: per `k`, `NV` loads, `MR` broadcasts
+//! straight from the packed `A` (`vbroadcastss zmm, [mem]`, a load-port micro-op, no
+//! shuffle) and the `MR·NV` FMAs, nothing spilled. Intel Sapphire Rapids has the same two
+//! 512-bit FMA ports of 4 cycles. There, called in a loop on one core over panels that
+//! sit in L2 (`KC` 256 to 512, ten B micro-panels, the C tiles in L1), 8 × 48, 12 × 32 and
+//! 14 × 32 all ran at the FMA peak per CPU-second (0.96-1.03 of `focal bench peak`'s
+//! 166 GFLOP/s per thread, best of 5), 6 × 64 at 0.92-0.96: the kernel is not what keeps
+//! a GEMM below the peak, and the shape stays 8 × 48 (the most `A` reuse per `B` load
+//! with the 8-wide `A` packing of `pack.rs`; see `focal bench gemm --shapes`).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
