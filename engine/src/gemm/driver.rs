@@ -65,9 +65,15 @@ pub(crate) struct PackedPanels {
 impl PackedPanels {
     /// Packs `α·A` from `at`, a source of `Aᵀ` (`K × M`), for kernel `K`.
     pub(crate) fn new<K: MicroKernel>(at: &dyn Panels, alpha: f32) -> PackedPanels {
+        PackedPanels::new_in::<K>(AlignedBuf::default(), at, alpha)
+    }
+
+    /// As [`PackedPanels::new`], in `data` (grown if it is too short; every float used is
+    /// written, so what it held does not matter).
+    fn new_in<K: MicroKernel>(mut data: AlignedBuf, at: &dyn Panels, alpha: f32) -> PackedPanels {
         let (k, m) = at.dims();
         let m_pad = m.div_ceil(K::MR) * K::MR;
-        let mut data = AlignedBuf::new((k * m_pad).max(1));
+        data.ensure((k * m_pad).max(1));
         // Blocks of the inner dimension, each cut into groups of panels for the threads.
         let buf = &mut data.as_mut_slice()[..k * m_pad];
         let panels = m_pad / K::MR;
@@ -119,6 +125,11 @@ impl PackedPanels {
         self.data.as_slice()[at..at + self.mr * kc].as_ptr()
     }
 
+    /// The buffer, for the next product to pack into.
+    fn into_buf(self) -> AlignedBuf {
+        self.data
+    }
+
     /// Whether this was packed for kernel `K`.
     pub(crate) fn fits<K: MicroKernel>(&self) -> bool {
         self.mr == K::MR && self.kc == K::KC
@@ -136,7 +147,19 @@ pub(crate) enum ASide<'a> {
 thread_local! {
     /// The packed `B` block of the task running on this thread, kept between calls.
     static B_BLOCK: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
+    /// The packed `A` of the last product this thread started from an unpacked `A`, kept
+    /// for the next one when at most [`KEEP_A`] floats.
+    static A_PANELS: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
 }
+
+/// The largest packed `A` (floats) kept on a thread between products: 4 MiB, a 1024²
+/// `A`. A new buffer is zeroed by the allocator on the calling thread before the threads
+/// start: 0.2 ms for 4 MiB on Intel Sapphire Rapids (mimalloc keeping freed memory, as
+/// the `focal` binary sets it), 3 % of a 1024² product at the FMA peak of 2 cores.
+/// Larger `A`s get a new buffer each time (the zeroing is a smaller share of a larger
+/// product), so that what is kept adds at most 4 MiB per calling thread to the peak
+/// memory (`docs/memory.md`).
+const KEEP_A: usize = 1 << 20;
 
 /// `(start, len)` pieces of `0..len` cut into `parts` runs whose lengths are multiples
 /// of `unit` (the last one shorter).
@@ -219,15 +242,14 @@ pub(crate) fn task_grid(m: usize, n: usize, k: usize, mr: usize, nr: usize) -> (
 pub(crate) fn gemm<K: MicroKernel>(a: ASide, b: &dyn Panels, start: Start, c: MatMut) {
     let (m, n) = (c.rows(), c.cols());
     let k = b.dims().0;
-    let owned;
-    let pa = match a {
+    let mut owned = None;
+    let pa: &PackedPanels = match a {
         ASide::Packed(p) => {
             assert!(p.fits::<K>(), "gemm: A was packed for another kernel");
             p
         }
         ASide::Source(at, alpha) => {
-            owned = PackedPanels::new::<K>(at, alpha);
-            &owned
+            owned.insert(PackedPanels::new_in::<K>(A_PANELS.take(), at, alpha))
         }
     };
     let (row_parts, col_parts) = task_grid(m, n, k, K::MR, K::NR);
@@ -248,6 +270,12 @@ pub(crate) fn gemm<K: MicroKernel>(a: ASide, b: &dyn Panels, start: Start, c: Ma
         tasks.into_par_iter().for_each(run);
     } else {
         tasks.into_iter().for_each(run);
+    }
+    if let Some(packed) = owned {
+        let buf = packed.into_buf();
+        if buf.as_slice().len() <= KEEP_A {
+            A_PANELS.set(buf);
+        }
     }
 }
 
@@ -425,6 +453,99 @@ mod tests {
                 assert_eq!(n.div_ceil(w), n.div_ceil(nc), "n {n}, nc {nc}");
             }
         }
+    }
+
+    /// A plain-Rust kernel keeping the contract (one fused multiply-add chain per
+    /// element), so that the driver can be tested on any CPU; `KC = 4` and `NC = 16` cut
+    /// small products into several blocks.
+    struct Plain;
+
+    impl MicroKernel for Plain {
+        const MR: usize = 8;
+        const NR: usize = 8;
+        const KC: usize = 4;
+        const NC: usize = 16;
+        const VL: usize = 8;
+
+        unsafe fn tile(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            start: TileStart,
+        ) {
+            // SAFETY: forwarded contract (MicroKernel::tile, one vector of 8 columns).
+            unsafe { Self::tile_narrow(1, kc, a, b, c, ldc, start) }
+        }
+
+        unsafe fn tile_narrow(
+            vectors: usize,
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            start: TileStart,
+        ) {
+            // SAFETY: the caller's contract (MicroKernel::tile_narrow): `a` holds kc·8
+            // floats, `b` kc·8, `c` 8 rows of 8·vectors ≤ 8 floats at c + i·ldc, a bias
+            // 8 floats; every access below stays inside those.
+            unsafe {
+                for i in 0..8 {
+                    for j in 0..8 * vectors {
+                        let p = c.add(i * ldc + j);
+                        let mut acc = match start {
+                            TileStart::Zero => 0.0,
+                            TileStart::Load => *p,
+                            TileStart::Scale(beta) => beta * *p,
+                            TileStart::RowBias(bias) => *bias.add(i),
+                        };
+                        for q in 0..kc {
+                            acc = (*a.add(q * 8 + i)).mul_add(*b.add(q * 8 + j), acc);
+                        }
+                        *p = acc;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The packed `A` is kept for the next product up to `KEEP_A` floats, and a product
+    /// packing into the kept (larger, stale) buffer gives the same bits as one packing
+    /// into a new buffer.
+    #[test]
+    fn packed_a_is_kept_up_to_its_cap_and_reuse_changes_no_bit() {
+        use super::super::view::MatRef;
+        let product = |m: usize, k: usize, n: usize, fill: f32| {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 * 0.25).collect();
+            let mut c = vec![fill; m * n];
+            let (a, b) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+            let c_view = MatMut::row_major(&mut c, m, n);
+            gemm::<Plain>(ASide::Source(&a.t(), 1.0), &b, Start::Beta(0.0), c_view);
+            c
+        };
+        let kept = || {
+            let buf = A_PANELS.take();
+            let len = buf.as_slice().len();
+            A_PANELS.set(buf);
+            len
+        };
+        std::thread::spawn(move || {
+            let fresh = product(9, 5, 7, 0.0);
+            // A larger product first leaves its buffer, full of other values, behind.
+            let big = product(40, 30, 20, 1.0);
+            assert_eq!(kept(), 40 * 30);
+            assert_eq!(product(9, 5, 7, f32::NAN), fresh);
+            assert_eq!(kept(), 40 * 30, "a smaller A reuses the larger buffer");
+            assert_eq!(big, product(40, 30, 20, 2.0));
+            // Past the cap the buffer is dropped.
+            let _ = product(KEEP_A / 64 + 8, 64, 1, 0.0);
+            assert_eq!(kept(), 0);
+        })
+        .join()
+        .expect("the products run");
     }
 
     #[test]

@@ -114,13 +114,6 @@ pub(crate) struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    /// A buffer of `len` floats (contents unspecified: every user writes before reading).
-    pub(crate) fn new(len: usize) -> AlignedBuf {
-        let mut b = AlignedBuf::default();
-        b.ensure(len);
-        b
-    }
-
     /// Grows to at least `len` floats, keeping the alignment.
     pub(crate) fn ensure(&mut self, len: usize) {
         if self.len >= len {
@@ -202,7 +195,8 @@ mod tests {
     #[test]
     fn aligned_buffers_start_on_a_cache_line() {
         for len in [1, 17, 1000] {
-            let b = AlignedBuf::new(len);
+            let mut b = AlignedBuf::default();
+            b.ensure(len);
             assert_eq!(b.as_slice().as_ptr() as usize % 64, 0);
             assert_eq!(b.as_slice().len(), len);
         }
