@@ -438,7 +438,7 @@ impl Panels for Im2colT<'_> {
                         }
                     }
                     if g == G {
-                        interleave8(rows, kc, panel, w, g0);
+                        interleave8(rows, kc, kc, panel, w, g0);
                     } else {
                         for (kk, dst) in panel.chunks_exact_mut(w).enumerate() {
                             for (t, d) in dst[g0..g0 + g].iter_mut().enumerate() {
@@ -452,22 +452,29 @@ impl Panels for Im2colT<'_> {
     }
 }
 
-/// `panel[kk·w + g0 + t] = rows[t·kc + kk]` for the eight rows `t` and every `kk < kc`:
-/// eight rows of `cols` written as eight columns of a panel, as 8 × 8 transposes in
+/// `panel[kk·w + g0 + t] = rows[t·ld + kk]` for the eight rows `t` and every `kk < kc`:
+/// eight rows of a matrix (of `cols`, of the weight) written as eight columns of a panel, as 8 × 8 transposes in
 /// AVX registers where the CPU has AVX (the plain loop elsewhere, and for the last
 /// `kc mod 8` columns). Only copies: the same bits on every path.
-fn interleave8(rows: &[f32], kc: usize, panel: &mut [f32], w: usize, g0: usize) {
+pub(crate) fn interleave8(
+    rows: &[f32],
+    ld: usize,
+    kc: usize,
+    panel: &mut [f32],
+    w: usize,
+    g0: usize,
+) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx") {
         // SAFETY: the CPU has AVX (detected just above), the only requirement of
         // `transpose8_avx`.
-        unsafe { transpose8_avx(rows, kc, panel, w, g0) };
+        unsafe { transpose8_avx(rows, ld, kc, panel, w, g0) };
         done = kc - kc % 8;
     }
     for kk in done..kc {
         for t in 0..8 {
-            panel[kk * w + g0 + t] = rows[t * kc + kk];
+            panel[kk * w + g0 + t] = rows[t * ld + kk];
         }
     }
 }
@@ -480,11 +487,18 @@ fn interleave8(rows: &[f32], kc: usize, panel: &mut [f32], w: usize, g0: usize) 
 /// The CPU must have AVX.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn transpose8_avx(rows: &[f32], kc: usize, panel: &mut [f32], w: usize, g0: usize) {
+unsafe fn transpose8_avx(
+    rows: &[f32],
+    ld: usize,
+    kc: usize,
+    panel: &mut [f32],
+    w: usize,
+    g0: usize,
+) {
     use std::arch::x86_64::*;
     for kk0 in (0..kc - kc % 8).step_by(8) {
         let r: [__m256; 8] = std::array::from_fn(|t| {
-            let src = &rows[t * kc + kk0..t * kc + kk0 + 8];
+            let src = &rows[t * ld + kk0..t * ld + kk0 + 8];
             // SAFETY: `src` is 8 floats (a checked slice); loadu has no alignment need.
             unsafe { _mm256_loadu_ps(src.as_ptr()) }
         });
