@@ -5,7 +5,7 @@
 //!     y[n, g] (O/G, P) = W_g (O/G, K) · cols (K, P)      cols packed from x[n] (im2col.rs)
 //!   small planes, the whole batch in one product per group:                Form::Batched
 //!     Y_g (O/G, N·P)   = W_g (O/G, K) · cols (K, N·P)    then copied to y[n, g]
-//!   small planes with fewer batch pixels than output channels (N·P < O/G): Form::Swapped
+//!   small planes, N·P < O/G and a large weight (swap_operands):           Form::Swapped
 //!     Y_gᵀ (N·P, O/G)  = colsᵀ (N·P, K) · W_gᵀ (K, O/G)   then copied, transposed, to y[n, g]
 //!
 //!   PerSample, Batched: W_g packed once (gemm::PackedA) for every sample and block of
@@ -72,16 +72,30 @@ impl Form {
     pub(crate) const ALL: [Form; 3] = [Form::PerSample, Form::Batched, Form::Swapped];
 
     /// The form [`forward`] takes for `g`: batched on small planes, swapped when the
-    /// batch has fewer pixels than a group has output channels.
+    /// batch has fewer pixels than a group has output channels and the weight is large
+    /// ([`swap_operands`]).
     pub(crate) fn of(g: &Geom) -> Form {
         if g.p() >= SMALL_PLANE || g.n == 1 {
             Form::PerSample
-        } else if g.n * g.p() < g.og() {
+        } else if swap_operands(g.n * g.p(), g.og(), g.k()) {
             Form::Swapped
         } else {
             Form::Batched
         }
     }
+}
+
+/// Fewest weight values (`rows × K` of one group) for the swapped products: below it
+/// the weight packs quickly anyway, and the swap's extra steps (the transposed copy
+/// back) made the 64-channel head convs on the 2² and 1² maps (36 864 values) slower
+/// (1 thread, Xeon Sapphire Rapids): 51 → 66 µs and 39 → 47 µs forward.
+pub(crate) const SWAP_MIN_WEIGHT: usize = 1 << 17;
+
+/// Whether a batched product over `pixels` columns with a `rows × k` weight runs with
+/// its operands swapped: fewer pixels than weight rows, and a weight of at least
+/// [`SWAP_MIN_WEIGHT`] values (ResNet's layer4 at 96 px: 72 pixels, 512 × 4608).
+pub(crate) fn swap_operands(pixels: usize, rows: usize, k: usize) -> bool {
+    pixels < rows && rows * k >= SWAP_MIN_WEIGHT
 }
 
 /// `W_gᵀ` (`K × rows`) as a GEMM source, for the swapped products: element `(k, o)` is

@@ -20,10 +20,16 @@
 //! | [`GradT`]   | `∂yᵀ` (samples·P × O/G)        | `Aᵀ` of the weight gradient    |
 //! | [`Grad`]    | `∂y` (O/G × samples·P)         | `B` of the col2im input gradient |
 //!
-//! A row of `cols` is filled in runs that share one output row ([`Im2col::row`]): a
-//! contiguous copy of an input row (stride 1), a strided gather (stride 2, 3, …), and
-//! zeros for the padding. On small planes, whose output rows are a few pixels long, a
-//! table of input offsets per (tap, pixel) replaces the runs.
+//! A row of `cols` is filled in runs that share one output row: a contiguous copy of an
+//! input row (stride 1), a strided gather (stride 2, 3, …), and zeros for the padding.
+//! Where the runs of a block go depends on the tap, not on the channel, so they are
+//! worked out once per packed block ([`Layout`]: per tap, a list of segments to copy or
+//! zero) and every row (channel, tap) of the block only copies. On small planes, whose
+//! output rows are a few pixels long, a table of input offsets per (tap, pixel) replaces
+//! the runs, looked up eight at a time by AVX2 gathers where the CPU has them. The
+//! transposed source ([`Im2colT`]) fills eight rows and writes them into the panel by
+//! 8 × 8 transposes in AVX registers. All of it only moves values: the packed operands,
+//! and so the results, are the same bits on every path.
 
 use std::cell::Cell;
 

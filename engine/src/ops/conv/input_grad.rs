@@ -12,7 +12,7 @@
 //!
 //!   per (sample n, group g):   ∂x[n, g] (C/G, H·W) = W'_g (C/G, O/G·KH·KW) · cols(∂y[n, g]) (O/G·KH·KW, H·W)
 //!   small planes, whole batch: ∂X_g (C/G, N·H·W)  = W'_g · cols(∂y_g) (O/G·KH·KW, N·H·W)
-//!   and N·H·W < C/G, swapped:  ∂X_gᵀ (N·H·W, C/G) = cols(∂y_g)ᵀ · W'_gᵀ
+//!   and N·H·W < C/G, swapped:  ∂X_gᵀ (N·H·W, C/G) = cols(∂y_g)ᵀ · W'_gᵀ   (large weights: swap_operands)
 //! ```
 //!
 //! (The swapped form for the same reason as the forward pass's, `forward.rs`: the
@@ -42,7 +42,7 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::col2im::col2im;
-use super::forward::untranspose;
+use super::forward::{swap_operands, untranspose};
 use super::geometry::{Geom, Window, SMALL_PLANE};
 use super::im2col::{Grad, Im2col};
 use super::scratch::with_buffer;
@@ -69,7 +69,11 @@ pub(crate) enum Path {
 /// The path [`input_grad`] takes for `g`.
 pub(crate) fn path(g: &Geom) -> Path {
     match g.transposed_window() {
-        Some(_) if g.hw() < SMALL_PLANE && g.n > 1 && g.n * g.hw() < g.cg() => {
+        Some(_)
+            if g.hw() < SMALL_PLANE
+                && g.n > 1
+                && swap_operands(g.n * g.hw(), g.cg(), g.og() * g.taps()) =>
+        {
             Path::TransposedSwapped
         }
         Some(_) if g.hw() < SMALL_PLANE && g.n > 1 => Path::TransposedBatched,

@@ -65,9 +65,9 @@ fn every_path_matches_the_naive_definitions() {
         ([1, 2, 6, 8], [3, 2, 2, 2], d.with_padding(2)),
         // A plane of 20·20 = 400 ≥ SMALL_PLANE pixels and 40 channels.
         ([2, 40, 20, 20], [9, 40, 3, 3], Conv2dOptions::sp(1, 1)),
-        // N·P = 18 pixels against 40 output and 52 input channels: the swapped forms
-        // are the ones the dispatch picks.
-        ([2, 52, 3, 3], [40, 52, 3, 3], Conv2dOptions::sp(1, 1)),
+        // N·P = 8 pixels against 130 output and 120 input channels, weights of
+        // 130 × 1080 values: the swapped forms are the ones the dispatch picks.
+        ([2, 120, 2, 2], [130, 120, 3, 3], Conv2dOptions::sp(1, 1)),
         // 40 output channels: the input gradient's inner dimension 40·9 = 360 spans two
         // KC = 256 blocks, the second starting inside an output channel's taps.
         ([2, 8, 9, 9], [40, 8, 3, 3], Conv2dOptions::sp(1, 1)),
@@ -205,7 +205,10 @@ fn swapped_forms_give_the_batched_bits() {
         let w = randn(&mut r, &ws);
         let b = randn(&mut r, &[ws[0]]);
         let gy = randn(&mut r, &g.out_shape());
-        for isa in [Isa::Avx512, Isa::Avx2].into_iter().filter(|i| i.available()) {
+        for isa in [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .filter(|i| i.available())
+        {
             for bias in [Some(b.data()), None] {
                 let y = |form| {
                     let mut y = vec![f32::NAN; g.n * g.o * g.p()];
