@@ -165,6 +165,25 @@ pub(crate) fn gradcheck_cases() -> Vec<Case> {
         )
         .wrt(&[true, false]),
     );
+    // N·P = 8 pixels against 136 output and 128 input channels, weights of
+    // 136 × 1152 values: the swapped forward and input gradient (`forward.rs`,
+    // `Form::Swapped`; `Path::TransposedSwapped`). With respect to the input and the
+    // bias only: the 156 672 weights would need as many pairs of forward passes (their
+    // gradient does not depend on the swap). Step 1: the convolution is linear in the
+    // input and the bias, so the central difference has no truncation error at any
+    // step, and the f32 rounding of the 1152-term sums (about 2e-3 at the default step
+    // 1e-2) is divided by 100.
+    v.push(
+        case(
+            "swapped operands (8 pixels, 136 x 1152 weights)",
+            &[2, 128, 2, 2],
+            &[136, 128, 3, 3],
+            true,
+            Conv2dOptions::sp(1, 1),
+        )
+        .wrt(&[true, false, true])
+        .step(1.0),
+    );
     v.extend(super::winograd::gradcheck_cases::gradcheck_cases());
     v
 }

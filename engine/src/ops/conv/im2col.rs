@@ -20,10 +20,16 @@
 //! | [`GradT`]   | `∂yᵀ` (samples·P × O/G)        | `Aᵀ` of the weight gradient    |
 //! | [`Grad`]    | `∂y` (O/G × samples·P)         | `B` of the col2im input gradient |
 //!
-//! A row of `cols` is filled in runs that share one output row ([`Im2col::row`]): a
-//! contiguous copy of an input row (stride 1), a strided gather (stride 2, 3, …), and
-//! zeros for the padding. On small planes, whose output rows are a few pixels long, a
-//! table of input offsets per (tap, pixel) replaces the runs.
+//! A row of `cols` is filled in runs that share one output row: a contiguous copy of an
+//! input row (stride 1), a strided gather (stride 2, 3, …), and zeros for the padding.
+//! Where the runs of a block go depends on the tap, not on the channel, so they are
+//! worked out once per packed block ([`Layout`]: per tap, a list of segments to copy or
+//! zero) and every row (channel, tap) of the block only copies. On small planes, whose
+//! output rows are a few pixels long, a table of input offsets per (tap, pixel) replaces
+//! the runs, looked up eight at a time by AVX2 gathers where the CPU has them. The
+//! transposed source ([`Im2colT`]) fills eight rows and writes them into the panel by
+//! 8 × 8 transposes in AVX registers. All of it only moves values: the packed operands,
+//! and so the results, are the same bits on every path.
 
 use std::cell::Cell;
 
@@ -60,10 +66,30 @@ struct Piece {
     dst: usize,
 }
 
+/// Where one run of a row of `cols` comes from, the same for every channel: `len`
+/// values to `dst` (plus the caller's row offset), read from `src` (plus the channel's
+/// plane offset) every `sw`-th input pixel, or zeros (`src == ZEROS`, the padding).
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    dst: usize,
+    len: usize,
+    src: usize,
+}
+
+/// [`Segment::src`] of a run of padding.
+const ZEROS: usize = usize::MAX;
+
 /// What [`Im2col::fill`] needs for every row of a block (see [`Im2col::layout`]).
 struct Layout {
     pieces: Vec<Piece>,
     offsets: Option<Vec<usize>>,
+    /// With a table on a CPU with AVX2 (and an input under 2³¹ floats): the same
+    /// offsets as `i32`, −1 in the padding, for [`gather_avx2`] (then `offsets` is
+    /// `None`).
+    offsets32: Option<Vec<i32>>,
+    /// Without a table: the segments of tap `t` are `segments[seg_at[t]..seg_at[t + 1]]`.
+    segments: Vec<Segment>,
+    seg_at: Vec<usize>,
     len: usize,
 }
 
@@ -106,7 +132,9 @@ impl<'a> Im2col<'a> {
     /// pieces of the range (cut every `w` columns, the destination advancing by `w`
     /// within a panel and by `stride` from one panel to the next; without a table also
     /// at samples and output rows) and, with a table, the offset in `x` of every
-    /// column's input pixel for every tap (channel 0 of the group).
+    /// column's input pixel for every tap (channel 0 of the group); without one, each
+    /// tap's pieces cut into segments of copies and zeros ([`Im2col::segments`]), so
+    /// that filling a row (one channel and tap) only copies.
     fn layout(&self, j0: usize, len: usize, w: usize, stride: usize) -> Layout {
         let p = self.win.p();
         let mut pieces = Vec::new();
@@ -141,11 +169,86 @@ impl<'a> Im2col<'a> {
             }
             v
         });
+        let (segments, seg_at) = match offsets {
+            Some(_) => (Vec::new(), Vec::new()),
+            None => self.segments(&pieces),
+        };
+        let (offsets, offsets32) = match offsets {
+            Some(v) if has_avx2() && self.x.len() <= i32::MAX as usize => {
+                let v32 = v
+                    .iter()
+                    .map(|&o| if o == usize::MAX { -1 } else { o as i32 })
+                    .collect();
+                (None, Some(v32))
+            }
+            v => (v, None),
+        };
         Layout {
             pieces,
             offsets,
+            offsets32,
+            segments,
+            seg_at,
             len,
         }
+    }
+
+    /// The segments of every tap over a block's pieces (no table): per piece, the
+    /// padding columns before the plane, the run inside it, the padding after it (a
+    /// whole piece of zeros when its input row is padding), adjacent zeros merged.
+    /// The source offsets are those of channel 0 of the group.
+    fn segments(&self, pieces: &[Piece]) -> (Vec<Segment>, Vec<usize>) {
+        let win = &self.win;
+        let hw = win.hw();
+        let mut segs: Vec<Segment> = Vec::with_capacity(win.taps() * pieces.len() * 2);
+        let mut seg_at = Vec::with_capacity(win.taps() + 1);
+        let push = |segs: &mut Vec<Segment>, seg: Segment, first: usize| {
+            if seg.len == 0 {
+                return;
+            }
+            if let Some(last) = segs[first..].last_mut() {
+                if seg.src == ZEROS && last.src == ZEROS && last.dst + last.len == seg.dst {
+                    last.len += seg.len;
+                    return;
+                }
+            }
+            segs.push(seg);
+        };
+        for tap in 0..win.taps() {
+            let (ky, kx) = (tap / win.kw, tap % win.kw);
+            let (off, lo, hi) = self.columns[kx];
+            let first = segs.len();
+            seg_at.push(first);
+            for pc in pieces {
+                let zeros = |dst: usize, len: usize| Segment {
+                    dst,
+                    len,
+                    src: ZEROS,
+                };
+                let (oy, ox0) = (pc.pix / win.ow, pc.pix % win.ow);
+                let Some(iy) = win.iy(oy, ky) else {
+                    push(&mut segs, zeros(pc.dst, pc.len), first);
+                    continue;
+                };
+                // Inside the plane: output columns [a, b) of the piece.
+                let a = lo.clamp(ox0, ox0 + pc.len);
+                let b = hi.clamp(a, ox0 + pc.len);
+                push(&mut segs, zeros(pc.dst, a - ox0), first);
+                if b > a {
+                    let ix0 = (a as isize * win.sw as isize + off) as usize;
+                    let plane = ((self.n0 + pc.s) * self.per_sample + self.c0) * hw;
+                    let run = Segment {
+                        dst: pc.dst + a - ox0,
+                        len: b - a,
+                        src: plane + iy * win.w + ix0,
+                    };
+                    push(&mut segs, run, first);
+                }
+                push(&mut segs, zeros(pc.dst + b - ox0, ox0 + pc.len - b), first);
+            }
+        }
+        seg_at.push(segs.len());
+        (segs, seg_at)
     }
 
     /// Row `r` of `cols` over a block's [`Layout`]: `out[piece.dst + at ..][..piece.len]`
@@ -154,6 +257,23 @@ impl<'a> Im2col<'a> {
         let win = &self.win;
         let (taps, hw) = (win.taps(), win.hw());
         let (c, tap) = (r / taps, r % taps);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(offsets) = &lay.offsets32 {
+            // Small planes, eight lookups per instruction.
+            let c_off = (self.c0 + c) * hw;
+            let row = &offsets[tap * lay.len..(tap + 1) * lay.len];
+            let x = &self.x[c_off..];
+            for pc in &lay.pieces {
+                let dst = &mut out[pc.dst + at..pc.dst + at + pc.len];
+                // SAFETY: `offsets32` exists only where the CPU has AVX2; every entry
+                // `o ≥ 0` is `(n0 + s)·per_sample·hw + iy·w + ix` with `s < samples`,
+                // `iy < h`, `ix < w` (the table), and `c0 + c < per_sample`, so
+                // `c_off + o < (n0 + samples)·per_sample·hw ≤ x.len()` (asserted in
+                // `Im2col::new`): every lane read lies inside `x[c_off..]`.
+                unsafe { gather_avx2(x, &row[pc.pix..pc.pix + pc.len], dst) };
+            }
+            return;
+        }
         if let Some(offsets) = &lay.offsets {
             // Small planes: one lookup per column, the padding at usize::MAX.
             let c_off = (self.c0 + c) * hw;
@@ -170,33 +290,57 @@ impl<'a> Im2col<'a> {
             }
             return;
         }
-        let (ky, kx) = (tap / win.kw, tap % win.kw);
-        let (off, lo, hi) = self.columns[kx];
-        for pc in &lay.pieces {
-            let base = ((self.n0 + pc.s) * self.per_sample + self.c0 + c) * hw;
-            let plane = &self.x[base..base + hw];
-            let dst = &mut out[pc.dst + at..pc.dst + at + pc.len];
-            let (oy, ox0) = (pc.pix / win.ow, pc.pix % win.ow);
-            let Some(iy) = win.iy(oy, ky) else {
+        let c_off = c * hw;
+        for sg in &lay.segments[lay.seg_at[tap]..lay.seg_at[tap + 1]] {
+            let dst = &mut out[sg.dst + at..sg.dst + at + sg.len];
+            if sg.src == ZEROS {
                 dst.fill(0.0);
-                continue;
-            };
-            // Inside the plane: output columns [a, b) of the piece.
-            let a = lo.clamp(ox0, ox0 + pc.len);
-            let b = hi.clamp(a, ox0 + pc.len);
-            dst[..a - ox0].fill(0.0);
-            dst[b - ox0..].fill(0.0);
-            if b > a {
-                let ix0 = (a as isize * win.sw as isize + off) as usize;
-                let src = &plane[iy * win.w + ix0..(iy + 1) * win.w];
-                let mid = &mut dst[a - ox0..b - ox0];
-                if win.sw == 1 {
-                    copy_short(mid, &src[..b - a]);
-                } else {
-                    gather(mid, src, win.sw);
-                }
+            } else if win.sw == 1 {
+                copy_short(dst, &self.x[sg.src + c_off..sg.src + c_off + sg.len]);
+            } else {
+                let span = (sg.len - 1) * win.sw + 1;
+                gather(dst, &self.x[sg.src + c_off..sg.src + c_off + span], win.sw);
             }
         }
+    }
+}
+
+/// Whether the CPU has AVX2 (for the gathers of [`gather_avx2`]).
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `dst[j] = x[at[j]]`, or 0 where `at[j] < 0`, eight lanes per AVX2 gather (the
+/// padding lanes masked off, so never read), the last `len mod 8` one by one.
+///
+/// # Safety
+/// The CPU must have AVX2, and every `at[j] ≥ 0` must be an index into `x` (the
+/// gather's lanes are not bounds-checked).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_avx2(x: &[f32], at: &[i32], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut d = dst.chunks_exact_mut(8);
+    let mut a = at.chunks_exact(8);
+    let none = _mm256_set1_epi32(-1);
+    for (d8, a8) in (&mut d).zip(&mut a) {
+        // SAFETY: `a8` is 8 i32 (a checked chunk); loadu has no alignment need.
+        let idx = unsafe { _mm256_loadu_si256(a8.as_ptr().cast()) };
+        let inside = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, none));
+        // SAFETY: the lanes with `inside` set read `x[at[j]]`, an index into `x` (the
+        // caller's promise); the others are not read and give 0.
+        let v =
+            unsafe { _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), x.as_ptr(), idx, inside) };
+        // SAFETY: `d8` is 8 floats (a checked chunk); storeu has no alignment need.
+        unsafe { _mm256_storeu_ps(d8.as_mut_ptr(), v) };
+    }
+    for (d1, &a1) in d.into_remainder().iter_mut().zip(a.remainder()) {
+        *d1 = if a1 < 0 { 0.0 } else { x[a1 as usize] };
     }
 }
 
@@ -299,14 +443,104 @@ impl Panels for Im2colT<'_> {
                             row.fill(0.0);
                         }
                     }
-                    for (kk, dst) in panel.chunks_exact_mut(w).enumerate() {
-                        for (t, d) in dst[g0..g0 + g].iter_mut().enumerate() {
-                            *d = rows[t * kc + kk];
+                    if g == G {
+                        interleave8(rows, kc, kc, panel, w, g0);
+                    } else {
+                        for (kk, dst) in panel.chunks_exact_mut(w).enumerate() {
+                            for (t, d) in dst[g0..g0 + g].iter_mut().enumerate() {
+                                *d = rows[t * kc + kk];
+                            }
                         }
                     }
                 }
             }
         });
+    }
+}
+
+/// `panel[kk·w + g0 + t] = rows[t·ld + kk]` for the eight rows `t` and every `kk < kc`:
+/// eight rows of a matrix (of `cols`, of the weight) written as eight columns of a panel, as 8 × 8 transposes in
+/// AVX registers where the CPU has AVX (the plain loop elsewhere, and for the last
+/// `kc mod 8` columns). Only copies: the same bits on every path.
+pub(crate) fn interleave8(
+    rows: &[f32],
+    ld: usize,
+    kc: usize,
+    panel: &mut [f32],
+    w: usize,
+    g0: usize,
+) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (detected just above), the only requirement of
+        // `transpose8_avx`.
+        unsafe { transpose8_avx(rows, ld, kc, panel, w, g0) };
+        done = kc - kc % 8;
+    }
+    for kk in done..kc {
+        for t in 0..8 {
+            panel[kk * w + g0 + t] = rows[t * ld + kk];
+        }
+    }
+}
+
+/// The first `kc − kc mod 8` columns of [`interleave8`], one 8 × 8 block at a time:
+/// eight unaligned loads, the transpose by unpack / shuffle / lane permute, eight
+/// unaligned stores.
+///
+/// # Safety
+/// The CPU must have AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8_avx(
+    rows: &[f32],
+    ld: usize,
+    kc: usize,
+    panel: &mut [f32],
+    w: usize,
+    g0: usize,
+) {
+    use std::arch::x86_64::*;
+    for kk0 in (0..kc - kc % 8).step_by(8) {
+        let r: [__m256; 8] = std::array::from_fn(|t| {
+            let src = &rows[t * ld + kk0..t * ld + kk0 + 8];
+            // SAFETY: `src` is 8 floats (a checked slice); loadu has no alignment need.
+            unsafe { _mm256_loadu_ps(src.as_ptr()) }
+        });
+        // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves.
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let cols = [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ];
+        for (i, col) in cols.into_iter().enumerate() {
+            let at = (kk0 + i) * w + g0;
+            let dst = &mut panel[at..at + 8];
+            // SAFETY: `dst` is 8 floats (a checked slice); storeu has no alignment need.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), col) };
+        }
     }
 }
 

@@ -12,7 +12,12 @@
 //!
 //!   per (sample n, group g):   ∂x[n, g] (C/G, H·W) = W'_g (C/G, O/G·KH·KW) · cols(∂y[n, g]) (O/G·KH·KW, H·W)
 //!   small planes, whole batch: ∂X_g (C/G, N·H·W)  = W'_g · cols(∂y_g) (O/G·KH·KW, N·H·W)
+//!   and N·H·W < C/G, swapped:  ∂X_gᵀ (N·H·W, C/G) = cols(∂y_g)ᵀ · W'_gᵀ   (large weights: swap_operands)
 //! ```
+//!
+//! (The swapped form for the same reason as the forward pass's, `forward.rs`: the
+//! small column matrix is packed once and the large flipped weight streams through the
+//! GEMM's B blocks; the same bits as the batched form.)
 //!
 //! so it runs through the forward pass's implicit GEMM: `cols(∂y)` is packed from `∂y`,
 //! `W'_g` is packed once, and every element of `∂x` is stored once (no zero fill, no
@@ -37,6 +42,7 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::col2im::col2im;
+use super::forward::{swap_operands, untranspose};
 use super::geometry::{Geom, Window, SMALL_PLANE};
 use super::im2col::{Grad, Im2col};
 use super::scratch::with_buffer;
@@ -54,6 +60,8 @@ pub(crate) enum Path {
     Transposed,
     /// As a convolution of `∂y`, the batch side by side (small planes).
     TransposedBatched,
+    /// The same product with its operands swapped (fewer batch pixels than channels).
+    TransposedSwapped,
     /// `W_gᵀ·∂y` then col2im.
     Col2im,
 }
@@ -61,6 +69,13 @@ pub(crate) enum Path {
 /// The path [`input_grad`] takes for `g`.
 pub(crate) fn path(g: &Geom) -> Path {
     match g.transposed_window() {
+        Some(_)
+            if g.hw() < SMALL_PLANE
+                && g.n > 1
+                && swap_operands(g.n * g.hw(), g.cg(), g.og() * g.taps()) =>
+        {
+            Path::TransposedSwapped
+        }
         Some(_) if g.hw() < SMALL_PLANE && g.n > 1 => Path::TransposedBatched,
         Some(_) => Path::Transposed,
         None => Path::Col2im,
@@ -87,6 +102,7 @@ pub(crate) fn input_grad_with(
     }
     match (path, g.transposed_window()) {
         (Path::Col2im, _) => through_col2im(g, w, gy, gx, isa),
+        (Path::TransposedSwapped, Some(tw)) => swapped(g, &tw, w, gy, gx, isa),
         (_, Some(tw)) => transposed(g, &tw, w, gy, gx, path == Path::TransposedBatched, isa),
         (_, None) => panic!("conv2d input gradient: no transposed window for {g:?}"),
     }
@@ -195,6 +211,35 @@ fn transposed(
             let cols = Im2col::new(*tw, gy, g.o, (grp * og, og), (n, 1));
             // (C/G, O/G·KH·KW) · (O/G·KH·KW, H·W) -> (C/G, H·W)
             gemm_packed(&packed[grp], &cols, Start::Beta(0.0), xs);
+        }
+    });
+}
+
+/// `∂X_gᵀ = cols(∂y_g)ᵀ · W'_gᵀ` per group, the batch side by side, then written back
+/// transposed into `∂x`.
+fn swapped(g: &Geom, tw: &Window, w: &[f32], gy: &[f32], gx: &mut [f32], isa: Isa) {
+    let (cg, og, hw, taps) = (g.cg(), g.og(), g.hw(), g.taps());
+    let nhw = g.n * hw;
+    let per_group = og * cg * taps;
+    with_buffer(&SCRATCH, nhw * cg, |xt| {
+        for grp in 0..g.groups {
+            let cols = Im2col::new(*tw, gy, g.o, (grp * og, og), (0, g.n));
+            // cols(∂y_g)ᵀ (N·H·W × O/G·KH·KW), packed once from its transpose.
+            let cols_t = PackedA::from_panels(isa, 1.0, &cols);
+            let wt = FlippedT {
+                w: &w[grp * per_group..(grp + 1) * per_group],
+                og,
+                cg,
+                taps,
+            };
+            // (N·H·W, O/G·KH·KW) · (O/G·KH·KW, C/G) -> (N·H·W, C/G)
+            gemm_packed(
+                &cols_t,
+                &wt,
+                Start::Beta(0.0),
+                MatMut::row_major(xt, nhw, cg),
+            );
+            untranspose(xt, cg, gx, g.c, (grp * cg, cg), hw);
         }
     });
 }

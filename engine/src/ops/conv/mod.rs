@@ -23,7 +23,11 @@
 //!
 //! **Small planes.** When `P` is under `SMALL_PLANE` (256) pixels (deep ResNet stages, the
 //! top FPN levels), one product per sample would be a thin sliver; the samples are laid
-//! side by side instead, `(O/G, N·P)` per group, and the result copied out.
+//! side by side instead, `(O/G, N·P)` per group, and the result copied out. When the
+//! batch has fewer pixels than a large weight has rows (layer4 at 96 px: 72 pixels,
+//! 512 × 4608 weights), the forward product and the stride-1 input gradient swap their
+//! operands (`Yᵀ = colsᵀ·Wᵀ`, `forward.rs`): the small column matrix is packed once and
+//! the weight streams through the GEMM's blocks, with the same bits.
 //!
 //! **Winograd.** The 3x3 stride-1 convolutions can also run as Winograd F(2×2, 3×3) or
 //! F(4×4, 3×3) (`winograd/`: forward, input gradient, weight gradient, on the same

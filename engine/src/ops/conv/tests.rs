@@ -4,7 +4,7 @@
 //! `engine/tests/kernels.rs`.
 
 use super::conv2d::conv2d;
-use super::forward::forward_with;
+use super::forward::{forward_with, Form};
 use super::geometry::{Conv2dOptions, Geom};
 use super::input_grad::{input_grad_with, path, Path};
 use super::weight_grad::weight_grad;
@@ -13,6 +13,13 @@ use crate::gradcheck::case::randn;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::threads::with_threads;
+
+/// The input-gradient paths that run as a convolution of `∂y`.
+const TRANSPOSED: [Path; 3] = [
+    Path::Transposed,
+    Path::TransposedBatched,
+    Path::TransposedSwapped,
+];
 
 fn close(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len()
@@ -58,6 +65,9 @@ fn every_path_matches_the_naive_definitions() {
         ([1, 2, 6, 8], [3, 2, 2, 2], d.with_padding(2)),
         // A plane of 20·20 = 400 ≥ SMALL_PLANE pixels and 40 channels.
         ([2, 40, 20, 20], [9, 40, 3, 3], Conv2dOptions::sp(1, 1)),
+        // N·P = 8 pixels against 130 output and 120 input channels, weights of
+        // 130 × 1080 values: the swapped forms are the ones the dispatch picks.
+        ([2, 120, 2, 2], [130, 120, 3, 3], Conv2dOptions::sp(1, 1)),
         // 40 output channels: the input gradient's inner dimension 40·9 = 360 spans two
         // KC = 256 blocks, the second starting inside an output channel's taps.
         ([2, 8, 9, 9], [40, 8, 3, 3], Conv2dOptions::sp(1, 1)),
@@ -76,7 +86,7 @@ fn every_path_matches_the_naive_definitions() {
         let want_gx = crate::naive::conv2d_input_grad(&xs, &w, &gy, opts);
         let want_gw = crate::naive::conv2d_weight_grad(&x, &ws, &gy, opts);
         let what = format!("{xs:?} {ws:?} {opts:?}");
-        for batched in [false, true] {
+        for form in Form::ALL {
             let mut y = vec![f32::NAN; want_y.numel()];
             forward_with(
                 &g,
@@ -84,17 +94,14 @@ fn every_path_matches_the_naive_definitions() {
                 w.data(),
                 Some(b.data()),
                 &mut y,
-                batched,
+                form,
                 isa::active(),
             );
-            assert!(
-                close(&y, want_y.data()),
-                "forward, batched {batched}, {what}"
-            );
+            assert!(close(&y, want_y.data()), "forward, {form:?}, {what}");
         }
         let mut paths = vec![Path::Col2im];
         if g.transposed_window().is_some() {
-            paths.extend([Path::Transposed, Path::TransposedBatched]);
+            paths.extend(TRANSPOSED);
         }
         assert!(paths.contains(&path(&g)));
         for p in paths {
@@ -113,14 +120,14 @@ fn every_path_matches_the_naive_definitions() {
 fn all_passes(g: &Geom, x: &[f32], w: &[f32], b: &[f32], gy: &[f32], isa: Isa) -> Vec<Vec<u32>> {
     let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
     let mut out = Vec::new();
-    for batched in [false, true] {
+    for form in Form::ALL {
         let mut y = vec![0.0; g.n * g.o * g.p()];
-        forward_with(g, x, w, Some(b), &mut y, batched, isa);
+        forward_with(g, x, w, Some(b), &mut y, form, isa);
         out.push(bits(y));
     }
     let mut paths = vec![Path::Col2im];
     if g.transposed_window().is_some() {
-        paths.extend([Path::Transposed, Path::TransposedBatched]);
+        paths.extend(TRANSPOSED);
     }
     for p in paths {
         let mut gx = vec![0.0; x.len()];
@@ -176,6 +183,50 @@ fn avx2_avx512_and_thread_counts_give_the_same_bits() {
                     "{xs:?} {ws:?}: {isa} on {threads} threads differs from {first} on 1"
                 );
             }
+        }
+    }
+}
+
+/// The swapped forms compute each element by the same chain as the batched ones (the
+/// products `a·b` and `b·a` are the same float; the bias is where the chain starts), so
+/// they give the same bits: with and without a bias, over several K blocks (K = 52·9),
+/// groups, and weight widths that are not multiples of the tile's.
+#[test]
+fn swapped_forms_give_the_batched_bits() {
+    let mut r = Rng::new(8);
+    for (xs, ws, groups) in [
+        ([2, 52, 3, 3], [53, 52, 3, 3], 1),
+        ([3, 64, 2, 2], [70, 32, 3, 3], 2),
+        ([2, 9, 1, 1], [100, 9, 3, 3], 1),
+    ] {
+        let opts = Conv2dOptions::sp(1, 1).with_groups(groups);
+        let g = Geom::new(&xs, &ws, opts);
+        let x = randn(&mut r, &xs);
+        let w = randn(&mut r, &ws);
+        let b = randn(&mut r, &[ws[0]]);
+        let gy = randn(&mut r, &g.out_shape());
+        for isa in [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .filter(|i| i.available())
+        {
+            for bias in [Some(b.data()), None] {
+                let y = |form| {
+                    let mut y = vec![f32::NAN; g.n * g.o * g.p()];
+                    forward_with(&g, x.data(), w.data(), bias, &mut y, form, isa);
+                    y.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+                };
+                assert_eq!(y(Form::Batched), y(Form::Swapped), "{xs:?} {ws:?} {isa}");
+            }
+            let gx = |p| {
+                let mut gx = vec![f32::NAN; x.numel()];
+                input_grad_with(&g, w.data(), gy.data(), &mut gx, p, isa);
+                gx.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+            };
+            assert_eq!(
+                gx(Path::TransposedBatched),
+                gx(Path::TransposedSwapped),
+                "{xs:?} {ws:?} {isa}"
+            );
         }
     }
 }
