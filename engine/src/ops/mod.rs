@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod conv;
+mod focal_kernel;
 pub mod index;
 pub mod loss;
 pub mod matmul;
