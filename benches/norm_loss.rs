@@ -75,11 +75,7 @@ fn main() {
         &[2, 49_104, 80],
         (0..n).map(|_| r.bernoulli(0.002) as u8 as f32).collect(),
     );
-    let only_rows = std::env::var("ONLY_ROWS").is_ok();
     for (name, fused) in [("fused", true), ("composed", false)] {
-        if only_rows {
-            break;
-        }
         let (f, b) = best_of(3, || {
             let id = ParamId::fresh();
             let xt = x.track(id);
@@ -112,7 +108,7 @@ fn main() {
         })
         .collect();
     let x2 = x.reshape(&[2 * 49_104, 80]);
-    let (f, b) = best_of(if only_rows { 30 } else { 3 }, || {
+    let (f, b) = best_of(3, || {
         let id = ParamId::fresh();
         let xt = x2.track(id);
         let t0 = Instant::now();

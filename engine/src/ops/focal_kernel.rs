@@ -16,6 +16,8 @@
 //! contracts a multiply and an add into an FMA, so the three builds give the same bits
 //! (a test runs all three). Sums run in [`LANES`] fixed f64 lanes added in lane order.
 
+pub(crate) use super::simd_level::Level;
+#[cfg(test)]
 use crate::gemm::Isa;
 
 /// ln 2 split in two: `LN2_HI` has 9 significant bits, so `n·LN2_HI` is exact for the
@@ -182,35 +184,6 @@ fn run_gamma<const GRAD: bool>(x: &[f32], y: &[f32], loss: &mut [f32], grad: &mu
         run::<GRAD>(x, y, loss, grad, c, |_| 1.0)
     } else {
         run::<GRAD>(x, y, loss, grad, c, move |q| q.powf(g))
-    }
-}
-
-/// A vector extension the loop is compiled for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Level {
-    Portable,
-    Avx2,
-    Avx512,
-}
-
-impl Level {
-    /// The build that goes with the process's GEMM path (`FOCAL_ISA`), if the CPU has it.
-    pub(crate) fn active() -> Level {
-        Level::of(crate::gemm::isa::active())
-    }
-
-    /// The build for GEMM path `isa`, only ever one this CPU can run.
-    pub(crate) fn of(isa: Isa) -> Level {
-        #[cfg(target_arch = "x86_64")]
-        {
-            match isa {
-                Isa::Avx512 if is_x86_feature_detected!("avx512f") => return Level::Avx512,
-                Isa::Avx512 | Isa::Avx2 if is_x86_feature_detected!("avx2") => return Level::Avx2,
-                _ => {}
-            }
-        }
-        let _ = isa;
-        Level::Portable
     }
 }
 

@@ -11,5 +11,6 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod shape;
+mod simd_level;
 pub mod unary;
 pub mod upsample;
