@@ -15,8 +15,10 @@
 //! Forward and backward are each one pass over the elements, in fixed chunks run in
 //! parallel. `Sum` and `Mean` accumulate in f64 per chunk and add the chunk sums in chunk
 //! order, so the loss is bitwise the same for any thread count; with a reduction the forward
-//! never materialises the per-element losses. Backward recomputes what it needs from the
-//! saved inputs (which are shared, not copied) instead of keeping intermediates.
+//! never materialises the per-element losses. BCE and the L1 losses recompute what their
+//! backward needs from the saved inputs (shared, not copied); the focal loss computes each
+//! element's gradient in its forward pass (`focal_kernel.rs`, vectorised) and keeps only
+//! that.
 
 use rayon::prelude::*;
 
@@ -237,7 +239,7 @@ pub fn l1(pred: &Tensor, target: &Tensor, reduction: Reduction) -> Tensor {
 /// Nothing overflows (e ≤ 1) and no probability is rounded before its log is taken: at
 /// x_t = −100 the loss is α_t·100, at x_t = +100 it is ≈ 0, both finite.
 ///
-/// ## Fused backward (the paper's Appendix B)
+/// ## Fused gradient (the paper's Appendix B), computed in the forward pass
 ///
 /// Differentiate FL = −α_t·(1 − p_t)^γ·ln p_t with respect to x_t, using
 /// dp_t/dx_t = p_t(1 − p_t):
@@ -254,10 +256,14 @@ pub fn l1(pred: &Tensor, target: &Tensor, reduction: Reduction) -> Tensor {
 /// ```
 ///
 /// which is the paper's `y(1 − p_t)^γ(γ p_t log p_t + p_t − 1)` with α_t added. The factor
-/// (1 − p_t) of dp_t/dx_t cancels the power γ − 1 analytically, so the backward never forms
+/// (1 − p_t) of dp_t/dx_t cancels the power γ − 1 analytically, so the gradient never forms
 /// (1 − p_t)^(γ−1), which is infinite at p_t = 1 for γ < 1. Here p_t − 1 is −σ(−x_t) and
 /// ln p_t the stable log-sigmoid above, so the gradient is finite for every finite logit:
 /// at x_t = −100 it is −α_t·y±, at x_t = +100 it is 0.
+///
+/// The forward pass computes this gradient with the loss, in one vectorised pass over
+/// the elements (`focal_kernel.rs`), and keeps it instead of the logits and targets; the
+/// backward multiplies it by the incoming gradient in place.
 pub fn sigmoid_focal_loss(
     logits: &Tensor,
     targets: &Tensor,
