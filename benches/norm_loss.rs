@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use focal_engine::{
-    backward, backward_with, batch_norm_train, group_norm, sigmoid_focal_loss, ParamId, Reduction,
-    Rng, Tensor,
+    backward, backward_with, batch_norm_train, group_norm, sigmoid_focal_loss,
+    sigmoid_focal_loss_rows, ParamId, Reduction, Rng, RowTarget, Tensor,
 };
 
 fn randn(rng: &mut Rng, shape: &[usize], mean: f32, std: f32) -> Tensor {
@@ -94,6 +94,33 @@ fn main() {
         });
         println!("focal loss {name:<8} {n} elements: forward {f:7.1} ms, backward {b:7.1} ms");
     }
+
+    // The per-row form training uses: the same logits, one label per anchor, 1 % ignored.
+    let rows: Vec<RowTarget> = (0..2 * 49_104)
+        .map(|_| {
+            if r.bernoulli(0.01) {
+                RowTarget::Ignored
+            } else if r.bernoulli(0.01) {
+                RowTarget::Class(r.below(80))
+            } else {
+                RowTarget::Background
+            }
+        })
+        .collect();
+    let x2 = x.reshape(&[2 * 49_104, 80]);
+    let (f, b) = best_of(3, || {
+        let id = ParamId::fresh();
+        let xt = x2.track(id);
+        let t0 = Instant::now();
+        let loss = sigmoid_focal_loss_rows(&xt, &rows, Some(0.25), 2.0);
+        let f = ms(t0);
+        let t1 = Instant::now();
+        let g = backward(&loss);
+        let b = ms(t1);
+        assert!(g.get(id).is_some());
+        (f, b)
+    });
+    println!("focal loss rows     {n} elements: forward {f:7.1} ms, backward {b:7.1} ms");
 
     // Group norm (2, 256, 64, 64), 32 groups: an FPN-level head activation.
     let x = randn(&mut r, &[2, 256, 64, 64], 0.0, 1.0);

@@ -11,8 +11,8 @@
 //! ```
 //!
 //! summed over all those (anchor, class) entries (α = 0.25, γ = 2). The engine's
-//! `sigmoid_focal_loss` computes CE from the logit in a stable form, never as the log of
-//! a clamped probability.
+//! `sigmoid_focal_loss_rows` computes CE from the logit in a stable form, never as the log
+//! of a clamped probability, and takes each anchor's label instead of one-hot targets.
 //!
 //! **Box regression.** For every positive anchor, the four deltas (dx, dy, dw, dh)
 //! against the encoded ground-truth box, each through smooth L1
@@ -26,7 +26,7 @@
 //! 0.25·0.99²·ln 100 = 1.12838, so the first classification loss is
 //! ≈ 1.128 + (anchors·K·7.5378e−7) / positives — a check the tests make.
 
-use focal_engine::ops::loss::{l1, sigmoid_focal_loss, smooth_l1, Reduction};
+use focal_engine::ops::loss::{l1, sigmoid_focal_loss_rows, smooth_l1, Reduction};
 use focal_engine::Tensor;
 
 use crate::config::{BoxLoss, LossConfig};
@@ -92,22 +92,12 @@ pub fn retinanet_loss_normalised_by(
     let num_positive = targets.num_positive();
     let normaliser = 1.0 / batch_positives.max(1) as f32;
 
-    // Classification: the rows of the anchors that are not ignored.
-    let valid = targets.valid_rows();
+    // Classification: every anchor's row, the ignored ones left out by the op itself (no
+    // copy of the logits, no one-hot targets).
     let logits = cls_logits.reshape(&[n * a, k]);
-    let classification = if valid.is_empty() {
-        logits.sum_all().mul_scalar(0.0)
-    } else {
-        // Skip the copy when nothing is ignored.
-        let logits = if valid.len() == n * a {
-            logits
-        } else {
-            logits.index_select(0, &valid)
-        };
-        let y = Tensor::from_vec(&[valid.len(), k], targets.valid_class_targets());
-        sigmoid_focal_loss(&logits, &y, config.alpha, config.gamma, Reduction::Sum)
-            .mul_scalar(normaliser)
-    };
+    let rows = targets.row_targets();
+    let classification =
+        sigmoid_focal_loss_rows(&logits, &rows, config.alpha, config.gamma).mul_scalar(normaliser);
 
     // Box regression: the rows of the positive anchors only.
     let deltas = box_deltas.reshape(&[n * a, 4]);

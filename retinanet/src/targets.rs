@@ -11,6 +11,7 @@ use crate::boxes::Box4;
 use crate::config::MatcherConfig;
 use crate::error::Error;
 use crate::matcher::{match_anchors, Match};
+use focal_engine::RowTarget;
 
 /// The objects of one image, in the coordinates of the network's input (resized, not
 /// padded): boxes `[x1, y1, x2, y2]` and their classes 0..K−1.
@@ -140,6 +141,21 @@ impl BatchTargets {
             }
         }
         rows
+    }
+
+    /// Every anchor's row target (`image·A_total + anchor`), for the engine's
+    /// `sigmoid_focal_loss_rows`: ignored, background, or positive for its class.
+    pub fn row_targets(&self) -> Vec<RowTarget> {
+        self.images
+            .iter()
+            .flat_map(|t| {
+                t.labels.iter().map(|l| match *l {
+                    AnchorLabel::Ignored => RowTarget::Ignored,
+                    AnchorLabel::Background => RowTarget::Background,
+                    AnchorLabel::Class(c) => RowTarget::Class(c),
+                })
+            })
+            .collect()
     }
 
     /// The one-hot class targets of the rows of [`BatchTargets::valid_rows`], row-major

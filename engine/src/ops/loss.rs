@@ -15,19 +15,22 @@
 //! Forward and backward are each one pass over the elements, in fixed chunks run in
 //! parallel. `Sum` and `Mean` accumulate in f64 per chunk and add the chunk sums in chunk
 //! order, so the loss is bitwise the same for any thread count; with a reduction the forward
-//! never materialises the per-element losses. Backward recomputes what it needs from the
-//! saved inputs (which are shared, not copied) instead of keeping intermediates.
+//! never materialises the per-element losses. BCE and the L1 losses recompute what their
+//! backward needs from the saved inputs (shared, not copied); the focal loss computes each
+//! element's gradient in its forward pass (`focal_kernel.rs`, vectorised) and keeps only
+//! that.
 
 use rayon::prelude::*;
 
 use crate::gradcheck::case::{randn, Case, STEP};
 use crate::op::Op;
+use crate::ops::focal_kernel::{focal_loss_and_grad, lane_sum, Focal, Level};
 use crate::ops::unary::sigmoid_f32;
 use crate::rng::Rng;
 use crate::shape::ShapeFmt;
-use crate::tape::record;
+use crate::tape::{is_grad_enabled, record};
 use crate::tensor::Tensor;
-use crate::threads::{map_indexed, sum_chunks, CHUNK};
+use crate::threads::{map_indexed, sum_chunks, CHUNK, PAR_THRESHOLD};
 
 /// How per-element losses are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +120,7 @@ where
 /// This is Goldberg's trick ("What every computer scientist should know about floating-point
 /// arithmetic", Theorem 4): with u = 1 + e rounded, `ln(u)·e/(u − 1)` cancels the rounding of
 /// u, and for u = 1 the answer is e itself. It costs one `ln` and a division, about half of
-/// `f32::ln_1p` here, and that log is on the focal loss's critical path (8 M calls a step).
+/// `f32::ln_1p` here (the focal loss has its own, vectorised, in `focal_kernel.rs`).
 /// Measured worst relative error against f64 `ln_1p` over e ∈ [1e-30, 1] (690 k values,
 /// geometric steps of 1e-4): 1.6e-7.
 #[inline]
@@ -210,62 +213,6 @@ pub fn l1(pred: &Tensor, target: &Tensor, reduction: Reduction) -> Tensor {
     pointwise_loss(Op::L1, pred, target, reduction, l1_term, l1_grad)
 }
 
-/// The per-element quantities of the focal loss for logit x and binary target y, all from
-/// one `exp` and one [`ln_1p`], with the paper's notation:
-///
-/// - `sign` = y± ∈ {+1, −1} (y = 1 ↦ +1, y = 0 ↦ −1) and `xt` = x_t = y±·x;
-/// - `log_pt` = ln p_t = ln σ(x_t) = min(x_t, 0) − ln(1 + e^−|x_t|), never the log of a
-///   rounded probability;
-/// - `pt` = p_t = σ(x_t) and `q` = 1 − p_t = σ(−x_t), both from e^−|x_t| ∈ (0, 1] (so
-///   1 − p_t is not computed as a difference, which would round to 0 when p_t ≈ 1).
-struct FocalTerms {
-    sign: f32,
-    log_pt: f32,
-    pt: f32,
-    q: f32,
-}
-
-#[inline]
-fn focal_terms(x: f32, y: f32) -> FocalTerms {
-    let sign = if y == 1.0 { 1.0 } else { -1.0 };
-    let xt = sign * x;
-    let e = (-xt.abs()).exp();
-    let log_pt = xt.min(0.0) - ln_1p(e);
-    let inv = 1.0 / (1.0 + e);
-    // σ(z) = 1/(1 + e^−z) for z ≥ 0 and e^z/(1 + e^z) for z < 0, with e = e^−|x_t|.
-    let (pt, q) = if xt >= 0.0 {
-        (inv, e * inv)
-    } else {
-        (e * inv, inv)
-    };
-    FocalTerms {
-        sign,
-        log_pt,
-        pt,
-        q,
-    }
-}
-
-/// α_t = α for y = 1 and 1 − α for y = 0; 1 without α.
-#[inline]
-fn alpha_t(alpha: Option<f32>, y: f32) -> f32 {
-    match alpha {
-        Some(a) if y == 1.0 => a,
-        Some(a) => 1.0 - a,
-        None => 1.0,
-    }
-}
-
-/// q^γ with q ∈ [0, 1] (q^0 = 1, also for q = 0). γ = 2, the default, is a multiply.
-#[inline]
-fn pow_gamma(q: f32, gamma: f32) -> f32 {
-    if gamma == 2.0 {
-        q * q
-    } else {
-        q.powf(gamma)
-    }
-}
-
 /// Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", eq. 5) computed
 /// from logits:
 ///
@@ -292,7 +239,7 @@ fn pow_gamma(q: f32, gamma: f32) -> f32 {
 /// Nothing overflows (e ≤ 1) and no probability is rounded before its log is taken: at
 /// x_t = −100 the loss is α_t·100, at x_t = +100 it is ≈ 0, both finite.
 ///
-/// ## Fused backward (the paper's Appendix B)
+/// ## Fused gradient (the paper's Appendix B), computed in the forward pass
 ///
 /// Differentiate FL = −α_t·(1 − p_t)^γ·ln p_t with respect to x_t, using
 /// dp_t/dx_t = p_t(1 − p_t):
@@ -309,10 +256,14 @@ fn pow_gamma(q: f32, gamma: f32) -> f32 {
 /// ```
 ///
 /// which is the paper's `y(1 − p_t)^γ(γ p_t log p_t + p_t − 1)` with α_t added. The factor
-/// (1 − p_t) of dp_t/dx_t cancels the power γ − 1 analytically, so the backward never forms
+/// (1 − p_t) of dp_t/dx_t cancels the power γ − 1 analytically, so the gradient never forms
 /// (1 − p_t)^(γ−1), which is infinite at p_t = 1 for γ < 1. Here p_t − 1 is −σ(−x_t) and
 /// ln p_t the stable log-sigmoid above, so the gradient is finite for every finite logit:
 /// at x_t = −100 it is −α_t·y±, at x_t = +100 it is 0.
+///
+/// The forward pass computes this gradient with the loss, in one vectorised pass over
+/// the elements (`focal_kernel.rs`), and keeps it instead of the logits and targets; the
+/// backward multiplies it by the incoming gradient in place.
 pub fn sigmoid_focal_loss(
     logits: &Tensor,
     targets: &Tensor,
@@ -321,6 +272,229 @@ pub fn sigmoid_focal_loss(
     reduction: Reduction,
 ) -> Tensor {
     let op = Op::SigmoidFocalLoss;
+    check_focal_params(op, alpha, gamma);
+    check_inputs(op, logits, targets, reduction);
+    check_binary(op, targets);
+    let n = logits.numel();
+    let want_grad = logits.is_tracked() && is_grad_enabled();
+    let mut grad = if want_grad {
+        vec![0.0f32; n]
+    } else {
+        Vec::new()
+    };
+    let (xd, td) = (logits.data(), targets.data());
+    let (c, level) = (Focal::new(alpha, gamma), Level::active());
+    let out = if reduction == Reduction::None {
+        let mut loss = vec![0.0f32; n];
+        focal_chunks(
+            n,
+            CHUNK,
+            Some(&mut loss),
+            want_grad.then_some(&mut grad),
+            |r, l, g| {
+                focal_loss_and_grad(level, &xd[r.clone()], &td[r], l, g, c);
+                0.0
+            },
+        );
+        logits.with_data(loss)
+    } else {
+        let partials = focal_chunks(n, CHUNK, None, want_grad.then_some(&mut grad), |r, l, g| {
+            focal_loss_and_grad(level, &xd[r.clone()], &td[r], l, g, c);
+            lane_sum(l)
+        });
+        let total: f64 = partials.iter().sum();
+        let value = if reduction == Reduction::Mean {
+            total / n as f64
+        } else {
+            total
+        };
+        Tensor::scalar(value as f32)
+    };
+    let shape = logits.shape().to_vec();
+    record(op, out, &[logits], move |_| {
+        let saved = Tensor::from_vec(&shape, grad);
+        Box::new(move |g| {
+            let gd = g.data();
+            let k = match reduction {
+                Reduction::None => None,
+                Reduction::Sum => Some(gd[0]),
+                Reduction::Mean => Some(gd[0] / n as f32),
+            };
+            vec![Some(scale_saved_gradient(saved, k, gd))]
+        })
+    })
+}
+
+/// ∂loss/∂x from the per-element gradients saved by the forward pass, in place: times
+/// the scalar `k` of a reduced loss, or elementwise times `g` (`k` = None).
+fn scale_saved_gradient(mut saved: Tensor, k: Option<f32>, g: &[f32]) -> Tensor {
+    crate::threads::for_each_chunk_mut(saved.data_mut(), |start, d| match k {
+        Some(k) => d.iter_mut().for_each(|v| *v *= k),
+        None => {
+            let len = d.len();
+            for (v, &gi) in d.iter_mut().zip(&g[start..start + len]) {
+                *v *= gi;
+            }
+        }
+    });
+    saved
+}
+
+/// Runs `f(range, loss, grad)` on consecutive chunks of `chunk` elements of `0..n`, in
+/// parallel when `n` is large, handing it that range's part of `loss` and `grad` (a
+/// scratch buffer for `loss` when none is given; nothing for `grad` when none is given);
+/// returns `f`'s values in chunk order. The chunks depend on `n` and `chunk` only.
+fn focal_chunks<F>(
+    n: usize,
+    chunk: usize,
+    loss: Option<&mut [f32]>,
+    grad: Option<&mut Vec<f32>>,
+    f: F,
+) -> Vec<f64>
+where
+    F: Fn(std::ops::Range<usize>, &mut [f32], Option<&mut [f32]>) -> f64 + Sync + Send,
+{
+    let (losses, grads) = (
+        split_chunks(n, chunk, loss),
+        split_chunks(n, chunk, grad.map(|g| g.as_mut_slice())),
+    );
+    let part = |(i, (l, g)): (usize, ChunkPair)| {
+        let r = i * chunk..((i + 1) * chunk).min(n);
+        let mut scratch;
+        let l = match l {
+            Some(l) => l,
+            None => {
+                scratch = vec![0.0f32; r.len()];
+                &mut scratch[..]
+            }
+        };
+        f(r, l, g)
+    };
+    if n < PAR_THRESHOLD {
+        losses
+            .into_iter()
+            .zip(grads)
+            .enumerate()
+            .map(part)
+            .collect()
+    } else {
+        losses
+            .into_par_iter()
+            .zip(grads)
+            .enumerate()
+            .map(part)
+            .collect()
+    }
+}
+
+/// One chunk's part of the per-element losses and gradients, where there are any.
+type ChunkPair<'a> = (Option<&'a mut [f32]>, Option<&'a mut [f32]>);
+
+/// `v` cut into chunks of `chunk` elements, or as many `None`s as `0..n` has chunks.
+fn split_chunks(n: usize, chunk: usize, v: Option<&mut [f32]>) -> Vec<Option<&mut [f32]>> {
+    match v {
+        Some(v) => v.chunks_mut(chunk).map(Some).collect(),
+        None => (0..n.div_ceil(chunk)).map(|_| None).collect(),
+    }
+}
+
+/// The class target of one row of logits in [`sigmoid_focal_loss_rows`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowTarget {
+    /// Left out of the loss: no loss, and a zero gradient.
+    Ignored,
+    /// Every class's target is 0.
+    Background,
+    /// This class's target is 1, every other class's 0.
+    Class(usize),
+}
+
+/// The summed sigmoid focal loss of `logits` (R, K) whose targets are given per row: for
+/// row r, `rows[r]` says whether it is left out, all-background or positive for one class.
+///
+/// The same loss and gradient as [`sigmoid_focal_loss`] with `Reduction::Sum` on the rows
+/// that are not ignored against their one-hot targets, without building those targets
+/// or copying the rows out: RetinaNet's ~10⁵ anchors × K classes per image. Ignored rows
+/// get a zero gradient. The sum runs over chunks of whole rows (about [`CHUNK`] elements,
+/// fixed by K) and may differ from the dense call's in the last bits.
+pub fn sigmoid_focal_loss_rows(
+    logits: &Tensor,
+    rows: &[RowTarget],
+    alpha: Option<f32>,
+    gamma: f32,
+) -> Tensor {
+    let op = Op::SigmoidFocalLoss;
+    check_focal_params(op, alpha, gamma);
+    assert!(
+        logits.rank() == 2 && logits.dim(0) == rows.len(),
+        "{}: the logits must be (rows, classes) with one target per row; got logits {} and {} row targets",
+        op.name(),
+        ShapeFmt(logits.shape()),
+        rows.len()
+    );
+    let k = logits.dim(1);
+    if let Some((r, c)) = rows.iter().enumerate().find_map(|(r, t)| match *t {
+        RowTarget::Class(c) if c >= k => Some((r, c)),
+        _ => None,
+    }) {
+        panic!(
+            "{}: row {r} is positive for class {c}, but the logits have {k} classes",
+            op.name()
+        );
+    }
+    let n = logits.numel();
+    let want_grad = logits.is_tracked() && is_grad_enabled();
+    let mut grad = if want_grad {
+        vec![0.0f32; n]
+    } else {
+        Vec::new()
+    };
+    let xd = logits.data();
+    let (c, level) = (Focal::new(alpha, gamma), Level::active());
+    let chunk_rows = (CHUNK / k.max(1)).max(1);
+    let partials = focal_chunks(
+        n,
+        chunk_rows * k.max(1),
+        None,
+        want_grad.then_some(&mut grad),
+        |r, l, mut g| {
+            let first = r.start / k;
+            let rows = &rows[first..first + r.len() / k];
+            let x = &xd[r];
+            let mut y = vec![0.0f32; x.len()];
+            for (j, t) in rows.iter().enumerate() {
+                if let RowTarget::Class(c) = *t {
+                    y[j * k + c] = 1.0;
+                }
+            }
+            // Runs of consecutive rows that count; ignored rows keep loss and gradient 0.
+            let mut j = 0;
+            while j < rows.len() {
+                if rows[j] == RowTarget::Ignored {
+                    j += 1;
+                    continue;
+                }
+                let start = j;
+                while j < rows.len() && rows[j] != RowTarget::Ignored {
+                    j += 1;
+                }
+                let e = start * k..j * k;
+                let g = g.as_deref_mut().map(|g| &mut g[e.clone()]);
+                focal_loss_and_grad(level, &x[e.clone()], &y[e.clone()], &mut l[e], g, c);
+            }
+            lane_sum(l)
+        },
+    );
+    let total: f64 = partials.iter().sum();
+    let shape = logits.shape().to_vec();
+    record(op, Tensor::scalar(total as f32), &[logits], move |_| {
+        let saved = Tensor::from_vec(&shape, grad);
+        Box::new(move |g| vec![Some(scale_saved_gradient(saved, Some(g.data()[0]), &[]))])
+    })
+}
+
+/// Panics unless γ is finite and ≥ 0 and α (if any) lies in [0, 1].
+fn check_focal_params(op: Op, alpha: Option<f32>, gamma: f32) {
     assert!(
         gamma >= 0.0 && gamma.is_finite(),
         "{}: gamma must be a finite value ≥ 0, got {gamma}",
@@ -333,22 +507,6 @@ pub fn sigmoid_focal_loss(
             op.name()
         );
     }
-    check_inputs(op, logits, targets, reduction);
-    check_binary(op, targets);
-    pointwise_loss(
-        op,
-        logits,
-        targets,
-        reduction,
-        move |x, y| {
-            let f = focal_terms(x, y);
-            -alpha_t(alpha, y) * pow_gamma(f.q, gamma) * f.log_pt
-        },
-        move |x, y| {
-            let f = focal_terms(x, y);
-            alpha_t(alpha, y) * f.sign * pow_gamma(f.q, gamma) * (gamma * f.pt * f.log_pt - f.q)
-        },
-    )
 }
 
 /// Panics, naming the op and the first offending element, unless every target is 0 or 1.
@@ -467,6 +625,24 @@ pub(crate) fn gradcheck_cases() -> Vec<Case> {
             );
         }
     }
+    // The per-row form: an ignored row (zero gradient), background rows and positives.
+    let rows = [
+        RowTarget::Class(2),
+        RowTarget::Ignored,
+        RowTarget::Background,
+        RowTarget::Class(0),
+    ];
+    for gamma in [0.0, 2.0, 5.0] {
+        for alpha in [None, Some(0.25)] {
+            let a = alpha.map_or("none".to_string(), |a| a.to_string());
+            v.push(Case::new(
+                Op::SigmoidFocalLoss,
+                format!("rows, gamma {gamma}, alpha {a}"),
+                vec![logits(&mut r).reshape(&[4, 3])],
+                move |x| sigmoid_focal_loss_rows(&x[0], &rows, alpha, gamma),
+            ));
+        }
+    }
     v
 }
 
@@ -486,22 +662,57 @@ mod tests {
         assert_eq!(ln_1p(0.0), 0.0);
     }
 
+    /// The per-row form is the dense form on the rows that are not ignored: the same
+    /// per-element gradients (bits), zero on ignored rows, the same sum to rounding.
     #[test]
-    fn focal_terms_are_consistent() {
-        for &x in &[-100.0f32, -8.0, -1.0, 0.0, 0.7, 8.0, 100.0] {
-            for &y in &[0.0f32, 1.0] {
-                let f = focal_terms(x, y);
-                let xt = if y == 1.0 { x } else { -x };
-                assert!((f.pt + f.q - 1.0).abs() < 1e-6, "p_t + (1 − p_t) at x={x}");
-                let want = -(-(xt as f64)).exp().ln_1p();
-                let err = (f.log_pt as f64 - want).abs();
-                if want.abs() > 1e-37 {
-                    assert!(err <= 1e-6 * want.abs(), "ln p_t at x={x}, y={y}: {err}");
-                } else {
-                    assert!(err < 1e-44, "subnormal ln p_t at x={x}, y={y}: {err}");
-                }
-                assert!(f.pt.is_finite() && f.q.is_finite() && f.log_pt.is_finite());
+    fn rows_form_matches_the_dense_form() {
+        let (n, k) = (3000, 7); // several chunks of whole rows
+        let mut r = Rng::new(9);
+        let x = Tensor::from_vec(&[n, k], r.uniform_vec(n * k, -9.0, 9.0));
+        let rows: Vec<RowTarget> = (0..n)
+            .map(|i| match i % 5 {
+                0 => RowTarget::Ignored,
+                1 => RowTarget::Class(i % k),
+                _ => RowTarget::Background,
+            })
+            .collect();
+        let valid: Vec<usize> = (0..n).filter(|&i| rows[i] != RowTarget::Ignored).collect();
+        let mut onehot = vec![0.0f32; valid.len() * k];
+        for (j, &i) in valid.iter().enumerate() {
+            if let RowTarget::Class(c) = rows[i] {
+                onehot[j * k + c] = 1.0;
             }
+        }
+        let y = Tensor::from_vec(&[valid.len(), k], onehot);
+        let id = crate::tape::ParamId::fresh();
+        let xt = x.track(id);
+        let loss = sigmoid_focal_loss_rows(&xt, &rows, Some(0.25), 2.0).mul_scalar(0.5);
+        let g = crate::tape::backward(&loss).remove(id).unwrap();
+        let xt = x.track(id);
+        let xv = xt.index_select(0, &valid);
+        let dense = sigmoid_focal_loss(&xv, &y, Some(0.25), 2.0, Reduction::Sum).mul_scalar(0.5);
+        let (a, b) = (loss.item() as f64, dense.item() as f64);
+        assert!((a - b).abs() <= 1e-6 * b, "rows {a} vs dense {b}");
+        let gd = crate::tape::backward(&dense).remove(id).unwrap();
+        assert_eq!(g.data(), gd.data(), "the gradients differ");
+        for i in (0..n).filter(|i| i % 5 == 0) {
+            assert!(g.data()[i * k..(i + 1) * k].iter().all(|&v| v == 0.0));
+        }
+    }
+
+    /// A NaN logit gives a NaN loss (the trainer stops on it), never a finite one.
+    #[test]
+    fn a_nan_logit_gives_a_nan_loss() {
+        for y in [0.0, 1.0] {
+            let x = Tensor::from_vec(&[2], vec![0.5, f32::NAN]);
+            let t = Tensor::from_vec(&[2], vec![0.0, y]);
+            let l = sigmoid_focal_loss(&x, &t, Some(0.25), 2.0, Reduction::Sum);
+            assert!(l.item().is_nan());
+            let rows = [RowTarget::Class(y as usize)];
+            let x = Tensor::from_vec(&[1, 2], vec![f32::NAN, f32::NAN]);
+            assert!(sigmoid_focal_loss_rows(&x, &rows, None, 2.0)
+                .item()
+                .is_nan());
         }
     }
 }

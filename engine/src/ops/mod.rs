@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod conv;
+mod focal_kernel;
 pub mod index;
 pub mod loss;
 pub mod matmul;
@@ -10,5 +11,6 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod shape;
+mod simd_level;
 pub mod unary;
 pub mod upsample;
