@@ -93,13 +93,19 @@ pub fn map_indexed<F>(n: usize, f: F) -> Vec<f32>
 where
     F: Fn(usize) -> f32 + Sync + Send,
 {
-    let mut out = vec![0.0f32; n];
-    for_each_chunk_mut(&mut out, |start, c| {
-        for (j, o) in c.iter_mut().enumerate() {
-            *o = f(start + j);
-        }
-    });
-    out
+    // Collected straight into the new vector (no zero-fill first, every element is
+    // `f(i)`); in pieces of at least `CHUNK` when large.
+    if n < PAR_THRESHOLD {
+        (0..n).map(f).collect()
+    } else {
+        let mut out = Vec::new();
+        (0..n)
+            .into_par_iter()
+            .with_min_len(CHUNK)
+            .map(f)
+            .collect_into_vec(&mut out);
+        out
+    }
 }
 
 /// Sum of `f(range)` over fixed chunks of `0..n`, combined in chunk order (f64).
@@ -126,5 +132,22 @@ where
         (0..n).map(f).collect()
     } else {
         (0..n).into_par_iter().map(f).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `map_indexed` gives `f(i)` at every index, small or large, on 1 or 3 threads.
+    #[test]
+    fn map_indexed_writes_f_of_every_index() {
+        let f = |i: usize| (i as f32) * 0.5 - 3.0;
+        for n in [0, 1, 100, PAR_THRESHOLD - 1, PAR_THRESHOLD, 3 * CHUNK + 5] {
+            let want: Vec<f32> = (0..n).map(f).collect();
+            for threads in [1, 3] {
+                assert_eq!(with_threads(threads, || map_indexed(n, f)), want, "n {n}");
+            }
+        }
     }
 }
