@@ -63,28 +63,9 @@ pub(crate) struct PackedPanels {
 }
 
 impl PackedPanels {
-    /// Packs `α·A` from `at`, a source of `Aᵀ` (`K × M`), for kernel `K`, in the buffer
-    /// that the last [`PackedPanels::recycle`] on this thread kept (a convolution packs its
-    /// weights, or its columns, once per call: the buffer then comes back warm and is not
-    /// zeroed again).
+    /// Packs `α·A` from `at`, a source of `Aᵀ` (`K × M`), for kernel `K`.
     pub(crate) fn new<K: MicroKernel>(at: &dyn Panels, alpha: f32) -> PackedPanels {
-        PackedPanels::new_in::<K>(KEPT_PACKED_A.take(), at, alpha)
-    }
-
-    /// Gives the buffer back to this thread for the next [`PackedPanels::new`], when at
-    /// most [`KEEP_A`] floats and larger than the one kept already (two packed at once,
-    /// as a convolution's weights and its columns, leave the larger one).
-    pub(crate) fn recycle(self) {
-        let buf = self.into_buf();
-        let len = buf.as_slice().len();
-        if len <= KEEP_A {
-            let kept = KEPT_PACKED_A.take();
-            KEPT_PACKED_A.set(if kept.as_slice().len() >= len {
-                kept
-            } else {
-                buf
-            });
-        }
+        PackedPanels::new_in::<K>(AlignedBuf::default(), at, alpha)
     }
 
     /// As [`PackedPanels::new`], in `data` (grown if it is too short; every float used is
@@ -93,11 +74,6 @@ impl PackedPanels {
         let (k, m) = at.dims();
         let m_pad = m.div_ceil(K::MR) * K::MR;
         data.ensure((k * m_pad).max(1));
-        if cfg!(any(test, debug_assertions)) {
-            // A kept buffer holds the last product's panels: poison it, so that the tests
-            // catch a source that leaves any float of its panels unwritten.
-            data.as_mut_slice().fill(f32::NAN);
-        }
         // Blocks of the inner dimension, each cut into groups of panels for the threads.
         let buf = &mut data.as_mut_slice()[..k * m_pad];
         let panels = m_pad / K::MR;
@@ -174,18 +150,14 @@ thread_local! {
     /// The packed `A` of the last product this thread started from an unpacked `A`, kept
     /// for the next one when at most [`KEEP_A`] floats.
     static A_PANELS: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
-    /// The buffer of the last prepacked `A` ([`PackedPanels::new`], the public
-    /// `PackedA`) dropped on this thread, kept for the next one when at most [`KEEP_A`]
-    /// floats.
-    static KEPT_PACKED_A: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
 }
 
-/// The largest packed `A` (floats) kept on a thread between products, once for
-/// products with an unpacked `A` and once for prepacked ones: 4 MiB, a 1024² `A`. A new
-/// buffer is zeroed by the allocator on the calling thread before the threads start: 0.2 ms for 4 MiB on Intel Sapphire Rapids (mimalloc keeping freed memory, as
+/// The largest packed `A` (floats) kept on a thread between products: 4 MiB, a 1024²
+/// `A`. A new buffer is zeroed by the allocator on the calling thread before the threads
+/// start: 0.2 ms for 4 MiB on Intel Sapphire Rapids (mimalloc keeping freed memory, as
 /// the `focal` binary sets it), 3 % of a 1024² product at the FMA peak of 2 cores.
 /// Larger `A`s get a new buffer each time (the zeroing is a smaller share of a larger
-/// product), so that what is kept adds at most 8 MiB per calling thread to the peak
+/// product), so that what is kept adds at most 4 MiB per calling thread to the peak
 /// memory (`docs/memory.md`).
 const KEEP_A: usize = 1 << 20;
 
@@ -574,43 +546,6 @@ mod tests {
         })
         .join()
         .expect("the products run");
-    }
-
-    /// A prepacked `A` gives its buffer back when recycled: the larger of two is kept,
-    /// none past `KEEP_A`, and packing into a kept (stale) buffer gives the same bits.
-    #[test]
-    fn prepacked_a_buffer_is_kept_and_reuse_changes_no_bit() {
-        use super::super::view::MatRef;
-        let pack = |m: usize, k: usize| {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
-            PackedPanels::new::<Plain>(&MatRef::row_major(&a, m, k).t(), 1.5)
-        };
-        let kept = || {
-            let buf = KEPT_PACKED_A.take();
-            let len = buf.as_slice().len();
-            KEPT_PACKED_A.set(buf);
-            len
-        };
-        let floats = |p: &PackedPanels| p.data.as_slice()[..p.k * p.m_pad].to_vec();
-        std::thread::spawn(move || {
-            let fresh = floats(&pack(9, 5));
-            assert_eq!(kept(), 0, "not recycled: nothing kept");
-            let (big, small) = (pack(40, 30), pack(9, 5));
-            assert_eq!(floats(&small), fresh);
-            small.recycle();
-            big.recycle();
-            assert_eq!(kept(), 40 * 30, "the larger buffer is kept");
-            let again = pack(9, 5);
-            assert_eq!(kept(), 0, "taken by the next one");
-            assert_eq!(again.data.as_slice().len(), 40 * 30);
-            assert_eq!(floats(&again), fresh, "stale contents change no bit");
-            again.recycle();
-            // Past the cap the buffer is dropped (it took the kept one, too small).
-            pack(KEEP_A / 64 + 8, 64).recycle();
-            assert_eq!(kept(), 0);
-        })
-        .join()
-        .expect("the packing runs");
     }
 
     #[test]

@@ -180,15 +180,6 @@ enum Packed {
     Plain(Vec<f32>),
 }
 
-impl Drop for PackedA {
-    /// The panels' buffer goes back to the thread for the next `PackedA`.
-    fn drop(&mut self) {
-        if let Packed::Panels(p) = std::mem::replace(&mut self.inner, Packed::Plain(Vec::new())) {
-            p.recycle();
-        }
-    }
-}
-
 impl PackedA {
     /// Packs `α·A` (`m × k`) for the process's path.
     pub fn new(alpha: f32, a: MatRef) -> PackedA {
