@@ -1,6 +1,7 @@
 //! Which build of a vectorised elementwise loop runs: plain Rust loops compiled a second
 //! and third time with AVX2 and AVX-512 enabled (`#[target_feature]`), chosen at run time
-//! with the GEMM path (`FOCAL_ISA`), so that forcing a path moves every kernel together.
+//! with the GEMM path (`FOCAL_ISA`), so that forcing a path moves every kernel together:
+//! the focal loss, max-pool, the Winograd transforms and im2col's gathers and transposes.
 //! The loops use only exactly rounded IEEE operations, compares and selects, never a
 //! fused multiply-add, so every build gives the same bits.
 
@@ -20,12 +21,20 @@ impl Level {
         Level::of(crate::gemm::isa::active())
     }
 
-    /// The build for GEMM path `isa`, only ever one this CPU can run.
+    /// The build for GEMM path `isa`, only ever one this CPU can run. The AVX-512 build
+    /// also needs AVX-512VL (the Winograd transforms use 256-bit operations on the upper
+    /// registers); on a CPU with AVX-512F but not VL the AVX2 build runs, which computes
+    /// the same bits.
     pub(crate) fn of(isa: Isa) -> Level {
         #[cfg(target_arch = "x86_64")]
         {
             match isa {
-                Isa::Avx512 if is_x86_feature_detected!("avx512f") => return Level::Avx512,
+                Isa::Avx512
+                    if is_x86_feature_detected!("avx512f")
+                        && is_x86_feature_detected!("avx512vl") =>
+                {
+                    return Level::Avx512
+                }
                 Isa::Avx512 | Isa::Avx2 if is_x86_feature_detected!("avx2") => return Level::Avx2,
                 _ => {}
             }

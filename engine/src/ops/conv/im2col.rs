@@ -35,6 +35,7 @@ use std::cell::Cell;
 
 use super::geometry::Window;
 use crate::gemm::Panels;
+use crate::ops::simd_level::Level;
 
 /// Planes with fewer output pixels than this are gathered through an offset table.
 const TABLE_BELOW: usize = 256;
@@ -305,14 +306,11 @@ impl<'a> Im2col<'a> {
     }
 }
 
-/// Whether the CPU has AVX2 (for the gathers of [`gather_avx2`]).
+/// Whether the gathers of [`gather_avx2`] may run: the process's path (`FOCAL_ISA`) is
+/// AVX2 or AVX-512, which [`Level`] names only when the CPU has AVX2. With `portable`
+/// the plain loops run, so that path tests them too (only copies: the same bits).
 fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    Level::active() != Level::Portable
 }
 
 /// `dst[j] = x[at[j]]`, or 0 where `at[j] < 0`, eight lanes per AVX2 gather (the
@@ -472,9 +470,9 @@ pub(crate) fn interleave8(
 ) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU has AVX (detected just above), the only requirement of
-        // `transpose8_avx`.
+    if has_avx2() {
+        // SAFETY: `has_avx2` holds only when the CPU has AVX2 (detected), hence AVX, the
+        // only requirement of `transpose8_avx`.
         unsafe { transpose8_avx(rows, ld, kc, panel, w, g0) };
         done = kc - kc % 8;
     }

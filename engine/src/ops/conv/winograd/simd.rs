@@ -13,40 +13,9 @@
 //! portable, AVX2 and AVX-512 builds of a loop compute the same bits (a test runs all
 //! three and compares).
 
-use crate::gemm::Isa;
-
-/// A vector extension the transforms can be compiled for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Level {
-    Portable,
-    Avx2,
-    Avx512,
-}
-
-impl Level {
-    /// The build that goes with the GEMM path `isa` (which the caller has checked the
-    /// CPU has). The AVX-512 build of the transforms also uses AVX-512VL (for 256-bit
-    /// operations on the upper registers); on a CPU with AVX-512F but not VL it falls
-    /// back to the AVX2 build, which computes the same bits.
-    pub(crate) fn of(isa: Isa) -> Level {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 = is_x86_feature_detected!("avx2");
-            match isa {
-                Isa::Avx512
-                    if is_x86_feature_detected!("avx512f")
-                        && is_x86_feature_detected!("avx512vl") =>
-                {
-                    return Level::Avx512
-                }
-                Isa::Avx512 | Isa::Avx2 if avx2 => return Level::Avx2,
-                _ => {}
-            }
-        }
-        let _ = isa;
-        Level::Portable
-    }
-}
+/// The build a transform loop runs: the one shared by every multiversioned loop of the
+/// ops (`ops/simd_level.rs`).
+pub(crate) use crate::ops::simd_level::Level;
 
 /// Defines `fn name<T: Tile>(level: Level, args)` whose body is compiled three times
 /// (for the x86-64 baseline, with AVX2 and with AVX-512) and runs in the build `level`
