@@ -1,6 +1,7 @@
 //! The default run against its target: `focal train` with no dataset arguments must finish
-//! (training and evaluation) within 5 minutes on 2 cores and reach AP50 ≥ 0.80 on the
-//! held-out synthetic validation split.
+//! (training and evaluation) within 5 minutes on 2 cores and reach AP50 ≥ 0.87 on the
+//! held-out synthetic validation split (it reaches 0.959 since its training images hold
+//! up to 30 objects; 0.822 before, with 0–6).
 //!
 //! `cargo bench --bench default_run` runs the built `focal train` once into a temporary
 //! folder and reports the wall time (process start to exit), the final AP50 from the run's
@@ -12,7 +13,7 @@ use std::process::Command;
 use std::time::Instant;
 
 const BUDGET_S: f64 = 300.0;
-const TARGET_AP50: f64 = 0.80;
+const TARGET_AP50: f64 = 0.87;
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")

@@ -122,7 +122,8 @@ pub struct DataFlags {
     #[arg(long, value_name = "N")]
     pub shapes_seed: Option<u64>,
     /// At most this many objects per synthetic training image (the validation images
-    /// keep 0-6) [default: 6].
+    /// keep 0-6; more objects give more supervision per step at the same cost)
+    /// [default: 30].
     #[arg(long, value_name = "N")]
     pub shapes_train_objects: Option<usize>,
     /// Resize so the short side is this... [synthetic default: 96 (the 64-px shapes
