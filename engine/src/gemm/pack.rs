@@ -52,6 +52,9 @@ impl Panels for MatRef<'_> {
     fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]) {
         let (rs, cs) = self.strides();
         let d = self.data();
+        if cs == 1 {
+            return pack_rows(d, rs, (k0, kc), (j0, nc), w, out);
+        }
         for (p, panel) in out.chunks_mut(kc * w).take(nc.div_ceil(w)).enumerate() {
             let jp = j0 + p * w;
             let cols = w.min(j0 + nc - jp);
@@ -95,6 +98,56 @@ impl Panels for MatRef<'_> {
                 }
             }
         }
+    }
+}
+
+/// Rows of the inner dimension, how far ahead [`pack_rows`] asks for them.
+const PREFETCH_ROWS: usize = 4;
+
+/// [`Panels::pack`] for a matrix with contiguous rows (`d[k·rs + j]`), row by row: each
+/// row's `nc` floats are read in one sweep and dealt to the panels (one `w`-float piece
+/// to each), while the row [`PREFETCH_ROWS`] ahead is fetched. Packing panel by panel
+/// instead read `w` floats (three cache lines for `w = 48`) from each of `kc` rows a
+/// whole row stride apart, a pattern the hardware prefetchers do not follow: with the
+/// wide `B` of a convolution's first layers (`64 × 576 × 16384`), it took a third of the
+/// product's time on Intel Sapphire Rapids.
+fn pack_rows(
+    d: &[f32],
+    rs: usize,
+    (k0, kc): (usize, usize),
+    (j0, nc): (usize, usize),
+    w: usize,
+    out: &mut [f32],
+) {
+    let panels = nc.div_ceil(w);
+    for k in 0..kc {
+        if k + PREFETCH_ROWS < kc {
+            let at = (k0 + k + PREFETCH_ROWS) * rs + j0;
+            prefetch(&d[at..at + nc]);
+        }
+        let row = &d[(k0 + k) * rs + j0..(k0 + k) * rs + j0 + nc];
+        for p in 0..panels {
+            let cols = w.min(nc - p * w);
+            let dst = &mut out[(p * kc + k) * w..(p * kc + k + 1) * w];
+            dst[..cols].copy_from_slice(&row[p * w..p * w + cols]);
+            dst[cols..].fill(0.0);
+        }
+    }
+}
+
+/// Asks for the cache lines of `s` to be brought into the caches (a hint: no fault, no
+/// effect on any value).
+fn prefetch(s: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..s.len()).step_by(16) {
+        // SAFETY: `prefetcht0` needs SSE, which every x86-64 CPU has (the target's
+        // baseline); it reads no memory architecturally and cannot fault, and the
+        // address is that of an element of `s` anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                s[i..].as_ptr().cast(),
+            )
+        };
     }
 }
 
@@ -174,6 +227,32 @@ mod tests {
             let mut out = vec![f32::NAN; 2 * kc * w];
             v.pack(k0, kc, j0, nc, w, &mut out);
             assert_eq!(out, want, "strides {:?}", v.strides());
+        }
+    }
+
+    /// Rows long enough for the row-by-row packing to fetch ahead, 48-wide panels with
+    /// a narrower last one: each panel holds its columns of every row, zeros past the
+    /// last column.
+    #[test]
+    fn contiguous_rows_pack_into_every_panel() {
+        let (k, n, rs) = (11, 130, 140);
+        let d: Vec<f32> = (0..k * rs).map(|v| v as f32 * 0.5 - 3.0).collect();
+        let m = MatRef::new(&d, k, n, rs, 1);
+        let (k0, kc, j0, nc, w) = (1, 9, 3, 120, 48);
+        let mut out = vec![f32::NAN; 3 * kc * w];
+        m.pack(k0, kc, j0, nc, w, &mut out);
+        for p in 0..3 {
+            for kk in 0..kc {
+                for jj in 0..w {
+                    let j = j0 + p * w + jj;
+                    let want = if j < j0 + nc {
+                        d[(k0 + kk) * rs + j]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(out[(p * kc + kk) * w + jj], want, "panel {p}, k {kk}, {jj}");
+                }
+            }
         }
     }
 
