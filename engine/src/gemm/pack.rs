@@ -15,6 +15,10 @@
 //! of `k`. `A` is packed the same way *as `Aᵀ`*: an `MR`-row micro-panel of `A` is an
 //! `MR`-column panel of `Aᵀ`, so one trait, [`Panels`], serves both operands.
 //!
+//! A strided matrix with contiguous rows (a row-major `B`) is packed row by row
+//! ([`pack_rows`]): each row's piece is read once, front to back, and dealt to the
+//! panels, the rows a few ahead fetched meanwhile.
+//!
 //! [`Panels`] is implemented by strided matrices ([`MatRef`]) and, in the convolution,
 //! by sources that compute each element from the input image (implicit im2col): the
 //! GEMM never needs a matrix to exist in memory, only to be packable block by block.
