@@ -15,10 +15,6 @@
 //! of `k`. `A` is packed the same way *as `Aᵀ`*: an `MR`-row micro-panel of `A` is an
 //! `MR`-column panel of `Aᵀ`, so one trait, [`Panels`], serves both operands.
 //!
-//! A strided matrix with contiguous rows (a row-major `B`) is packed row by row
-//! ([`pack_rows`]): each row's piece is read once, front to back, and dealt to the
-//! panels, the rows a few ahead fetched meanwhile.
-//!
 //! [`Panels`] is implemented by strided matrices ([`MatRef`]) and, in the convolution,
 //! by sources that compute each element from the input image (implicit im2col): the
 //! GEMM never needs a matrix to exist in memory, only to be packable block by block.
@@ -56,9 +52,6 @@ impl Panels for MatRef<'_> {
     fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]) {
         let (rs, cs) = self.strides();
         let d = self.data();
-        if cs == 1 {
-            return pack_rows(d, rs, (k0, kc), (j0, nc), w, out);
-        }
         for (p, panel) in out.chunks_mut(kc * w).take(nc.div_ceil(w)).enumerate() {
             let jp = j0 + p * w;
             let cols = w.min(j0 + nc - jp);
@@ -102,56 +95,6 @@ impl Panels for MatRef<'_> {
                 }
             }
         }
-    }
-}
-
-/// Rows of the inner dimension, how far ahead [`pack_rows`] asks for them.
-const PREFETCH_ROWS: usize = 4;
-
-/// [`Panels::pack`] for a matrix with contiguous rows (`d[k·rs + j]`), row by row: each
-/// row's `nc` floats are read in one sweep and dealt to the panels (one `w`-float piece
-/// to each), while the row [`PREFETCH_ROWS`] ahead is fetched. Packing panel by panel
-/// instead read `w` floats (three cache lines for `w = 48`) from each of `kc` rows a
-/// whole row stride apart, a pattern the hardware prefetchers do not follow: with the
-/// wide `B` of a convolution's first layers (`64 × 576 × 16384`), it took a third of the
-/// product's time on Intel Sapphire Rapids.
-fn pack_rows(
-    d: &[f32],
-    rs: usize,
-    (k0, kc): (usize, usize),
-    (j0, nc): (usize, usize),
-    w: usize,
-    out: &mut [f32],
-) {
-    let panels = nc.div_ceil(w);
-    for k in 0..kc {
-        if k + PREFETCH_ROWS < kc {
-            let at = (k0 + k + PREFETCH_ROWS) * rs + j0;
-            prefetch(&d[at..at + nc]);
-        }
-        let row = &d[(k0 + k) * rs + j0..(k0 + k) * rs + j0 + nc];
-        for p in 0..panels {
-            let cols = w.min(nc - p * w);
-            let dst = &mut out[(p * kc + k) * w..(p * kc + k + 1) * w];
-            dst[..cols].copy_from_slice(&row[p * w..p * w + cols]);
-            dst[cols..].fill(0.0);
-        }
-    }
-}
-
-/// Asks for the cache lines of `s` to be brought into the caches (a hint: no fault, no
-/// effect on any value).
-fn prefetch(s: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for i in (0..s.len()).step_by(16) {
-        // SAFETY: `prefetcht0` needs SSE, which every x86-64 CPU has (the target's
-        // baseline); it reads no memory architecturally and cannot fault, and the
-        // address is that of an element of `s` anyway.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                s[i..].as_ptr().cast(),
-            )
-        };
     }
 }
 
@@ -234,9 +177,8 @@ mod tests {
         }
     }
 
-    /// Rows long enough for the row-by-row packing to fetch ahead, 48-wide panels with
-    /// a narrower last one: each panel holds its columns of every row, zeros past the
-    /// last column.
+    /// Contiguous rows, 48-wide panels with a narrower last one: each panel holds its
+    /// columns of every row, zeros past the last column.
     #[test]
     fn contiguous_rows_pack_into_every_panel() {
         let (k, n, rs) = (11, 130, 140);
