@@ -373,6 +373,45 @@ fn avx2_and_avx512_give_the_same_bits() {
     }
 }
 
+/// Products large enough to be cut into tasks, on 2 and 3 threads: the columns are
+/// cut in vectors (1024 into 512 and 512, each task ending on a narrower tile; 1000 into
+/// pieces that are no multiple of 48), rows in panels, with every layout, α and β, and
+/// the result still matches the reference.
+#[test]
+fn products_cut_into_tasks_match_the_reference() {
+    use Layout::*;
+    let mut r = Rng::new(7);
+    let paths = paths();
+    for &(m, k, n) in &[
+        (64, 300, 1024),
+        (129, 77, 1000),
+        (300, 50, 333),
+        (520, 40, 40),
+    ] {
+        let a = r.normal_vec(m * k, 0.0, 1.0);
+        let b = r.normal_vec(k * n, 0.0, 1.0);
+        let c0 = r.normal_vec(m * n, 0.0, 1.0);
+        for (alpha, beta, layouts) in [
+            (1.0, 0.0, [RowMajor, RowMajor, RowMajor]),
+            (0.5, 2.0, [Transposed, RowMajor, Strided]),
+            (-1.5, 1.0, [Strided, Transposed, RowMajor]),
+        ] {
+            let want = reference(m, k, n, alpha, &a, &b, beta, &c0);
+            for &isa in &paths {
+                for threads in [2, 3] {
+                    let got = with_threads(threads, || {
+                        run(isa, (m, k, n), alpha, &a, &b, beta, &c0, layouts)
+                    });
+                    let what = format!(
+                        "{isa} {m}x{k}x{n} α={alpha} β={beta} {layouts:?}, {threads} threads"
+                    );
+                    assert_close(&what, &got, &want, k, alpha.abs());
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn every_thread_count_gives_the_same_bits() {
     let mut r = Rng::new(6);

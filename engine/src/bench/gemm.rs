@@ -21,12 +21,32 @@ pub struct Peak {
     pub gflops_cpu: f64,
 }
 
+/// How long every thread runs the FMA loop before a peak is measured. After an idle
+/// spell the first runs of the loop are slow (on Intel Sapphire Rapids, 2 cores under
+/// KVM, a first `focal bench peak` read 176 GFLOP/s and the next one 345: the cores'
+/// clock and 512-bit units, or the host scheduling an idle virtual CPU back in); a
+/// quarter of a second of FMAs on every thread first lets the calibration and the timed
+/// runs see the steady rate.
+const WARM_UP_SECS: f64 = 0.25;
+
+/// Runs the FMA loop of `isa` on every thread of the pool for `secs` seconds at least.
+fn warm_up(isa: Isa, secs: f64) {
+    let t = Instant::now();
+    rayon::broadcast(|_| {
+        while t.elapsed().as_secs_f64() < secs {
+            std::hint::black_box(peak::fma_loop(isa, 1 << 14));
+        }
+    });
+}
+
 /// The f32 FMA peak of `isa` with every thread of the current rayon pool running the
 /// register-resident loop of `gemm/peak.rs` at once: the best of `reps` runs of about
-/// `secs` seconds each (other processes can only lower a run's rate).
+/// `secs` seconds each (other processes can only lower a run's rate), after a warm-up
+/// ([`WARM_UP_SECS`]) that brings the cores to their steady rate.
 pub fn measure_peak(isa: Isa, secs: f64, reps: usize) -> Peak {
     let threads = rayon::current_num_threads();
     let per_iter = peak::flops_per_iter(isa) as f64;
+    warm_up(isa, WARM_UP_SECS);
     // Calibrate: iterations for about `secs` on one thread.
     let mut iters = 1 << 16;
     loop {

@@ -2,7 +2,8 @@
 //! split of `C` into tasks for the threads.
 //!
 //! ```text
-//!  C (m × n) cut into tasks: bands of whole MR-row panels × column blocks
+//!  C (m × n) cut into tasks: bands of whole MR-row panels × column blocks (cut in
+//!  vectors of VL columns, so that the threads' shares differ by at most one vector)
 //!  task (rows i0.., columns j0..):
 //!    for jc in task columns, blocks of ≤ NC:        even widths (block_width)
 //!      for pc in 0..K step KC:                      inner-dimension block
@@ -186,12 +187,25 @@ pub(crate) fn block_width(n: usize, nc: usize, nr: usize) -> usize {
 /// one element per cycle, a tile step at `MR·NR/32` elements per cycle.
 const PACK_COST: f64 = 2.0;
 
-/// How many row and column pieces to cut `C` into (`m × n`, tiles of `mr × nr`): the
-/// split whose busiest thread has the least to do, counting for each task its tiles and
-/// the packing of its own `B` columns (cutting rows makes several tasks pack the same
-/// columns), the tasks dealt to the threads largest first. A task wider than `NC`
-/// walks its column blocks in turn. A small product runs as one task.
-pub(crate) fn task_grid(m: usize, n: usize, k: usize, mr: usize, nr: usize) -> (usize, usize) {
+/// How many row and column pieces to cut `C` into (`m × n`, tiles of `mr × nr`, rows
+/// cut in whole `mr`-row panels, columns in units of `cu` ≤ `nr`): the split whose
+/// busiest thread has the least to do, counting for each task its tiles and the packing
+/// of its own `B` columns (cutting rows makes several tasks pack the same columns), the
+/// tasks dealt to the threads largest first. A narrower last tile counts for its share
+/// of a whole one. A task wider than `NC` walks its column blocks in turn. A small
+/// product runs as one task.
+///
+/// Columns are cut in vectors (`cu` = the kernel's `VL`), not in whole micro-panels:
+/// 1024 columns in 48-wide panels (21⅓ of them) split as 528 and 496 in panels, one
+/// thread doing 6 % more than the other, but as 512 and 512 in vectors, each task
+/// ending on one 32-wide tile.
+pub(crate) fn task_grid(
+    m: usize,
+    n: usize,
+    k: usize,
+    (mr, nr): (usize, usize),
+    cu: usize,
+) -> (usize, usize) {
     let threads = rayon::current_num_threads();
     if threads <= 1 || 2 * m * n * k < PAR_FLOPS {
         return (1, 1);
@@ -212,9 +226,10 @@ pub(crate) fn task_grid(m: usize, n: usize, k: usize, mr: usize, nr: usize) -> (
             }
             work.clear();
             for (rl, rn) in pieces(m, rows, mr) {
-                for (cl, cn) in pieces(n, cols, nr) {
-                    let (tr, tc) = (rl.div_ceil(mr), cl.div_ceil(nr));
-                    let w = (tr * tc) as f64 + tc as f64 * PACK_COST;
+                for (cl, cn) in pieces(n, cols, cu) {
+                    let tr = rl.div_ceil(mr) as f64;
+                    let tc = (cl.div_ceil(cu) * cu) as f64 / nr as f64;
+                    let w = tr * tc + tc * PACK_COST;
                     work.extend(std::iter::repeat_n(w, rn * cn));
                 }
             }
@@ -252,14 +267,14 @@ pub(crate) fn gemm<K: MicroKernel>(a: ASide, b: &dyn Panels, start: Start, c: Ma
             owned.insert(PackedPanels::new_in::<K>(A_PANELS.take(), at, alpha))
         }
     };
-    let (row_parts, col_parts) = task_grid(m, n, k, K::MR, K::NR);
+    let (row_parts, col_parts) = task_grid(m, n, k, (K::MR, K::NR), K::VL);
     let mut tasks = Vec::with_capacity(row_parts * col_parts);
     let mut rest = c;
     for (i0, rows) in cuts(m, row_parts, K::MR) {
         let (band, tail) = rest.split_rows(rows);
         rest = tail;
         let mut band = band;
-        for (j0, cols) in cuts(n, col_parts, K::NR) {
+        for (j0, cols) in cuts(n, col_parts, K::VL) {
             let (blk, right) = band.split_cols(cols);
             band = right;
             tasks.push((i0, j0, blk));
@@ -427,12 +442,15 @@ mod tests {
         crate::threads::with_threads(2, || {
             // 512 x 128 (three 48-wide panels): rows are cut rather than 3 column tasks
             // for 2 threads.
-            let (r, c) = task_grid(512, 128, 4608, 8, 48);
+            let (r, c) = task_grid(512, 128, 4608, (8, 48), 16);
             assert_eq!((r * c) % 2, 0, "{r} x {c}");
             // Tiny products stay whole.
-            assert_eq!(task_grid(8, 8, 8, 8, 48), (1, 1));
-            // A square product: two halves of the columns (22 panels: 11 each).
-            assert_eq!(task_grid(1024, 1024, 1024, 8, 48), (1, 2));
+            assert_eq!(task_grid(8, 8, 8, (8, 48), 16), (1, 1));
+            // A square product: two halves of the columns, 512 each (cut in vectors of
+            // 16, not in 48-wide panels: 528 and 496).
+            assert_eq!(task_grid(1024, 1024, 1024, (8, 48), 16), (1, 2));
+            assert_eq!(cuts(1024, 2, 16), vec![(0, 512), (512, 512)]);
+            assert_eq!(cuts(2048, 2, 16), vec![(0, 1024), (1024, 1024)]);
         });
     }
 

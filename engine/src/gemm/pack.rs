@@ -177,6 +177,31 @@ mod tests {
         }
     }
 
+    /// Contiguous rows, 48-wide panels with a narrower last one: each panel holds its
+    /// columns of every row, zeros past the last column.
+    #[test]
+    fn contiguous_rows_pack_into_every_panel() {
+        let (k, n, rs) = (11, 130, 140);
+        let d: Vec<f32> = (0..k * rs).map(|v| v as f32 * 0.5 - 3.0).collect();
+        let m = MatRef::new(&d, k, n, rs, 1);
+        let (k0, kc, j0, nc, w) = (1, 9, 3, 120, 48);
+        let mut out = vec![f32::NAN; 3 * kc * w];
+        m.pack(k0, kc, j0, nc, w, &mut out);
+        for p in 0..3 {
+            for kk in 0..kc {
+                for jj in 0..w {
+                    let j = j0 + p * w + jj;
+                    let want = if j < j0 + nc {
+                        d[(k0 + kk) * rs + j]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(out[(p * kc + kk) * w + jj], want, "panel {p}, k {kk}, {jj}");
+                }
+            }
+        }
+    }
+
     /// Growing a buffer (as the thread-local packed-B block does) gives the new length,
     /// still on a cache line; asking for less keeps it as it is.
     #[test]

@@ -59,7 +59,7 @@ pub(crate) fn gemm(alpha: f32, a: MatRef, b: &dyn Panels, start: Start, c: MatMu
     let (m, n) = (c.rows(), c.cols());
     let k = a.cols();
     let plain_b = b.as_matrix();
-    let (row_parts, mut col_parts) = task_grid(m, n, k, 8, 8);
+    let (row_parts, mut col_parts) = task_grid(m, n, k, (8, 8), 8);
     if plain_b.is_none() {
         // A materialised block holds at most BLOCK columns.
         col_parts = col_parts.max(n.div_ceil(BLOCK));
