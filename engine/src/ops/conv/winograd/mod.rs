@@ -52,14 +52,17 @@
 //! **GEMM.** The products run on focal's own GEMM (`crate::gemm`), on the path the
 //! caller names (the process's `FOCAL_ISA` choice in conv2d; the tests run each). The
 //! transformed filters `U_ξ` are packed once per call ([`crate::gemm::PackedA`]) and
-//! reused for every chunk of tiles; each product `M_ξ = U_ξ·V_ξ` is stored once by
-//! the GEMM (β = 0, no zero fill); the weight gradient's `dU_ξ` continues its FMA chains
+//! reused for every chunk of tiles; the forward kernel writes the transformed inputs
+//! `V_ξ` straight in the GEMM's `B` micro-panel order (`packed_inputs.rs`), so the
+//! GEMM packs them with one contiguous copy per micro-panel; each product
+//! `M_ξ = U_ξ·V_ξ` is stored once by the GEMM (β = 0, no zero fill); the weight gradient's `dU_ξ` continues its FMA chains
 //! across the chunks (β = 1). The transforms run in the vector build that goes with the
 //! GEMM path (`simd.rs`), and compute the same bits in every build.
 
 mod algo;
 mod forward;
 pub(crate) mod gradcheck_cases;
+mod packed_inputs;
 mod plan;
 pub(crate) mod simd;
 mod transforms;
