@@ -3,6 +3,8 @@
 //! ```text
 //!   operands          view.rs     MatRef / MatMut: slice, rows, cols, strides, .t()
 //!   packing           pack.rs     blocks of A and B into micro-panel order (Panels)
+//!                     panel_width.rs  each path's B micro-panel width, for callers
+//!                                 that lay out B in that order themselves
 //!   loop nest         driver.rs   KC / NC blocking, tasks for the threads
 //!   micro-kernels     avx512.rs   8 × 48 tile, AVX-512F + FMA
 //!                     avx2.rs     6 × 16 tile, AVX2 + FMA
@@ -32,12 +34,14 @@ pub(crate) mod driver;
 pub mod isa;
 mod kernel;
 mod pack;
+mod panel_width;
 pub mod peak;
 mod portable;
 mod view;
 
 pub use isa::Isa;
 pub use pack::Panels;
+pub use panel_width::b_panel_width;
 pub use view::{MatMut, MatRef};
 
 use driver::{ASide, PackedPanels};

@@ -103,14 +103,16 @@ fn tiles(g: &Geom, m: usize) -> usize {
 }
 
 /// Fewest F(4x4) tiles (over the batch) for F(4x4) to beat F(2x2); see [`auto_tile`].
-pub(crate) const MIN_TILES_F4: usize = 256;
+pub(crate) const MIN_TILES_F4: usize = 128;
 /// Fewest F(2x2) tiles for Winograd to beat the direct kernels.
 pub(crate) const MIN_TILES_F2: usize = 128;
 /// Fewest input and output channels for Winograd to beat the direct kernels.
 pub(crate) const MIN_CHANNELS: usize = 256;
-/// Smallest output plane: below it the direct kernels batch the samples into one GEMM
-/// (`forward.rs`, `SMALL_PLANE`), which Winograd did not beat at any size measured.
-pub(crate) const MIN_PLANE: usize = 256;
+/// Smallest output plane (pixels), 32²: on 16² planes Winograd lost on the Intel Xeon
+/// (Sapphire Rapids) at every channel count measured, and below 16² the direct kernels
+/// batch the samples into one GEMM (`forward.rs`, `SMALL_PLANE`), which Winograd did not
+/// beat on either CPU.
+pub(crate) const MIN_PLANE: usize = 1024;
 
 /// The tile size of `--conv-algo winograd`: F(4x4) when there are at least
 /// [`MIN_TILES_F4`] of its tiles, else F(2x2) (see [`auto_tile`] for the measurements).
@@ -124,7 +126,7 @@ pub(crate) fn winograd_tile(g: &Geom) -> TileKind {
 
 /// The rule of `--conv-algo auto`: Winograd with the tile of [`winograd_tile`] when
 /// both channel counts are at least [`MIN_CHANNELS`], the output plane has at least
-/// [`MIN_PLANE`] pixels and there are at least [`MIN_TILES_F2`] F(2x2) tiles; direct
+/// [`MIN_PLANE`] pixels (32²) and there are at least [`MIN_TILES_F2`] F(2x2) tiles; direct
 /// otherwise.
 ///
 /// Measured with `focal bench conv --preset grid --compare-algos
@@ -140,16 +142,35 @@ pub(crate) fn winograd_tile(g: &Geom) -> TileKind {
 /// | 256   | 0.67 / 0.32 | 1.15 / 0.65 | 1.28 / 1.19 | 1.30 / 1.52 |
 /// | 512   | 0.65 / 0.34 | 1.21 / 0.68 | 1.54 / 1.45 | 1.52 / 1.81 |
 ///
-/// So: with 64 and 128 channels Winograd gains at most 9 % and loses up to 22 % on the
-/// large planes, where the direct GEMMs are widest (the transforms, which grow with
-/// `C + O`, cost as much as the multiplications saved), hence [`MIN_CHANNELS`] = 256;
-/// 8² planes at batch 2 (32 F(2x2) tiles) never win (the filter transform and its
-/// packing, both `∝ C·O`, are spread over too few tiles); F(4x4) beats F(2x2) with 512
-/// of its tiles (64² at batch 2) and loses with 128 (32²), hence [`MIN_TILES_F4`]
-/// between them. On the 96-px default model at batch 8 every 3x3 conv has 64 channels
-/// or a plane under 256 pixels: it stays direct, and `focal train`'s default run is
-/// unchanged. With the earlier GEMM (matrixmultiply, repacking the filters per chunk)
-/// 128 channels won 1.1-1.2×; our GEMM made the direct kernels faster there. These
+/// The same grid on the 2-core Intel Xeon (Sapphire Rapids, AVX-512 path), with the
+/// transformed inputs written in the GEMM's panel order (`packed_inputs.rs`), one run
+/// interleaved, load 6-7 from other jobs (CPU-time ratios where the wall times were
+/// disturbed):
+///
+/// | C = O | 8²          | 16²         | 32²         | 64²         |
+/// |-------|-------------|-------------|-------------|-------------|
+/// | 64    | 0.38 / 0.17 | 0.85 / 0.39 | 0.78 / 0.84 | 0.71 / 0.82 |
+/// | 128   | 0.49 / 0.20 | 0.87 / 0.56 | 0.96 / 1.05 | 0.85 / 0.93 |
+/// | 256   | 0.45 / 0.21 | 0.90 / 0.51 | 1.10 / 1.25 | 1.18 / 1.42 |
+/// | 512   | 0.44 / 0.19 | 0.91 / 0.55 | 1.25 / 1.18 | 1.38 / 1.79 |
+///
+/// Here the direct kernels win every 16² plane, and F(4x4) beats F(2x2) at 256 channels
+/// from 128 of its tiles (32² at batch 2). The thresholds follow this CPU (the Zen 5
+/// machine could not be measured again with the new layout): [`MIN_PLANE`] = 1024
+/// (was 256: 16² planes won 1.15-1.21× on Zen 5, lost 0.66-0.91× here) and
+/// [`MIN_TILES_F4`] = 128 (was 256: on Zen 5 F(2x2) led at 32², here F(4x4) does at 256
+/// channels and trails at 512, both faster than direct).
+///
+/// On both CPUs: with 64 and 128 channels Winograd gains at most 9 % and mostly loses,
+/// on the large planes too, where the direct GEMMs are widest (the transforms, which
+/// grow with `C + O`, cost as much as the multiplications saved), hence
+/// [`MIN_CHANNELS`] = 256; 8² planes at batch 2 (32 F(2x2) tiles) never win (the filter
+/// transform and its packing, both `∝ C·O`, are spread over too few tiles); F(4x4) beats
+/// F(2x2) with 512 of its tiles (64² at batch 2). On the 96-px default model at batch 8
+/// every 3x3 conv has 64 channels or a plane under 1024 pixels: it stays direct, and
+/// `focal train`'s default run is unchanged. With the earlier GEMM (matrixmultiply,
+/// repacking the filters per chunk) 128 channels won 1.1-1.2× on Zen 5; our GEMM made
+/// the direct kernels faster there. These
 /// thresholds belong to this GEMM: measure again when it changes.
 ///
 /// The rule looks at shapes only, never at the instruction set, so that `auto` makes
@@ -193,8 +214,10 @@ mod tests {
         for (n, c, o, hw, want) in [
             (2, 64, 64, 128, None),                // layer1: 64 channels
             (2, 128, 128, 64, None),               // layer2: 128 channels
-            (2, 256, 256, 32, Some(TileKind::F2)), // layer3: 128 F(4x4) tiles
-            (2, 512, 512, 16, Some(TileKind::F2)), // layer4: 128 F(2x2) tiles
+            (2, 256, 256, 32, Some(TileKind::F4)), // layer3: 128 F(4x4) tiles
+            (2, 512, 512, 16, None),               // layer4: a 16² plane
+            (2, 256, 256, 16, None),               // head on P5: a 16² plane
+            (1, 256, 256, 32, Some(TileKind::F2)), // 64 F(4x4) tiles
             (2, 256, 256, 64, Some(TileKind::F4)), // head on P3
             (2, 256, 720, 64, Some(TileKind::F4)), // class output on P3
             (2, 256, 36, 64, None),                // box output: 36 channels

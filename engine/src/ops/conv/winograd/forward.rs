@@ -6,10 +6,15 @@
 //! GEMM once per call (`plan::packed_filters`):
 //!
 //! ```text
-//! 1. V[s, ξ, j]  = (Bᵀ d_{s,j} B)[ξ]            one task per source channel s
+//! 1. V[s, ξ, j]  = (Bᵀ d_{s,j} B)[ξ]            written in the GEMM's B micro-panel
+//!                                               order (`packed_inputs.rs`), one task
+//!                                               per (panel of tiles, channel group)
 //! 2. M_ξ (R, J)  = U_ξ (R, S) · V_ξ (S, J)      one GEMM per position ξ (α² tasks),
-//!                                               U_ξ prepacked, β = 0 (no zero fill)
-//! 3. out tile j of channel r = Aᵀ M[·, r, j] A (+ bias)   one task per channel r
+//!                                               U_ξ prepacked, V_ξ packed by one copy
+//!                                               per micro-panel, β = 0 (no zero fill)
+//! 3. out tile j of channel r = Aᵀ M[r, ·, j] A (+ bias)   one task per channel r;
+//!                                               M laid out [R][α²][J], so a channel's
+//!                                               products are one block
 //! ```
 //!
 //! `J` is the number of tiles in the chunk. Step 2 is where the multiplications are
@@ -19,10 +24,11 @@
 
 use rayon::prelude::*;
 
-use super::plan::{transform_inputs, Conv3, Grid};
+use super::packed_inputs::{packed_len, transform_inputs_packed, PackedInputs};
+use super::plan::{Conv3, Grid};
 use super::simd::{multiversion, Level};
 use super::transforms::{Lanes, Tile, LANES};
-use crate::gemm::{gemm_packed, MatMut, MatRef, PackedA, Start};
+use crate::gemm::{b_panel_width, gemm_packed, MatMut, PackedA, Start};
 
 /// `out (N, R, OH, OW) = conv(src, k) + bias`, every element written. `u` holds the
 /// filters' transforms `U_ξ` (`R × S`), packed for the GEMM (`plan::packed_filters`);
@@ -40,26 +46,34 @@ pub(crate) fn conv<T: Tile>(
     let level = Level::of(u[0].isa());
     let plane = c.oh * c.ow;
     debug_assert_eq!(out.len(), c.n * c.r * plane);
+    // V in the GEMM's B micro-panel order (`packed_inputs.rs`), panels of `w` tiles.
+    let w = b_panel_width(u[0].isa());
     // Buffers for the largest chunk, allocated once per call (see `plan.rs`).
     let most = grid.rows_per_chunk * grid.tw;
-    let (mut v_buf, mut prod_buf) = (vec![0.0f32; c.s * a2 * most], vec![0.0f32; a2 * c.r * most]);
+    let mut v_buf = vec![0.0f32; packed_len(a2, c.s, most, w)];
+    let mut prod_buf = vec![0.0f32; a2 * c.r * most];
     for (r0, r1) in grid.chunks(c) {
         let tiles = (r1 - r0) * grid.tw;
-        let v = &mut v_buf[..c.s * a2 * tiles];
-        transform_inputs::<T>(level, c, grid, src, (r0, r1), v);
+        let v = &mut v_buf[..packed_len(a2, c.s, tiles, w)];
+        transform_inputs_packed::<T>(level, c, grid, src, (r0, r1), w, v);
 
-        // M laid out [α²][R][tiles]: each position's product is one contiguous block.
+        // M laid out [R][α²][tiles]: M_ξ is columns ξ·tiles .. of an (R, α²·tiles)
+        // matrix, and the α² products of one output channel are one contiguous block
+        // for step 3 to read.
         let prod = &mut prod_buf[..a2 * c.r * tiles];
+        let mut products = Vec::with_capacity(a2);
+        let mut rest = MatMut::row_major(prod, c.r, a2 * tiles);
+        for _ in 0..a2 {
+            let (m_xi, right) = rest.split_cols(tiles);
+            products.push(m_xi);
+            rest = right;
+        }
         let v = &*v;
-        prod.par_chunks_mut(c.r * tiles)
-            .enumerate()
-            .for_each(|(xi, m_xi)| {
-                // V_ξ: rows α²·tiles floats apart, contiguous columns.
-                let v_xi = MatRef::new(&v[xi * tiles..], c.s, tiles, a2 * tiles, 1);
-                // U_ξ (R, S) · V_ξ (S, tiles) -> M_ξ (R, tiles)
-                let m_xi = MatMut::row_major(m_xi, c.r, tiles);
-                gemm_packed(&u[xi], &v_xi, Start::Beta(0.0), m_xi);
-            });
+        products.into_par_iter().enumerate().for_each(|(xi, m_xi)| {
+            let v_xi = PackedInputs::new(v, xi, a2, c.s, tiles, w);
+            // U_ξ (R, S) · V_ξ (S, tiles) -> M_ξ (R, tiles)
+            gemm_packed(&u[xi], &v_xi, Start::Beta(0.0), m_xi);
+        });
 
         // The rows of each output plane that this chunk's tiles cover: one contiguous
         // piece per (sample, channel), handed to the task of its channel.
@@ -107,23 +121,46 @@ multiversion! {
                     // Position ξ of LANES consecutive tiles: consecutive floats of M_ξ.
                     let count = (grid.tw - tx0).min(LANES);
                     for (xi, v) in mm[..a2].iter_mut().enumerate() {
-                        *v = Lanes::load(&prod[(xi * c.r + o) * tiles + j_row + tx0..][..count]);
+                        let at = (o * a2 + xi) * tiles + j_row + tx0;
+                        *v = Lanes::load(&prod[at..][..count]);
+                        // The α² rows are more streams than the hardware prefetchers
+                        // follow: ask for each one's line of four groups ahead.
+                        prefetch(prod, at + 4 * LANES);
                     }
                     T::output(&mm[..a2], &mut y[..m * m]);
                     // Row i of these tiles is one run of the output row; the outputs
                     // hanging over the bottom and right edges are dropped.
                     let (x0, x1) = (tx0 * m, ((tx0 + count) * m).min(c.ow));
                     for (i, yi) in y.chunks_exact(m).take(m.min(rows - tyl * m)).enumerate() {
-                        let run = &mut dst[(tyl * m + i) * c.ow..][x0..x1];
-                        // Tile `lane` covers run[lane·m ..]; its last one may be cut.
-                        for (lane, out) in run.chunks_mut(m).enumerate() {
-                            for (d, v) in out.iter_mut().zip(yi) {
-                                *d = v.0[lane] + b;
+                        // Tile `lane` covers run[lane·m ..]; its last one may be cut. The
+                        // row is put together in registers and stored as one run.
+                        let mut row = [0.0f32; 4 * LANES];
+                        for lane in 0..LANES {
+                            for (k, v) in yi.iter().enumerate() {
+                                row[lane * m + k] = v.0[lane] + b;
                             }
                         }
+                        let run = &mut dst[(tyl * m + i) * c.ow..][x0..x1];
+                        run.copy_from_slice(&row[..x1 - x0]);
                     }
                 }
             }
         }
     }
+}
+
+/// Asks the CPU to bring the cache line holding `s[at]` into L1 ahead of its use: a
+/// hint, with no effect on any value (nothing when `at` is past the end).
+#[inline(always)]
+fn prefetch(s: &[f32], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v) = s.get(at) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: SSE is part of the x86-64 baseline, so the instruction exists on every
+        // CPU this build runs on; a prefetch reads no memory the program can observe and
+        // cannot fault, and the pointer is to an element of `s` anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((v as *const f32).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, at);
 }

@@ -42,24 +42,28 @@
 //! `5e-5·max |reference|` for F(4x4) (`engine/tests/winograd.rs`).
 //!
 //! **Which tile, and when** (`--conv-algo`, [`ConvAlgo`]): the rule of `auto` and the
-//! measurements behind it are in `algo.rs`. In short, on the 2-core AMD EPYC Zen 5
-//! (AVX-512) with focal's GEMM: Winograd runs forward + backward 1.15-1.8× faster than
-//! the direct kernels on 3x3 convs with at least 256 channels in and out, planes of 16²
-//! or more and enough tiles; F(4x4) wins over F(2x2) only on the largest planes;
-//! 64- and 128-channel convs and small planes stay direct, which includes every 3x3
-//! conv of the 96-px default model, so `focal train`'s default run is unchanged.
+//! measurements behind it are in `algo.rs`. In short, on the 2-core Intel Xeon
+//! (Sapphire Rapids, AVX-512) with focal's GEMM: Winograd runs forward + backward
+//! 1.1-1.8× faster than the direct kernels on 3x3 convs with at least 256 channels in
+//! and out on planes of 32² or more (`auto` uses it there; the 2-core AMD EPYC Zen 5,
+//! measured before, also won on 16²); F(4x4) from 128 of its tiles; 64- and
+//! 128-channel convs and small planes stay direct, which includes every 3x3 conv of the
+//! 96-px default model, so `focal train`'s default run is unchanged.
 //!
 //! **GEMM.** The products run on focal's own GEMM (`crate::gemm`), on the path the
 //! caller names (the process's `FOCAL_ISA` choice in conv2d; the tests run each). The
 //! transformed filters `U_ξ` are packed once per call ([`crate::gemm::PackedA`]) and
-//! reused for every chunk of tiles; each product `M_ξ = U_ξ·V_ξ` is stored once by
-//! the GEMM (β = 0, no zero fill); the weight gradient's `dU_ξ` continues its FMA chains
+//! reused for every chunk of tiles; the forward kernel writes the transformed inputs
+//! `V_ξ` straight in the GEMM's `B` micro-panel order (`packed_inputs.rs`), so the
+//! GEMM packs them with one contiguous copy per micro-panel; each product
+//! `M_ξ = U_ξ·V_ξ` is stored once by the GEMM (β = 0, no zero fill); the weight gradient's `dU_ξ` continues its FMA chains
 //! across the chunks (β = 1). The transforms run in the vector build that goes with the
 //! GEMM path (`simd.rs`), and compute the same bits in every build.
 
 mod algo;
 mod forward;
 pub(crate) mod gradcheck_cases;
+mod packed_inputs;
 mod plan;
 pub(crate) mod simd;
 mod transforms;

@@ -177,3 +177,70 @@ fn avx2_and_avx512_paths_give_the_same_bits() {
         }
     }
 }
+
+/// The transformed inputs written in the GEMM's micro-panel order hold the same bits as
+/// the strided layout (`plan::transform_inputs`), and pack to the same panels: through
+/// the one-copy path (panels of the stored width, aligned) and the element-wise one
+/// (any other cut), for panel widths that do and do not divide the tiles, rows of tiles
+/// that are not a multiple of [`LANES`](super::transforms::LANES) and chunks that start
+/// inside the batch.
+#[test]
+fn packed_inputs_pack_like_the_strided_layout() {
+    use super::packed_inputs::{packed_len, transform_inputs_packed, PackedInputs};
+    use crate::gemm::{MatRef, Panels};
+    fn check<T: Tile>(c: &Conv3, x: &[f32], w: usize, chunk: (usize, usize)) {
+        let a2 = T::ALPHA * T::ALPHA;
+        let grid = Grid::new::<T>(c, CHUNK_FLOATS);
+        let tiles = (chunk.1 - chunk.0) * grid.tw;
+        let mut strided = vec![0.0f32; c.s * a2 * tiles];
+        transform_inputs::<T>(Level::Portable, c, &grid, x, chunk, &mut strided);
+        // Stale values in the buffer must all be overwritten (the padding too).
+        let mut packed = vec![f32::NAN; packed_len(a2, c.s, tiles, w)];
+        transform_inputs_packed::<T>(Level::Portable, c, &grid, x, chunk, w, &mut packed);
+        for xi in 0..a2 {
+            let want = MatRef::new(&strided[xi * tiles..], c.s, tiles, a2 * tiles, 1);
+            let got = PackedInputs::new(&packed, xi, a2, c.s, tiles, w);
+            assert_eq!(got.dims(), want.dims());
+            let mut cuts = vec![(0, c.s, 0, tiles, w), (1, c.s - 1, 0, tiles, w)];
+            if tiles > w {
+                cuts.push((0, c.s, w, tiles - w, w)); // aligned, to the end
+                cuts.push((c.s - 2, 2, 0, w, w)); // one whole panel
+                cuts.push((0, c.s, 1, tiles - 1, w)); // misaligned
+            }
+            cuts.push((0, c.s, 0, tiles, 8)); // another panel width
+            for (k0, kc, j0, nc, pw) in cuts {
+                let len = nc.div_ceil(pw) * kc * pw;
+                let (mut a, mut b) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                got.pack(k0, kc, j0, nc, pw, &mut a);
+                want.pack(k0, kc, j0, nc, pw, &mut b);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&a),
+                    bits(&b),
+                    "{} ξ {xi} w {w} chunk {chunk:?} cut {:?}",
+                    std::any::type_name::<T>(),
+                    (k0, kc, j0, nc, pw)
+                );
+            }
+        }
+    }
+    let mut r = Rng::new(6);
+    for (x_shape, pad) in [([2, 5, 13, 37], (1, 1)), ([3, 4, 9, 9], (0, 2))] {
+        let w_shape = [3, x_shape[1], 3, 3];
+        let opts = Conv2dOptions {
+            padding: pad,
+            ..Conv2dOptions::default()
+        };
+        let g = Geom::new(&x_shape, &w_shape, opts);
+        let c = forward_conv(&g);
+        let x = randn(&mut r, &x_shape);
+        for w in [8, 16, 48] {
+            let rows = Grid::new::<F2>(&c, CHUNK_FLOATS).rows(&c);
+            check::<F2>(&c, x.data(), w, (0, rows));
+            check::<F2>(&c, x.data(), w, (1, rows - 1));
+            let rows = Grid::new::<F4>(&c, CHUNK_FLOATS).rows(&c);
+            check::<F4>(&c, x.data(), w, (0, rows));
+            check::<F4>(&c, x.data(), w, (1, rows));
+        }
+    }
+}
