@@ -100,7 +100,7 @@ const AFTER_HELP: &str = "\
 Without a dataset flag, `focal train` trains a small RetinaNet (ResNet-18 with GroupNorm, \
 FPN and heads 64 wide, 2 deep, GroupNorm in the heads, one anchor ratio, focal loss with \
 γ 0.5 and α 0.5) on 2000 synthetic 64-px images of up to 30 objects, resized to 96 px, \
-for 800 steps of 8 with AdamW at 4e-3 and a cosine schedule, then evaluates on 200 \
+for 720 steps of 8 with AdamW at 4e-3 and a cosine schedule, then evaluates on 200 \
 held-out images of up to 6 objects: about 3 minutes on 2 idle cores.
 
 With --data DIR (or --train-ann/--train-images/--val-ann/--val-images) the preset is the \
