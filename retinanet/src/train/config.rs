@@ -378,8 +378,9 @@ impl TrainConfig {
     ///   AP50 0.952 (AP 0.608) against 0.959 (0.646), at 13 % less CPU time. On the 2-core
     ///   Intel Xeon Sapphire Rapids, on a busy host (5-35 % steal time in the same minutes),
     ///   the 720 steps used 262 s of CPU time against 302 s for 800 steps with 0–30
-    ///   objects and 284 s for the earlier default (800 steps, 0–6 objects, which took
-    ///   192 s of wall time there when the host was quiet).
+    ///   objects and 284 s for the earlier default (800 steps, 0–6 objects). Side by side
+    ///   on a nearly idle host (steal under 10 %): 183 s of wall time (260 s of CPU) against
+    ///   189 s (275 s) for the earlier default.
     ///
     /// Cutting batches into shards ([`super::data_parallel`]) gave no speed-up here on 2
     /// cores (the kernels already keep both busy), so the default is one pass per batch.
