@@ -23,7 +23,7 @@
 
 use rayon::prelude::*;
 
-use super::plan::{split_phases, Conv3, Grid};
+use super::plan::{input_lanes, split_phases, Conv3, Grid};
 use super::simd::{multiversion, Level};
 use super::transforms::{Lanes, Tile, LANES};
 use crate::gemm::Panels;
@@ -118,13 +118,7 @@ multiversion! {
                 let y0 = (ty * m) as isize - c.py;
                 split_phases::<T>(plane, c.h, c.w, y0, c.px, a, &mut line, &mut rows);
                 for tx0 in (tx_a..tx_b).step_by(LANES) {
-                    for i in 0..a {
-                        for k in 0..a {
-                            let at = (i * m + k % m) * len + tx0 + k / m;
-                            d[i * a + k] = Lanes::load(&rows[at..]);
-                        }
-                    }
-                    T::input(&d[..a2], &mut t[..a2]);
+                    input_lanes::<T>(&rows, len, tx0, &mut d, &mut t);
                     let count = (tx_b - tx0).min(LANES);
                     let jj = j + (tx0 - tx_a) - j_lo;
                     for (val, block) in t[..a2].iter().zip(blocks.iter_mut()) {

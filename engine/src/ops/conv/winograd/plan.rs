@@ -230,13 +230,7 @@ multiversion! {
             split_phases::<T>(plane, c.h, c.w, y0, c.px, a, &mut line, &mut rows);
             let j_row = (r - r0) * grid.tw;
             for tx0 in (0..grid.tw).step_by(LANES) {
-                for i in 0..a {
-                    for k in 0..a {
-                        let at = (i * m + k % m) * len + tx0 + k / m;
-                        d[i * a + k] = Lanes::load(&rows[at..at + LANES]);
-                    }
-                }
-                T::input(&d[..a2], &mut t[..a2]);
+                input_lanes::<T>(&rows, len, tx0, &mut d, &mut t);
                 let count = (grid.tw - tx0).min(LANES);
                 for (xi, val) in t[..a2].iter().enumerate() {
                     val.store(&mut vc[xi * tiles + j_row + tx0..][..count]);
@@ -244,6 +238,31 @@ multiversion! {
             }
         }
     }
+}
+
+/// `t[ξ] = (Bᵀ d B)[ξ]` for the [`LANES`] consecutive tiles from `tx0` on, their input
+/// blocks `d` read from rows split by phase ([`split_phases`], `len` floats per phase
+/// row): entry `(i, k)` of tile `tx` is `rows[(i·m + k mod m)·len + tx + k div m]`.
+/// Shared by the strided layout ([`transform_inputs`]) and the panel layout
+/// (`packed_inputs.rs`), so both compute every value the same way.
+#[inline(always)]
+pub(crate) fn input_lanes<T: Tile>(
+    rows: &[f32],
+    len: usize,
+    tx0: usize,
+    d: &mut [Lanes; 36],
+    t: &mut [Lanes; 36],
+) {
+    let (a, m) = (T::ALPHA, T::M);
+    for i in 0..a {
+        for k in 0..a {
+            let at = (i * m + k % m) * len + tx0 + k / m;
+            // Lanes past the run of tiles are never stored; `load` zero-fills past the
+            // end of `rows`.
+            d[i * a + k] = Lanes::load(&rows[at..]);
+        }
+    }
+    T::input(&d[..a * a], &mut t[..a * a]);
 }
 
 /// `rows` rows of `plane` (`h × w`) from row `y0` on, split by column phase (`m = T::M`,
