@@ -4,7 +4,7 @@
 //! exit codes (2: a flag clap cannot parse; 1: a value or file focal refuses).
 
 mod common;
-use common::{fails_with, focal, scratch, succeeds, text};
+use common::{fails_with, focal, scratch, scratch_kept, succeeds, text};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -65,7 +65,7 @@ fn ablate(out: &Path, config: &Path, iters: &str) -> Output {
 fn finished_grid() -> &'static Path {
     static GRID: OnceLock<PathBuf> = OnceLock::new();
     GRID.get_or_init(|| {
-        let dir = scratch("cli-ablate", "shared");
+        let dir = scratch_kept("cli-ablate", "shared");
         let config = tiny_config(&dir);
         let out = dir.join("grid");
         let o = ablate(&out, &config, "3");

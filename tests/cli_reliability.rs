@@ -145,7 +145,8 @@ fn kill_9_loses_at_most_the_time_interval_and_temp_files_are_cleaned() {
     let config = text(&focal(&["train", "--print-config"]).stdout);
     assert!(config.contains("checkpoint_every_min = 10.0"), "{config}");
 
-    let dir = scratch("cli-reliability", "kill9").join("run");
+    let scratch_dir = scratch("cli-reliability", "kill9");
+    let dir = scratch_dir.join("run");
     let args = train_args(
         &dir,
         &["--iters", "400", "--checkpoint-every-min", "0.0005"],
@@ -245,7 +246,8 @@ fn kill_9_loses_at_most_the_time_interval_and_temp_files_are_cleaned() {
 /// refused, naming the holder's pid.
 #[test]
 fn sigterm_saves_and_exits_143_and_a_second_run_is_refused() {
-    let dir = scratch("cli-reliability", "sigterm").join("run");
+    let scratch_dir = scratch("cli-reliability", "sigterm");
+    let dir = scratch_dir.join("run");
     let args = train_args(&dir, &["--iters", "400", "--checkpoint-every-min", "0"]);
     let mut run = Running::start(&args, None);
     run.wait_for("step 1/400");
@@ -291,7 +293,8 @@ fn sigterm_saves_and_exits_143_and_a_second_run_is_refused() {
 /// abandoned evaluation first.
 #[test]
 fn ctrl_c_during_an_evaluation_stops_it_and_resume_repeats_it() {
-    let dir = scratch("cli-reliability", "eval-stop").join("run");
+    let scratch_dir = scratch("cli-reliability", "eval-stop");
+    let dir = scratch_dir.join("run");
     let mut args = train_args(&dir, &["--iters", "40", "--eval-every", "3"]);
     // A validation set long enough that the signal lands well inside it.
     let i = args.iter().position(|a| a == "--shapes-val").unwrap();
@@ -324,7 +327,8 @@ fn ctrl_c_during_an_evaluation_stops_it_and_resume_repeats_it() {
 /// that exists.
 #[test]
 fn a_folder_without_checkpoint_restarts_and_one_with_a_checkpoint_is_refused() {
-    let dir = scratch("cli-reliability", "stuck").join("run");
+    let scratch_dir = scratch("cli-reliability", "stuck");
+    let dir = scratch_dir.join("run");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("metrics.jsonl"),

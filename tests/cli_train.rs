@@ -5,7 +5,8 @@
 
 mod common;
 use common::{
-    fails_with, focal, focal_env, last_json_line, scratch, succeeds, text, train_args, STAT_KEYS,
+    fails_with, focal, focal_env, last_json_line, scratch, scratch_kept, succeeds, text,
+    train_args, STAT_KEYS,
 };
 
 use std::io::{BufRead, BufReader};
@@ -23,7 +24,7 @@ fn train(out: &Path, extra: &[&str]) -> Output {
 fn trained_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = scratch("cli-train", "shared").join("run");
+        let dir = scratch_kept("cli-train", "shared").join("run");
         let out = train(&dir, &["--iters", "6"]);
         assert!(
             out.status.success(),
@@ -119,7 +120,8 @@ fn train_writes_the_run_folder_and_prints_the_summary() {
 /// rebuilds it for `focal eval`.
 #[test]
 fn the_half_width_backbone_trains_and_its_checkpoint_evaluates() {
-    let dir = scratch("cli-train", "half").join("run");
+    let scratch_dir = scratch("cli-train", "half");
+    let dir = scratch_dir.join("run");
     let out = train(&dir, &["--backbone", "resnet18-half", "--iters", "12"]);
     succeeds(&out);
     let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
@@ -440,7 +442,8 @@ fn detect_draws_boxes_and_writes_results() {
 
 #[test]
 fn ctrl_c_finishes_the_step_saves_and_exits_130_and_resume_completes() {
-    let dir = scratch("cli-train", "ctrl-c").join("run");
+    let scratch_dir = scratch("cli-train", "ctrl-c");
+    let dir = scratch_dir.join("run");
     let args = train_args(&dir, &["--iters", "400"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_focal"))
         .args(&args)

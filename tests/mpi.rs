@@ -185,7 +185,8 @@ fn run_files(dir: &Path) -> RunFiles {
 fn one_process() -> &'static RunFiles {
     static RUN: OnceLock<RunFiles> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = scratch("mpi", "one").join("run");
+        let scratch_dir = scratch("mpi", "one");
+        let dir = scratch_dir.join("run");
         succeeds(&train(0, &dir, &[]));
         let files = run_files(&dir);
         assert_eq!(files.metrics.len(), 4 + 2, "4 steps and 2 evaluations");
@@ -237,7 +238,8 @@ fn mpi_processes_write_the_bits_of_one_process_with_the_same_shards() {
 )]
 fn an_mpi_run_resumes_on_another_number_of_processes() {
     let reference = one_process();
-    let dir = scratch("mpi", "resume").join("run");
+    let scratch_dir = scratch("mpi", "resume");
+    let dir = scratch_dir.join("run");
     // Steps 1-2 on 2 processes, 3 in one process without MPI, 4 on 4 processes.
     succeeds(&train(2, &dir, &["--stop-after", "2"]));
     let ckpt = dir.join("last.ckpt");
@@ -288,7 +290,8 @@ fn an_mpi_run_resumes_on_another_number_of_processes() {
     ignore = "needs focal built with --features mpi and Open MPI: cargo test --release --features mpi --test mpi"
 )]
 fn a_failing_process_stops_every_process_with_its_error() {
-    let dir = scratch("mpi", "fails").join("run");
+    let scratch_dir = scratch("mpi", "fails");
+    let dir = scratch_dir.join("run");
     let missing = dir.with_file_name("no-such-config.toml");
     // Two programs in one MPI run: rank 0 trains, rank 1 is given a configuration file
     // that does not exist. Rank 0 waits for rank 1 in the start-up check until rank 1's
@@ -323,7 +326,8 @@ fn a_failing_process_stops_every_process_with_its_error() {
     ignore = "needs focal built with --features mpi and Open MPI: cargo test --release --features mpi --test mpi"
 )]
 fn a_slurm_task_count_other_than_the_world_size_is_refused() {
-    let dir = scratch("mpi", "slurm").join("run");
+    let scratch_dir = scratch("mpi", "slurm");
+    let dir = scratch_dir.join("run");
     let mut c = mpirun(2);
     c.args(["-x", "SLURM_NTASKS=3", FOCAL, "train", "--out"])
         .arg(&dir)
@@ -441,7 +445,8 @@ fn sigusr1_to_mpirun_stops_every_process_after_the_same_step() {
 /// N copies that each see one process) is refused, in any build.
 #[test]
 fn a_lone_process_in_a_slurm_job_of_several_tasks_is_refused() {
-    let dir = scratch("mpi", "lone").join("run");
+    let scratch_dir = scratch("mpi", "lone");
+    let dir = scratch_dir.join("run");
     let out = run({
         let mut c = Command::new(FOCAL);
         c.env("SLURM_NTASKS", "4")
@@ -463,7 +468,8 @@ fn a_lone_process_in_a_slurm_job_of_several_tasks_is_refused() {
 #[test]
 #[cfg_attr(feature = "mpi", ignore = "checks a build without the mpi feature")]
 fn a_build_without_mpi_refuses_to_be_one_of_several_processes() {
-    let dir: PathBuf = scratch("mpi", "no-mpi").join("run");
+    let scratch_dir = scratch("mpi", "no-mpi");
+    let dir: PathBuf = scratch_dir.join("run");
     for var in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"] {
         let out = run({
             let mut c = Command::new(FOCAL);

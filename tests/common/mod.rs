@@ -11,12 +11,83 @@ pub const STAT_KEYS: [&str; 12] = [
 ];
 
 /// An empty scratch folder for one test of one test binary (`suite`), unique to this
-/// process.
-pub fn scratch(suite: &str, test: &str) -> PathBuf {
+/// process, removed again when the returned guard is dropped at the end of the test. A test
+/// that fails keeps its folder for a look (the panic message names it); the next run of the
+/// same suite sweeps it away. Without this, every run of the suite left about 2 GB of
+/// checkpoints in the temp folder, and a machine that ran it often filled its disk.
+pub fn scratch(suite: &str, test: &str) -> Scratch {
+    Scratch(scratch_kept(suite, test))
+}
+
+/// Like [`scratch`], but the folder outlives the test: for the runs one `OnceLock` shares
+/// between tests, which no guard can see the end of. The next run of the suite removes it.
+pub fn scratch_kept(suite: &str, test: &str) -> PathBuf {
+    sweep_earlier_runs(suite);
     let dir = std::env::temp_dir().join(format!("focal-{suite}-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A test's scratch folder; derefs to its path and removes the folder on drop, unless the
+/// test is failing (then it stays, and the next run's sweep removes it).
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept the failing test's folder {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Removes the scratch folders `focal-{suite}-{pid}-*` that earlier runs of this suite left
+/// behind: those of a process that is no longer running (`/proc/{pid}` is gone). Once per
+/// process; on systems without `/proc` it does nothing.
+fn sweep_earlier_runs(suite: &str) {
+    static SWEPT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if swept.iter().any(|s| s == suite) {
+        return;
+    }
+    swept.push(suite.to_string());
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!("focal-{suite}-");
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((pid, _test)) = rest.split_once('-') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The model and optimisation flags of a tiny run: ResNet-18 with a 32-wide FPN and
