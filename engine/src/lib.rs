@@ -52,7 +52,10 @@ pub mod threads;
 
 pub use fsio::{write_atomic, write_atomic_unsynced};
 pub use op::Op;
-pub use ops::conv::{conv2d, conv2d_with, conv_algo, set_conv_algo, Conv2dOptions, ConvAlgo};
+pub use ops::conv::{
+    conv2d, conv2d_relu, conv2d_relu_with, conv2d_with, conv_algo, set_conv_algo, Conv2dOptions,
+    ConvAlgo,
+};
 pub use ops::loss::{
     bce_with_logits, l1, sigmoid_focal_loss, sigmoid_focal_loss_rows, smooth_l1, Reduction,
     RowTarget,

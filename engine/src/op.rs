@@ -63,6 +63,7 @@ define_ops! {
     // linear algebra and images (ops/matmul.rs, ops/conv/, ops/pool.rs, ops/upsample.rs)
     Matmul => "matmul",
     Conv2d => "conv2d",
+    Conv2dRelu => "conv2d_relu",
     MaxPool2d => "max_pool2d",
     UpsampleNearest => "upsample_nearest",
     // normalisation (ops/norm.rs)

@@ -103,7 +103,7 @@ fn forward_flops(op: Op, out: &[usize], inputs: &[&[usize]]) -> f64 {
     let numel = |s: &[usize]| s.iter().product::<usize>() as f64;
     match op {
         // (N, O, OH, OW) outputs, each a sum over the weight's (C/G)·KH·KW taps.
-        Op::Conv2d => 2.0 * numel(out) * numel(&inputs[1][1..]),
+        Op::Conv2d | Op::Conv2dRelu => 2.0 * numel(out) * numel(&inputs[1][1..]),
         // (.., M, N) outputs, each a sum over K, the last axis of the left operand.
         Op::Matmul => 2.0 * numel(out) * inputs[0].last().copied().unwrap_or(0) as f64,
         _ => 0.0,

@@ -39,6 +39,23 @@ pub fn log_sigmoid_f32(x: f32) -> f32 {
     x.min(0.0) - (-x.abs()).exp().ln_1p()
 }
 
+/// ReLU, `max(x, 0)`: the one expression both `relu` and the fused `conv2d_relu` use,
+/// so that the two give the same bits.
+#[inline(always)]
+pub(crate) fn relu_f32(x: f32) -> f32 {
+    x.max(0.0)
+}
+
+/// ReLU's derivative from its output `y`: 1 where `y > 0`, else 0 (also at the kink).
+#[inline(always)]
+pub(crate) fn relu_derivative(y: f32) -> f32 {
+    if y > 0.0 {
+        1.0
+    } else {
+        0.0
+    }
+}
+
 /// `f` of every element. Each chunk is a zip of slices, a loop without bounds checks
 /// that the compiler vectorises where `f` allows.
 fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
@@ -54,7 +71,7 @@ fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
 }
 
 /// `g * df(saved)` elementwise.
-fn chain(g: &Tensor, saved: &Tensor, df: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
+pub(crate) fn chain(g: &Tensor, saved: &Tensor, df: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
     let (gd, sd) = (g.data(), saved.data());
     assert_eq!(gd.len(), sd.len());
     let mut out = vec![0.0f32; gd.len()];
@@ -142,14 +159,8 @@ impl Tensor {
     }
 
     pub fn relu(&self) -> Tensor {
-        let out = map(self, |v| v.max(0.0));
-        unary(
-            Op::Relu,
-            self,
-            out,
-            true,
-            |y| if y > 0.0 { 1.0 } else { 0.0 },
-        )
+        let out = map(self, relu_f32);
+        unary(Op::Relu, self, out, true, relu_derivative)
     }
 
     pub fn sigmoid(&self) -> Tensor {

@@ -1,6 +1,6 @@
 //! 2-D convolution with an optional bias (PyTorch's `nn.Conv2d`).
 
-use focal_engine::{conv2d, Conv2dOptions, Rng, Tensor};
+use focal_engine::{conv2d, conv2d_relu, Conv2dOptions, Rng, Tensor};
 
 use super::Layer;
 use crate::init;
@@ -95,6 +95,13 @@ impl Conv2d {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let b = self.bias.as_ref().map(|b| b.var());
         conv2d(x, &self.weight.var(), b.as_ref(), self.opts)
+    }
+
+    /// `max(forward(x), 0)` as one fused op (`focal_engine::conv2d_relu`): the same bits
+    /// as `forward(x).relu()`, without the pre-activation tensor.
+    pub fn forward_relu(&self, x: &Tensor) -> Tensor {
+        let b = self.bias.as_ref().map(|b| b.var());
+        conv2d_relu(x, &self.weight.var(), b.as_ref(), self.opts)
     }
 }
 

@@ -4,6 +4,7 @@
 use super::forward::forward;
 use super::geometry::{Conv2dOptions, Geom};
 use super::input_grad::input_grad;
+use super::relu::{relu_backward, relu_in_place};
 use super::weight_grad::weight_grad;
 use super::winograd::{self, ConvAlgo};
 use crate::gemm::isa;
@@ -55,6 +56,28 @@ pub fn conv2d_with(
     opts: Conv2dOptions,
     algo: ConvAlgo,
 ) -> Tensor {
+    conv2d_op(x, weight, bias, opts, algo, Activation::None)
+}
+
+/// What the forward pass applies to each output element after the bias: nothing
+/// (`conv2d`), or `max(y, 0)` (`conv2d_relu`, see `relu.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Activation {
+    None,
+    Relu,
+}
+
+/// The conv2d op and the fused conv2d + ReLU op (`act`): the forward dispatch to the
+/// implicit GEMM or Winograd, and the backward closure, which for the fused op first
+/// masks `∂y` where the output is not positive (`relu.rs`).
+pub(crate) fn conv2d_op(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    opts: Conv2dOptions,
+    algo: ConvAlgo,
+    act: Activation,
+) -> Tensor {
     let g = Geom::new(x.shape(), weight.shape(), opts);
     let wino = winograd::choose(&g, algo);
     let isa = isa::active();
@@ -70,16 +93,26 @@ pub fn conv2d_with(
     let shape = g.out_shape();
     let mut out = vec![0.0f32; shape.iter().product()];
     let b = bias.map(|b| b.data());
+    let relu = act == Activation::Relu;
     match wino {
-        Some(tile) => winograd::forward(tile, isa, &g, x.data(), weight.data(), b, &mut out),
-        None => forward(&g, x.data(), weight.data(), b, &mut out),
+        // The Winograd output transform applies the ReLU as it stores each row.
+        Some(tile) => winograd::forward(tile, isa, &g, x.data(), weight.data(), b, relu, &mut out),
+        None => {
+            forward(&g, x.data(), weight.data(), b, &mut out);
+            if relu {
+                relu_in_place(&mut out);
+            }
+        }
     }
     let out = Tensor::from_vec(&shape, out);
+    // The fused op's backward masks ∂y by its own output (ReLU's derivative).
+    let saved_out = relu.then(|| out.detach());
     let mut inputs = vec![x, weight];
     if let Some(b) = bias {
         inputs.push(b);
     }
-    record(Op::Conv2d, out, &inputs, |needs| {
+    let op = if relu { Op::Conv2dRelu } else { Op::Conv2d };
+    record(op, out, &inputs, |needs| {
         let (need_x, need_w) = (needs[0], needs[1]);
         let need_b = needs.get(2).copied().unwrap_or(false);
         // ∂x needs the weight, ∂W needs the input: keep only what is used.
@@ -88,6 +121,8 @@ pub fn conv2d_with(
         let (x_shape, w_shape) = (x.shape().to_vec(), weight.shape().to_vec());
         let has_bias = bias.is_some();
         Box::new(move |gy| {
+            let masked = saved_out.as_ref().map(|y| relu_backward(gy, y));
+            let gy = masked.as_ref().unwrap_or(gy);
             let mut gx = ws.as_ref().map(|_| vec![0.0f32; x_shape.iter().product()]);
             let mut gw = xs.as_ref().map(|_| vec![0.0f32; w_shape.iter().product()]);
             let (xd, wd) = (xs.as_ref().map(|t| t.data()), ws.as_ref().map(|t| t.data()));

@@ -4,7 +4,9 @@
 
 use super::conv2d::conv2d;
 use super::geometry::Conv2dOptions;
-use crate::gradcheck::case::{randn, Case};
+use super::relu::conv2d_relu_with;
+use super::winograd::ConvAlgo;
+use crate::gradcheck::case::{randn, Case, STEP};
 use crate::op::Op;
 use crate::rng::Rng;
 
@@ -185,5 +187,74 @@ pub(crate) fn gradcheck_cases() -> Vec<Case> {
         .step(1.0),
     );
     v.extend(super::winograd::gradcheck_cases::gradcheck_cases());
+    v.extend(relu_cases());
     v
+}
+
+/// The fused `conv2d_relu`: direct, and with each Winograd tile. A finite difference
+/// across ReLU's kink is meaningless, so the inputs are drawn again (deterministically)
+/// until every pre-activation is at least `2·h·(largest input)` from zero: a step `h` moves one
+/// output by at most `h` times the largest input, weight or 1 (the bias).
+fn relu_cases() -> Vec<Case> {
+    let mut r = Rng::new(41);
+    let mut case = |what: &str, x: &[usize], w: &[usize], opts: Conv2dOptions, algo, step: f32| {
+        for _ in 0..10_000 {
+            let inputs = vec![randn(&mut r, x), randn(&mut r, w), randn(&mut r, &[w[0]])];
+            let biggest = inputs
+                .iter()
+                .flat_map(|t| t.to_vec())
+                .fold(1.0f32, |m, v| m.max(v.abs()));
+            let z =
+                crate::ops::conv::conv2d_with(&inputs[0], &inputs[1], Some(&inputs[2]), opts, algo);
+            let clear = z
+                .to_vec()
+                .iter()
+                .all(|v| v.abs() > (2.0 * step * biggest).max(0.05));
+            let both_sides =
+                z.to_vec().iter().any(|&v| v < 0.0) && z.to_vec().iter().any(|&v| v > 0.0);
+            if clear && both_sides {
+                return Case::new(Op::Conv2dRelu, what, inputs, move |t| {
+                    conv2d_relu_with(&t[0], &t[1], t.get(2), opts, algo)
+                })
+                .step(step);
+            }
+        }
+        panic!("conv2d_relu case {what}: no draw keeps every output clear of the kink");
+    };
+    vec![
+        case(
+            "3x3 s1 p1 + bias, direct",
+            &[1, 2, 4, 4],
+            &[2, 2, 3, 3],
+            Conv2dOptions::sp(1, 1),
+            ConvAlgo::Direct,
+            STEP,
+        ),
+        case(
+            "3x3 s2 p1 + bias, direct",
+            &[1, 2, 5, 5],
+            &[2, 2, 3, 3],
+            Conv2dOptions::sp(2, 1),
+            ConvAlgo::Direct,
+            STEP,
+        ),
+        // Winograd's rounding noise wants a larger step (see winograd/gradcheck_cases.rs);
+        // 0.1 with a correspondingly wider margin.
+        case(
+            "3x3 p1 + bias, winograd F(2x2,3x3)",
+            &[1, 1, 4, 4],
+            &[1, 1, 3, 3],
+            Conv2dOptions::sp(1, 1),
+            ConvAlgo::WinogradF2,
+            0.1,
+        ),
+        case(
+            "3x3 p1 + bias, winograd F(4x4,3x3)",
+            &[1, 1, 4, 4],
+            &[1, 1, 3, 3],
+            Conv2dOptions::sp(1, 1),
+            ConvAlgo::WinogradF4,
+            0.1,
+        ),
+    ]
 }

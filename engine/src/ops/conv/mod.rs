@@ -19,7 +19,10 @@
 //! | input gradient, stride 1 | `∂x[n, g] = W'_g · cols(∂y[n, g])`, a convolution of `∂y` | `input_grad.rs` |
 //! | input gradient, strided | `∂cols = W_gᵀ · ∂y_g`, then col2im | `input_grad.rs`, `col2im.rs` |
 //! | weight gradient | `∂W_g = ∂y_g · colsᵀ`, one sum over the batch's pixels | `weight_grad.rs` |
-//! | bias gradient | `∂b[o] = Σ_{n, p} ∂y[n, o, p]` | here |
+//! | bias gradient | `∂b[o] = Σ_{n, p} ∂y[n, o, p]` | `conv2d.rs` |
+//!
+//! `conv2d_relu` (`relu.rs`) is the same op with a ReLU applied as the output is
+//! stored, and `∂y` masked by `[y > 0]` before the backward products.
 //!
 //! **Small planes.** When `P` is under `SMALL_PLANE` (256) pixels (deep ResNet stages, the
 //! top FPN levels), one product per sample would be a thin sliver; the samples are laid
@@ -50,12 +53,14 @@ mod geometry;
 pub(crate) mod gradcheck_cases;
 mod im2col;
 mod input_grad;
+mod relu;
 mod scratch;
 mod weight_grad;
 pub mod winograd;
 
 pub use conv2d::{conv2d, conv2d_with};
 pub use geometry::{conv_output_len, Conv2dOptions};
+pub use relu::{conv2d_relu, conv2d_relu_with};
 pub use winograd::{conv_algo, set_conv_algo, ConvAlgo};
 
 #[cfg(test)]

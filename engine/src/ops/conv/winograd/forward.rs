@@ -29,8 +29,10 @@ use super::plan::{Conv3, Grid};
 use super::simd::{multiversion, Level};
 use super::transforms::{Lanes, Tile, LANES};
 use crate::gemm::{b_panel_width, gemm_packed, MatMut, PackedA, Start};
+use crate::ops::unary::relu_f32;
 
-/// `out (N, R, OH, OW) = conv(src, k) + bias`, every element written. `u` holds the
+/// `out (N, R, OH, OW) = conv(src, k) + bias`, every element written, `max(·, 0)` of it
+/// when `store.1` (the fused `conv2d_relu`; `store.0` is the bias). `u` holds the
 /// filters' transforms `U_ξ` (`R × S`), packed for the GEMM (`plan::packed_filters`);
 /// the GEMM path is theirs, and the transforms run in the build that goes with it.
 pub(crate) fn conv<T: Tile>(
@@ -38,7 +40,7 @@ pub(crate) fn conv<T: Tile>(
     grid: &Grid,
     src: &[f32],
     u: &[PackedA],
-    bias: Option<&[f32]>,
+    (bias, relu): (Option<&[f32]>, bool),
     out: &mut [f32],
 ) {
     let (a2, m) = (T::ALPHA * T::ALPHA, T::M);
@@ -92,24 +94,26 @@ pub(crate) fn conv<T: Tile>(
         let prod = &*prod;
         pieces.into_par_iter().enumerate().for_each(|(o, list)| {
             let b = bias.map_or(0.0, |b| b[o]);
-            output_channel::<T>(level, c, grid, prod, r0, o, b, list);
+            output_channel::<T>(level, c, grid, prod, r0, o, (b, relu), list);
         });
     }
 }
 
 multiversion! {
     /// Step 3 for output channel `o` of the chunk starting at tile row `r0`: each piece
-    /// `(sample, first tile row, rows of the plane)` receives `Aᵀ M A + b`.
+    /// `(sample, first tile row, rows of the plane)` receives `Aᵀ M A + b`, or
+    /// `max(Aᵀ M A + b, 0)` with `relu`.
     fn output_channel<T: Tile>(
         c: &Conv3,
         grid: &Grid,
         prod: &[f32],
         r0: usize,
         o: usize,
-        b: f32,
+        store: (f32, bool),
         list: Vec<(usize, usize, &mut [f32])>,
     ) {
         let (a2, m) = (T::ALPHA * T::ALPHA, T::M);
+        let (b, relu) = store;
         let tiles = prod.len() / (a2 * c.r);
         let mut mm = [Lanes::ZERO; 36];
         let mut y = [Lanes::ZERO; 16];
@@ -138,6 +142,11 @@ multiversion! {
                         for lane in 0..LANES {
                             for (k, v) in yi.iter().enumerate() {
                                 row[lane * m + k] = v.0[lane] + b;
+                            }
+                        }
+                        if relu {
+                            for v in &mut row {
+                                *v = relu_f32(*v);
                             }
                         }
                         let run = &mut dst[(tyl * m + i) * c.ow..][x0..x1];

@@ -109,7 +109,9 @@ fn input_grad_conv(g: &Geom) -> Conv3 {
 }
 
 /// `out = conv(x, w) + bias` (`N·O·OH·OW` floats, every one written) for an eligible
-/// `g` (see [`algo::eligible`]), on the GEMM path `isa`.
+/// `g` (see [`algo::eligible`]), on the GEMM path `isa`; with `relu`, `max(·, 0)` of it
+/// (the fused `conv2d_relu`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     tile: TileKind,
     isa: Isa,
@@ -117,12 +119,14 @@ pub(crate) fn forward(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    relu: bool,
     out: &mut [f32],
 ) {
-    forward_in_chunks(tile, isa, g, x, w, bias, out, CHUNK_FLOATS);
+    forward_in_chunks(tile, isa, g, x, w, (bias, relu), out, CHUNK_FLOATS);
 }
 
-/// [`forward`] with `chunk_floats` per chunk of tiles (the tests force several chunks).
+/// [`forward`] with `chunk_floats` per chunk of tiles (the tests force several chunks);
+/// `store` is the bias and whether a ReLU follows.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_in_chunks(
     tile: TileKind,
@@ -130,7 +134,7 @@ pub(crate) fn forward_in_chunks(
     g: &Geom,
     x: &[f32],
     w: &[f32],
-    bias: Option<&[f32]>,
+    store: (Option<&[f32]>, bool),
     out: &mut [f32],
     chunk_floats: usize,
 ) {
@@ -139,17 +143,17 @@ pub(crate) fn forward_in_chunks(
         g: &Geom,
         x: &[f32],
         w: &[f32],
-        bias: Option<&[f32]>,
+        store: (Option<&[f32]>, bool),
         out: &mut [f32],
         chunk_floats: usize,
     ) {
         let u = packed_filters::<T>(isa, w, g.o, g.c, false);
         let c = forward_conv(g);
-        forward::conv::<T>(&c, &Grid::new::<T>(&c, chunk_floats), x, &u, bias, out);
+        forward::conv::<T>(&c, &Grid::new::<T>(&c, chunk_floats), x, &u, store, out);
     }
     match tile {
-        TileKind::F2 => run::<F2>(isa, g, x, w, bias, out, chunk_floats),
-        TileKind::F4 => run::<F4>(isa, g, x, w, bias, out, chunk_floats),
+        TileKind::F2 => run::<F2>(isa, g, x, w, store, out, chunk_floats),
+        TileKind::F4 => run::<F4>(isa, g, x, w, store, out, chunk_floats),
     }
 }
 
@@ -199,7 +203,14 @@ pub(crate) fn backward_in_chunks(
         if let (Some(gx), Some(w)) = (gx, w) {
             let u = packed_filters::<T>(isa, w, g.o, g.c, true);
             let c = input_grad_conv(g);
-            forward::conv::<T>(&c, &Grid::new::<T>(&c, chunk_floats), gy, &u, None, gx);
+            forward::conv::<T>(
+                &c,
+                &Grid::new::<T>(&c, chunk_floats),
+                gy,
+                &u,
+                (None, false),
+                gx,
+            );
         }
     }
     match tile {

@@ -72,8 +72,23 @@ fn small_shapes_match_naive() {
             let what = format!("{tile:?} {isa} chunk {chunk} x {x_shape:?} o {o} pad {pad:?}");
             let mut y = vec![f32::NAN; want.numel()];
             let b = Some(b.data());
-            forward_in_chunks(tile, isa, &g, x.data(), w.data(), b, &mut y, chunk);
+            forward_in_chunks(tile, isa, &g, x.data(), w.data(), (b, false), &mut y, chunk);
             assert!(max_err(&y, want.data()) < 1e-4, "forward {what}");
+            // The fused ReLU of the output transform: max(·, 0) of the same bits.
+            let mut y_relu = vec![f32::NAN; want.numel()];
+            forward_in_chunks(
+                tile,
+                isa,
+                &g,
+                x.data(),
+                w.data(),
+                (b, true),
+                &mut y_relu,
+                chunk,
+            );
+            let relu_of_y: Vec<u32> = y.iter().map(|v| v.max(0.0).to_bits()).collect();
+            let bits: Vec<u32> = y_relu.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(bits, relu_of_y, "fused relu {what}");
             let mut gx = vec![f32::NAN; x.numel()];
             let mut gw = vec![f32::NAN; w.numel()];
             backward_in_chunks(
@@ -142,7 +157,7 @@ fn avx2_and_avx512_paths_give_the_same_bits() {
     let gy = randn(&mut r, &g.out_shape());
     let run = |tile, isa| {
         let mut y = vec![0.0; gy.numel()];
-        forward(tile, isa, &g, x.data(), w.data(), None, &mut y);
+        forward(tile, isa, &g, x.data(), w.data(), None, false, &mut y);
         let (mut gx, mut gw) = (vec![0.0; x.numel()], vec![0.0; w.numel()]);
         let (xs, ws) = (Some(x.data()), Some(w.data()));
         backward(
