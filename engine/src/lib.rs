@@ -60,7 +60,10 @@ pub use ops::loss::{
     bce_with_logits, l1, sigmoid_focal_loss, sigmoid_focal_loss_rows, smooth_l1, Reduction,
     RowTarget,
 };
-pub use ops::norm::{batch_norm_train, channel_affine, group_norm, BatchStats};
+pub use ops::norm::{
+    batch_norm_train, batch_norm_train_relu, channel_affine, channel_affine_relu, group_norm,
+    group_norm_relu, BatchStats,
+};
 pub use ops::pool::max_pool2d;
 pub use ops::upsample::{upsample_nearest, upsample_nearest_to};
 pub use rng::Rng;

@@ -70,6 +70,10 @@ define_ops! {
     BatchNorm => "batch_norm",
     ChannelAffine => "channel_affine",
     GroupNorm => "group_norm",
+    // each norm and the ReLU after it, as one op (ops/norm.rs)
+    BatchNormRelu => "batch_norm_relu",
+    ChannelAffineRelu => "channel_affine_relu",
+    GroupNormRelu => "group_norm_relu",
     // losses (ops/loss.rs)
     BceWithLogits => "bce_with_logits",
     SmoothL1 => "smooth_l1",

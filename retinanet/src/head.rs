@@ -46,8 +46,8 @@ pub struct TowerLayer {
 impl TowerLayer {
     fn forward(&self, x: &Tensor) -> Tensor {
         match &self.norm {
-            Some(n) => n.forward(&self.conv.forward(x)).relu(),
-            // Conv and ReLU as one op: the same bits, one tensor fewer.
+            // Each step and its ReLU as one op: the same bits, one tensor fewer.
+            Some(n) => n.forward_relu(&self.conv.forward(x)),
             None => self.conv.forward_relu(x),
         }
     }

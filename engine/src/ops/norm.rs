@@ -33,6 +33,16 @@
 //! Every kernel reads its input twice (sums, then the elementwise map) and never builds x̂ or
 //! any other temporary of the input's size.
 //!
+//! ## Fused ReLU
+//!
+//! Each norm is followed by a ReLU in ResNet and in RetinaNet's subnets, so each also
+//! comes as one op with it (`batch_norm_train_relu`, `channel_affine_relu`,
+//! `group_norm_relu`): the ReLU is applied to each run of outputs as it is written, so
+//! the normalised tensor before the ReLU never exists, and the backward first masks the
+//! upstream gradient by `[y > 0]` (ReLU's derivative, from the saved output). Both steps
+//! use `Tensor::relu`'s expressions, so a fused op gives the same bits as the norm
+//! followed by `relu`.
+//!
 //! ## Determinism
 //!
 //! Each group's sums are accumulated by one task, in f64, in a fixed order (eight interleaved
@@ -46,6 +56,7 @@ use rayon::prelude::*;
 
 use crate::gradcheck::case::{away_from_zero, randn, Case};
 use crate::op::Op;
+use crate::ops::unary::{chain, relu_derivative, relu_f32};
 use crate::rng::Rng;
 use crate::shape::ShapeFmt;
 use crate::tape::record;
@@ -213,6 +224,25 @@ fn map_blocks<T: Send>(
     }
 }
 
+/// `max(v, 0)` over a run of outputs just written, when the op is fused with a ReLU.
+#[inline]
+fn relu_run(relu: bool, run: &mut [f32]) {
+    if relu {
+        for v in run {
+            *v = relu_f32(*v);
+        }
+    }
+}
+
+/// The upstream gradient reaching the norm: `g` itself, or `g·[y > 0]` for the fused ReLU
+/// (`y` its saved output).
+fn masked(g: &Tensor, relu_out: Option<&Tensor>) -> Tensor {
+    match relu_out {
+        Some(y) => chain(g, y, relu_derivative),
+        None => g.detach(),
+    }
+}
+
 /// Training-mode batch normalisation of an `(N, C, ...)` input.
 ///
 /// For each channel c, μ_c and the biased σ²_c are taken over the batch and every spatial
@@ -228,6 +258,27 @@ pub fn batch_norm_train(
     weight: &Tensor,
     bias: &Tensor,
     eps: f32,
+) -> (Tensor, BatchStats) {
+    batch_norm_train_op(x, weight, bias, eps, false)
+}
+
+/// `max(batch_norm_train(..), 0)` as one op (see [Fused ReLU](self#fused-relu)): the same
+/// bits as `batch_norm_train(..).0.relu()`.
+pub fn batch_norm_train_relu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> (Tensor, BatchStats) {
+    batch_norm_train_op(x, weight, bias, eps, true)
+}
+
+fn batch_norm_train_op(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+    relu: bool,
 ) -> (Tensor, BatchStats) {
     let (n, c, s) = nc_spatial("batch_norm", x, &[("weight", weight), ("bias", bias)]);
     let m = n * s;
@@ -264,13 +315,21 @@ pub fn batch_norm_train(
         for (o, &v) in run.iter_mut().zip(&xd[range]) {
             *o = (v - mu) * k + b;
         }
+        relu_run(relu, run);
     });
     let out = x.with_data(y);
+    let saved_out = relu.then(|| out.detach());
     let mean = stats.mean.clone();
-    let out = record(Op::BatchNorm, out, &[x, weight, bias], move |needs| {
+    let op = if relu {
+        Op::BatchNormRelu
+    } else {
+        Op::BatchNorm
+    };
+    let out = record(op, out, &[x, weight, bias], move |needs| {
         let needs = needs.to_vec();
         let (x, weight) = (x.detach(), weight.detach());
         Box::new(move |g| {
+            let g = &masked(g, saved_out.as_ref());
             let (xd, wd, gd) = (x.data(), weight.data(), g.data());
             // Σdy and Σdy·(x − μ) per channel; dβ = Σdy, dγ = Σdy·x̂ = r·Σdy·(x − μ).
             let sums = per_channel(n, c, s, |ch, r| {
@@ -317,6 +376,16 @@ pub fn batch_norm_train(
 ///
 /// Backward: `dx = dy·scale[c]`, `dscale[c] = Σ dy·x`, `dshift[c] = Σ dy`.
 pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Tensor {
+    channel_affine_op(x, scale, shift, false)
+}
+
+/// `max(channel_affine(..), 0)` as one op (see [Fused ReLU](self#fused-relu)): the same
+/// bits as `channel_affine(..).relu()`.
+pub fn channel_affine_relu(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Tensor {
+    channel_affine_op(x, scale, shift, true)
+}
+
+fn channel_affine_op(x: &Tensor, scale: &Tensor, shift: &Tensor, relu: bool) -> Tensor {
     let (n, c, s) = nc_spatial("channel_affine", x, &[("scale", scale), ("shift", shift)]);
     let (xd, kd, bd) = (x.data(), scale.data(), shift.data());
     let mut y = vec![0.0f32; x.numel()];
@@ -325,12 +394,20 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Tensor {
         for (o, &v) in run.iter_mut().zip(&xd[range]) {
             *o = v * k + b;
         }
+        relu_run(relu, run);
     });
     let out = x.with_data(y);
-    record(Op::ChannelAffine, out, &[x, scale, shift], move |needs| {
+    let saved_out = relu.then(|| out.detach());
+    let op = if relu {
+        Op::ChannelAffineRelu
+    } else {
+        Op::ChannelAffine
+    };
+    record(op, out, &[x, scale, shift], move |needs| {
         let needs = needs.to_vec();
         let (x, scale) = (x.detach(), scale.detach());
         Box::new(move |g| {
+            let g = &masked(g, saved_out.as_ref());
             let (xd, kd, gd) = (x.data(), scale.data(), g.data());
             let sums = (needs[1] || needs[2])
                 .then(|| per_channel(n, c, s, |_, r| dot_moments(&gd[r.clone()], &xd[r], 0.0)));
@@ -369,6 +446,29 @@ pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Tensor {
 /// Each (sample, group) block is contiguous in memory; forward and backward run one task per
 /// block. Panics, naming the shapes, when C is not divisible by `groups`.
 pub fn group_norm(x: &Tensor, groups: usize, weight: &Tensor, bias: &Tensor, eps: f32) -> Tensor {
+    group_norm_op(x, groups, weight, bias, eps, false)
+}
+
+/// `max(group_norm(..), 0)` as one op (see [Fused ReLU](self#fused-relu)): the same bits
+/// as `group_norm(..).relu()`.
+pub fn group_norm_relu(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> Tensor {
+    group_norm_op(x, groups, weight, bias, eps, true)
+}
+
+fn group_norm_op(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+    relu: bool,
+) -> Tensor {
     let (n, c, s) = nc_spatial("group_norm", x, &[("weight", weight), ("bias", bias)]);
     assert!(
         groups > 0 && c % groups == 0,
@@ -396,17 +496,25 @@ pub fn group_norm(x: &Tensor, groups: usize, weight: &Tensor, bias: &Tensor, eps
         for j in 0..cg {
             let (k, b) = (r * wd[c0 + j], bd[c0 + j]);
             let run = j * s..(j + 1) * s;
-            for (o, &v) in out[run.clone()].iter_mut().zip(&xs[run]) {
+            for (o, &v) in out[run.clone()].iter_mut().zip(&xs[run.clone()]) {
                 *o = (v - mu) * k + b;
             }
+            relu_run(relu, &mut out[run]);
         }
         (mu, r)
     });
     let out = x.with_data(y);
-    record(Op::GroupNorm, out, &[x, weight, bias], move |needs| {
+    let saved_out = relu.then(|| out.detach());
+    let op = if relu {
+        Op::GroupNormRelu
+    } else {
+        Op::GroupNorm
+    };
+    record(op, out, &[x, weight, bias], move |needs| {
         let needs = needs.to_vec();
         let (x, weight) = (x.detach(), weight.detach());
         Box::new(move |g| {
+            let g = &masked(g, saved_out.as_ref());
             let (xd, wd, gd) = (x.data(), weight.data(), g.data());
             let mut dx = vec![0.0f32; if needs[0] { xd.len() } else { 0 }];
             // Per block: per-channel (Σdy, Σdy·x̂) for dβ and dγ, and dx when needed.
@@ -546,12 +654,129 @@ pub(crate) fn gradcheck_cases() -> Vec<Case> {
             move |x| group_norm(&x[0], groups, &x[1], &x[2], eps),
         ));
     }
+    v.extend(relu_cases(&mut r, eps));
     v
+}
+
+/// Draws `(x, γ, β)` for an `(N, C, ...)` shape until every output of `norm` is at least
+/// 0.1 from ReLU's kink, with outputs on both sides (a finite difference across the
+/// kink is meaningless; a step of 0.01 moves a normalised value by about 0.01·γ·r).
+fn clear_of_the_kink(
+    r: &mut Rng,
+    shape: &[usize],
+    norm: impl Fn(&[Tensor]) -> Tensor,
+) -> Vec<Tensor> {
+    let c = shape[1];
+    for _ in 0..10_000 {
+        let inputs = vec![
+            randn(r, shape),
+            away_from_zero(r, &[c], 0.5, 1.5),
+            randn(r, &[c]),
+        ];
+        let z = norm(&inputs).to_vec();
+        let clear = z.iter().all(|v| v.abs() > 0.1);
+        if clear && z.iter().any(|&v| v < 0.0) && z.iter().any(|&v| v > 0.0) {
+            return inputs;
+        }
+    }
+    panic!(
+        "no draw of shape {} keeps the norm's outputs clear of 0",
+        ShapeFmt(shape)
+    );
+}
+
+/// The norms fused with their ReLU.
+fn relu_cases(r: &mut Rng, eps: f32) -> Vec<Case> {
+    let bn = clear_of_the_kink(r, &[2, 3, 2, 2], |x| {
+        batch_norm_train(&x[0], &x[1], &x[2], eps).0
+    });
+    let affine = clear_of_the_kink(r, &[2, 3, 2, 2], |x| channel_affine(&x[0], &x[1], &x[2]));
+    let gn = clear_of_the_kink(r, &[2, 4, 2, 3], |x| {
+        group_norm(&x[0], 2, &x[1], &x[2], eps)
+    });
+    vec![
+        Case::new(
+            Op::BatchNormRelu,
+            "train, rank 4 NCHW (2,3,2,2)",
+            bn,
+            move |x| batch_norm_train_relu(&x[0], &x[1], &x[2], eps).0,
+        ),
+        Case::new(
+            Op::ChannelAffineRelu,
+            "rank 4 NCHW (2,3,2,2)",
+            affine,
+            |x| channel_affine_relu(&x[0], &x[1], &x[2]),
+        ),
+        Case::new(Op::GroupNormRelu, "groups = 2, (2,4,2,3)", gn, move |x| {
+            group_norm_relu(&x[0], 2, &x[1], &x[2], eps)
+        }),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tape::{backward_with, ParamId};
+
+    /// The output and every input's gradient, as bits, for `f` on tracked copies of
+    /// `inputs` and a fixed random upstream gradient.
+    fn bits_of_run(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) -> Vec<Vec<u32>> {
+        let ids: Vec<ParamId> = inputs.iter().map(|_| ParamId::fresh()).collect();
+        let tracked: Vec<Tensor> = inputs
+            .iter()
+            .zip(&ids)
+            .map(|(x, &id)| x.track(id))
+            .collect();
+        let y = f(&tracked);
+        let seed = randn(&mut Rng::new(8), y.shape());
+        let grads = backward_with(&y, seed);
+        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        let mut out = vec![bits(&y)];
+        out.extend(ids.iter().map(|&id| bits(grads.get(id).unwrap())));
+        out
+    }
+
+    #[test]
+    fn fused_relu_gives_the_bits_of_the_norm_then_relu() {
+        let mut r = Rng::new(12);
+        // Large enough for the parallel chunked paths (runs cut by chunk boundaries).
+        let shape = [3, 8, 37, 41];
+        let inputs = vec![
+            randn(&mut r, &shape),
+            randn(&mut r, &[8]),
+            randn(&mut r, &[8]),
+        ];
+        type Norm = fn(&[Tensor]) -> Tensor;
+        let pairs: [(&str, Norm, Norm); 3] = [
+            (
+                "batch_norm",
+                |x| batch_norm_train_relu(&x[0], &x[1], &x[2], 1e-5).0,
+                |x| batch_norm_train(&x[0], &x[1], &x[2], 1e-5).0.relu(),
+            ),
+            (
+                "channel_affine",
+                |x| channel_affine_relu(&x[0], &x[1], &x[2]),
+                |x| channel_affine(&x[0], &x[1], &x[2]).relu(),
+            ),
+            (
+                "group_norm",
+                |x| group_norm_relu(&x[0], 4, &x[1], &x[2], 1e-5),
+                |x| group_norm(&x[0], 4, &x[1], &x[2], 1e-5).relu(),
+            ),
+        ];
+        for (name, fused, apart) in pairs {
+            let (a, b) = (bits_of_run(&inputs, fused), bits_of_run(&inputs, apart));
+            assert_eq!(a.len(), 4, "{name}");
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!(x == y, "{name}: output/gradient {i} differs");
+            }
+            let zeros = a[0].iter().filter(|&&v| v == 0).count();
+            assert!(
+                zeros > 0 && zeros < a[0].len(),
+                "{name}: the ReLU clipped {zeros}"
+            );
+        }
+    }
 
     #[test]
     fn moments_match_a_plain_loop() {

@@ -18,7 +18,9 @@
 //! model evaluated under `no_grad` while still in training mode would update its running
 //! statistics, so switch it to evaluation first (as in PyTorch).
 
-use focal_engine::ops::norm::{batch_norm_train, channel_affine};
+use focal_engine::ops::norm::{
+    batch_norm_train, batch_norm_train_relu, channel_affine, channel_affine_relu,
+};
 use focal_engine::Tensor;
 
 use super::Layer;
@@ -116,10 +118,29 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&mut self, x: &Tensor) -> Tensor {
+        self.forward_act(x, false)
+    }
+
+    /// `max(forward(x), 0)` as one fused op (`focal_engine::batch_norm_train_relu`,
+    /// `channel_affine_relu`): the same bits as `forward(x).relu()`.
+    pub fn forward_relu(&mut self, x: &Tensor) -> Tensor {
+        self.forward_act(x, true)
+    }
+
+    fn forward_act(&mut self, x: &Tensor, relu: bool) -> Tensor {
+        let affine = if relu {
+            channel_affine_relu
+        } else {
+            channel_affine
+        };
         match self.mode() {
             BnMode::Train => {
-                let (y, stats) =
-                    batch_norm_train(x, &self.weight.var(), &self.bias.var(), self.eps);
+                let norm = if relu {
+                    batch_norm_train_relu
+                } else {
+                    batch_norm_train
+                };
+                let (y, stats) = norm(x, &self.weight.var(), &self.bias.var(), self.eps);
                 let m = self.momentum;
                 let blend = |running: &mut Tensor, batch: &[f32]| {
                     for (r, &b) in running.data_mut().iter_mut().zip(batch) {
@@ -133,11 +154,11 @@ impl BatchNorm2d {
             }
             BnMode::Eval => {
                 let (s, t) = self.affine(self.weight.var(), self.bias.var());
-                channel_affine(x, &s, &t)
+                affine(x, &s, &t)
             }
             BnMode::Frozen => {
                 let (s, t) = self.affine(self.weight.value.detach(), self.bias.value.detach());
-                channel_affine(x, &s, &t)
+                affine(x, &s, &t)
             }
         }
     }

@@ -3,7 +3,7 @@
 //! `y = γ_c·x̂ + β_c`. Independent of the batch, so it behaves the same in training and
 //! evaluation (RetinaNet trained from scratch uses it in the backbone, FPN and heads).
 
-use focal_engine::ops::norm::group_norm;
+use focal_engine::ops::norm::{group_norm, group_norm_relu};
 use focal_engine::Tensor;
 
 use super::Layer;
@@ -37,6 +37,18 @@ impl GroupNorm {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         group_norm(
+            x,
+            self.groups,
+            &self.weight.var(),
+            &self.bias.var(),
+            self.eps,
+        )
+    }
+
+    /// `max(forward(x), 0)` as one fused op (`focal_engine::group_norm_relu`): the same
+    /// bits as `forward(x).relu()`.
+    pub fn forward_relu(&self, x: &Tensor) -> Tensor {
+        group_norm_relu(
             x,
             self.groups,
             &self.weight.var(),

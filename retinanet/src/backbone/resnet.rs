@@ -255,11 +255,15 @@ impl Block {
     }
 
     pub fn forward(&mut self, x: &Tensor) -> Tensor {
-        let mut y = self.bn1.forward(&self.conv1.forward(x)).relu();
-        y = self.bn2.forward(&self.conv2.forward(&y));
-        if let Some((conv3, bn3)) = &mut self.conv3 {
-            y = bn3.forward(&conv3.forward(&y.relu()));
-        }
+        let mut y = self.bn1.forward_relu(&self.conv1.forward(x));
+        y = match &mut self.conv3 {
+            // Bottleneck: the middle norm is followed by a ReLU (fused), then conv3, bn3.
+            Some((conv3, bn3)) => {
+                let h = self.bn2.forward_relu(&self.conv2.forward(&y));
+                bn3.forward(&conv3.forward(&h))
+            }
+            None => self.bn2.forward(&self.conv2.forward(&y)),
+        };
         let identity = match &mut self.downsample {
             Some(d) => d.norm.forward(&d.conv.forward(x)),
             None => x.clone(),
@@ -355,7 +359,7 @@ impl ResNet {
 
     /// C3, C4, C5 of an (N, 3, H, W) batch.
     pub fn forward(&mut self, x: &Tensor) -> [Tensor; 3] {
-        let mut y = self.bn1.forward(&self.conv1.forward(x)).relu();
+        let mut y = self.bn1.forward_relu(&self.conv1.forward(x));
         y = self.maxpool.forward(&y);
         let mut outs = Vec::with_capacity(3);
         for (stage, layer) in self.layers.iter_mut().enumerate() {
