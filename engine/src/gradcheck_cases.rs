@@ -49,6 +49,16 @@ fn elementwise() -> Vec<Case> {
             |x| x[0].add(&x[1]),
         ),
         Case::new(
+            Op::AddRelu,
+            "same shape [2,4], every sum at least 0.1 from 0",
+            // a + b in {±0.3, ±0.7, ...}: a finite difference never crosses the kink.
+            vec![
+                Tensor::from_vec(&[2, 4], vec![0.5, -0.2, 1.0, -1.1, 0.1, 0.9, -0.4, 0.2]),
+                Tensor::from_vec(&[2, 4], vec![-0.2, -0.5, -0.3, 0.4, 0.6, -1.2, 1.1, -0.9]),
+            ],
+            |x| x[0].add_relu(&x[1]),
+        ),
+        Case::new(
             Op::Sub,
             "broadcast [2,3,4] - [1,3,1]",
             vec![randn(&mut r, &[2, 3, 4]), randn(&mut r, &[1, 3, 1])],

@@ -34,6 +34,7 @@ define_ops! {
     Sub => "sub",
     Mul => "mul",
     Div => "div",
+    AddRelu => "add_relu",
     // elementwise, unary (ops/unary.rs)
     Neg => "neg",
     AddScalar => "add_scalar",

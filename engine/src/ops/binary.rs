@@ -1,4 +1,5 @@
-//! Elementwise binary ops with NumPy broadcasting: `add`, `sub`, `mul`, `div`.
+//! Elementwise binary ops with NumPy broadcasting: `add`, `sub`, `mul`, `div`; and
+//! `add_relu`, `max(a + b, 0)` of two same-shaped tensors as one op (ResNet's residual).
 //!
 //! Forward: `out[i] = f(a[ia], b[ib])` where `ia`, `ib` walk the inputs with stride 0
 //! on their broadcast axes. Backward: the chain rule gives a gradient of the *output's*
@@ -13,6 +14,7 @@
 //! | div | 1/b     | −a/b²       |
 
 use crate::op::Op;
+use crate::ops::unary::{chain, relu_derivative, relu_f32};
 use crate::shape::{broadcast_shape, broadcast_strides, numel};
 use crate::tape::record;
 use crate::tensor::Tensor;
@@ -154,6 +156,32 @@ impl Tensor {
         })
     }
 
+    /// `max(self + other, 0)` as one op, for two tensors of the same shape: a residual
+    /// block's last step in ResNet (`relu(F(x) + x)`). The sum before the ReLU never
+    /// exists as a tensor; the backward masks `g` by `[y > 0]` and hands the result to
+    /// both inputs. The same expressions as `add` then `relu`, so the same bits.
+    pub fn add_relu(&self, other: &Tensor) -> Tensor {
+        assert!(
+            self.shape() == other.shape(),
+            "add_relu: the shapes {} and {} differ (add_relu does not broadcast)",
+            crate::shape::ShapeFmt(self.shape()),
+            crate::shape::ShapeFmt(other.shape())
+        );
+        let (da, db) = (self.data(), other.data());
+        let out = self.with_data(map_indexed(da.len(), |i| relu_f32(da[i] + db[i])));
+        let saved_out = out.detach();
+        record(Op::AddRelu, out, &[self, other], move |needs| {
+            let needs = needs.to_vec();
+            Box::new(move |g| {
+                let masked = chain(g, &saved_out, relu_derivative);
+                vec![
+                    needs[0].then(|| masked.detach()),
+                    needs[1].then(|| masked.detach()),
+                ]
+            })
+        })
+    }
+
     /// `self - other`, broadcasting.
     pub fn sub(&self, other: &Tensor) -> Tensor {
         let out = zip_broadcast("sub", self, other, |x, y| x - y);
@@ -207,6 +235,46 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_relu_gives_the_bits_of_add_then_relu() {
+        use crate::gradcheck::case::randn;
+        use crate::rng::Rng;
+        use crate::tape::{backward_with, ParamId};
+        let mut r = Rng::new(3);
+        // Large enough for the parallel chunked path.
+        let (a, b) = (
+            randn(&mut r, &[2, 64, 45, 47]),
+            randn(&mut r, &[2, 64, 45, 47]),
+        );
+        let seed = randn(&mut r, a.shape());
+        let run = |fused: bool| {
+            let (ia, ib) = (ParamId::fresh(), ParamId::fresh());
+            let (ta, tb) = (a.track(ia), b.track(ib));
+            let y = if fused {
+                ta.add_relu(&tb)
+            } else {
+                ta.add(&tb).relu()
+            };
+            let grads = backward_with(&y, seed.clone());
+            [
+                y.to_vec(),
+                grads.get(ia).unwrap().to_vec(),
+                grads.get(ib).unwrap().to_vec(),
+            ]
+            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+        };
+        let (fused, apart) = (run(true), run(false));
+        assert!(fused == apart, "add_relu differs from add then relu");
+        let zeros = fused[0].iter().filter(|&&v| v == 0).count();
+        assert!(zeros > 0 && zeros < fused[0].len(), "{zeros} clipped");
+    }
+
+    #[test]
+    #[should_panic(expected = "add_relu: the shapes [2, 3] and [3] differ")]
+    fn add_relu_refuses_to_broadcast() {
+        let _ = Tensor::zeros(&[2, 3]).add_relu(&Tensor::zeros(&[3]));
+    }
 
     #[test]
     fn broadcasting_forward_and_sum_to() {

@@ -55,6 +55,16 @@ fn narrow_raw(x: &Tensor, axis: usize, start: usize, len: usize) -> Tensor {
 fn permute_raw(x: &Tensor, axes: &[usize]) -> Tensor {
     let shape = x.shape();
     let out_shape: Vec<usize> = axes.iter().map(|&a| shape[a]).collect();
+    match as_batched_transpose(shape, axes) {
+        Some((b, r, c)) => Tensor::from_vec(&out_shape, transpose_tiles(x.data(), b, r, c)),
+        None => permute_gather(x, axes, out_shape),
+    }
+}
+
+/// Any permutation: each output row (of its last axis) gathered with the source's
+/// strides.
+fn permute_gather(x: &Tensor, axes: &[usize], out_shape: Vec<usize>) -> Tensor {
+    let shape = x.shape();
     let xs = strides(shape);
     let src_strides: Vec<usize> = axes.iter().map(|&a| xs[a]).collect();
     let os = strides(&out_shape);
@@ -90,6 +100,72 @@ fn permute_raw(x: &Tensor, axes: &[usize]) -> Tensor {
     }
     debug_assert_eq!(rows * last, out.len());
     Tensor::from_vec(&out_shape, out)
+}
+
+/// Whether permuting `shape` by `axes` is a batch of 2-D transposes: the leading axes
+/// kept, then two runs of consecutive axes swapped (`axes = [0..p) ++ [q..rank) ++
+/// [p..q)`, as RetinaNet's head output `(N, A, K, H, W) → (N, H, W, A, K)`). Returns
+/// `(B, R, C)`: the input read as `B` matrices of `R × C`, the output their transposes.
+fn as_batched_transpose(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
+    let rank = axes.len();
+    let p = axes
+        .iter()
+        .enumerate()
+        .take_while(|&(i, &a)| i == a)
+        .count();
+    if p + 2 > rank {
+        return None;
+    }
+    let q = axes[p];
+    let expected = (0..p).chain(q..rank).chain(p..q);
+    if q <= p || !axes.iter().copied().eq(expected) {
+        return None;
+    }
+    Some((numel(&shape[..p]), numel(&shape[p..q]), numel(&shape[q..])))
+}
+
+/// `out[b][j][i] = x[b][i][j]` for `B` matrices of `R × C`, in tiles of 32 × 32 so that
+/// both the rows read and the rows written stay in L1 (a plain strided gather reads a
+/// new cache line for every element when `C` is large). One task per band of 32 output
+/// rows of one matrix. Only copies: the values are unchanged.
+fn transpose_tiles(x: &[f32], b: usize, r: usize, c: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let mut out = vec![0.0f32; b * r * c];
+    if out.is_empty() {
+        return out;
+    }
+    // Output rows j0 .. j0 + band.len()/r of matrix `m`.
+    let band = |m: usize, j0: usize, band: &mut [f32]| {
+        let src = &x[m * r * c..(m + 1) * r * c];
+        let rows = band.len() / r;
+        for i0 in (0..r).step_by(T) {
+            let i1 = (i0 + T).min(r);
+            for jj in 0..rows {
+                let dst = &mut band[jj * r + i0..jj * r + i1];
+                for (d, i) in dst.iter_mut().zip(i0..i1) {
+                    *d = src[i * c + j0 + jj];
+                }
+            }
+        }
+    };
+    let per_matrix = r * c;
+    if out.len() >= crate::threads::PAR_THRESHOLD {
+        use rayon::prelude::*;
+        out.par_chunks_mut(per_matrix)
+            .enumerate()
+            .for_each(|(m, mat)| {
+                mat.par_chunks_mut(T * r)
+                    .enumerate()
+                    .for_each(|(t, rows)| band(m, t * T, rows));
+            });
+    } else {
+        for (m, mat) in out.chunks_mut(per_matrix).enumerate() {
+            for (t, rows) in mat.chunks_mut(T * r).enumerate() {
+                band(m, t * T, rows);
+            }
+        }
+    }
+    out
 }
 
 /// Raw zero padding: `pads[d] = (before, after)` for each axis.
@@ -288,6 +364,38 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batched_transposes_are_recognised_and_match_the_gather() {
+        assert_eq!(
+            as_batched_transpose(&[2, 9, 5, 7, 6], &[0, 3, 4, 1, 2]),
+            Some((2, 45, 42))
+        );
+        assert_eq!(as_batched_transpose(&[3, 4], &[1, 0]), Some((1, 3, 4)));
+        assert_eq!(
+            as_batched_transpose(&[2, 3, 4], &[0, 2, 1]),
+            Some((2, 3, 4))
+        );
+        assert_eq!(as_batched_transpose(&[2, 3, 4], &[1, 0, 2]), None);
+        assert_eq!(as_batched_transpose(&[2, 3, 4], &[2, 1, 0]), None);
+        assert_eq!(as_batched_transpose(&[2, 3, 4], &[0, 1, 2]), None);
+        // RetinaNet's head output at two sizes (the second above the parallel
+        // threshold, with bands and tiles cut by odd sizes), a plain matrix, empty axes.
+        for (shape, axes) in [
+            (vec![2, 9, 5, 7, 6], vec![0, 3, 4, 1, 2]),
+            (vec![2, 9, 91, 33, 37], vec![0, 3, 4, 1, 2]),
+            (vec![67, 45], vec![1, 0]),
+            (vec![3, 0, 4], vec![0, 2, 1]),
+        ] {
+            let n = numel(&shape);
+            let x = Tensor::from_vec(&shape, (0..n).map(|v| v as f32).collect());
+            let out_shape: Vec<usize> = axes.iter().map(|&a| shape[a]).collect();
+            let fast = permute_raw(&x, &axes);
+            let slow = permute_gather(&x, &axes, out_shape.clone());
+            assert_eq!(fast.shape(), &out_shape[..]);
+            assert!(fast.data() == slow.data(), "{shape:?} by {axes:?}");
+        }
+    }
 
     #[test]
     fn permute_concat_narrow_pad_values() {

@@ -268,7 +268,8 @@ impl Block {
             Some(d) => d.norm.forward(&d.conv.forward(x)),
             None => x.clone(),
         };
-        y.add(&identity).relu()
+        // relu(F(x) + x) as one op: the same bits as add then relu.
+        y.add_relu(&identity)
     }
 }
 
