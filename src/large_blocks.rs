@@ -25,8 +25,9 @@
 //! cleared again. The bookkeeping (a map of free runs) is behind one lock, taken a few
 //! thousand times per training step, each for a few map operations.
 //!
-//! When the range cannot be reserved or is full, or a block needs more than page
-//! alignment, the block comes from mimalloc; freeing tells the two apart by address.
+//! When the range cannot be reserved (an address-space limit such as `ulimit -v` below
+//! its size) or is full, or a block needs more than page alignment, the block comes from
+//! mimalloc, as before; freeing tells the two apart by address.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeMap;
@@ -34,9 +35,9 @@ use std::sync::Mutex;
 
 /// Blocks of at least this many bytes come from the range. Measured on the R18-FPN
 /// training step at 512 px (Intel Xeon Sapphire Rapids, 2 cores): peak resident size
-/// 734-740 MiB with 1 MiB, 684-686 MiB with 256 KiB, 652 MiB with 64 KiB, against
-/// 860 MiB with mimalloc alone; smaller blocks are many and small enough for mimalloc's
-/// size classes.
+/// 734-740 MiB with 1 MiB, 684-686 MiB with 256 KiB, 652 MiB with 64 KiB, 660 MiB with
+/// 16 KiB, against 832-860 MiB with mimalloc alone; smaller blocks are many and small
+/// enough for mimalloc's size classes.
 pub const LARGE: usize = 1 << 16;
 /// The unit of the range: blocks are whole pages, page-aligned.
 const PAGE: usize = 4096;
