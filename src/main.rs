@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// See the comment on the dependency in Cargo.toml: large buffers are reused instead of
-/// being returned to the kernel and faulted in again at every step.
+/// being returned to the kernel and faulted in again at every step; blocks of 1 MiB and
+/// more are placed first fit in a range of their own (`large_blocks.rs`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: large_blocks::Allocator = large_blocks::Allocator::new();
 
 /// Tells mimalloc never to hand freed memory back to the kernel ("purge").
 ///
@@ -46,6 +47,7 @@ mod cmd;
 mod draw;
 mod files;
 mod interrupt;
+mod large_blocks;
 mod launch;
 #[cfg(feature = "mpi")]
 mod mpi_comm;
