@@ -53,9 +53,11 @@ pub struct NodeRef {
     pub(crate) generation: u64,
 }
 
-/// Computes the gradient of each input from the gradient of the output.
+/// Computes the gradient of each input from the gradient of the output, which it
+/// receives by value: the walk has no further use for it, so an op may reuse its buffer
+/// (the fused ReLU ops mask it in place) and it is freed as soon as the op is done with it.
 /// Returns one entry per input, `None` where the input needs no gradient.
-pub type BackwardFn = Box<dyn FnOnce(&Tensor) -> Vec<Option<Tensor>>>;
+pub type BackwardFn = Box<dyn FnOnce(Tensor) -> Vec<Option<Tensor>>>;
 
 enum NodeKind {
     Leaf(ParamId),
@@ -305,8 +307,7 @@ fn walk(mut nodes: Vec<Node>, r: NodeRef, seed: Tensor) -> Gradients {
             NodeKind::Leaf(id) => result.accumulate(id, grad),
             NodeKind::Op(op, backward) => {
                 let started = crate::profile::enabled().then(std::time::Instant::now);
-                let input_grads = backward(&grad);
-                drop(grad);
+                let input_grads = backward(grad);
                 assert_eq!(
                     input_grads.len(),
                     node.parents.len(),

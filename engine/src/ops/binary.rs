@@ -14,7 +14,7 @@
 //! | div | 1/b     | −a/b²       |
 
 use crate::op::Op;
-use crate::ops::unary::{chain, relu_derivative, relu_f32};
+use crate::ops::unary::{chain_in_place, relu_derivative, relu_f32};
 use crate::shape::{broadcast_shape, broadcast_strides, numel};
 use crate::tape::record;
 use crate::tensor::Tensor;
@@ -149,8 +149,8 @@ impl Tensor {
             let needs = needs.to_vec();
             Box::new(move |g| {
                 vec![
-                    needs[0].then(|| sum_to(g, &sa)),
-                    needs[1].then(|| sum_to(g, &sb)),
+                    needs[0].then(|| sum_to(&g, &sa)),
+                    needs[1].then(|| sum_to(&g, &sb)),
                 ]
             })
         })
@@ -173,7 +173,7 @@ impl Tensor {
         record(Op::AddRelu, out, &[self, other], move |needs| {
             let needs = needs.to_vec();
             Box::new(move |g| {
-                let masked = chain(g, &saved_out, relu_derivative);
+                let masked = chain_in_place(g, &saved_out, relu_derivative);
                 vec![
                     needs[0].then(|| masked.detach()),
                     needs[1].then(|| masked.detach()),
@@ -190,9 +190,9 @@ impl Tensor {
             let needs = needs.to_vec();
             Box::new(move |g| {
                 vec![
-                    needs[0].then(|| sum_to(g, &sa)),
+                    needs[0].then(|| sum_to(&g, &sa)),
                     needs[1].then(|| {
-                        let s = sum_to(g, &sb);
+                        let s = sum_to(&g, &sb);
                         let neg: Vec<f32> = s.data().iter().map(|v| -v).collect();
                         s.with_data(neg)
                     }),
@@ -209,8 +209,8 @@ impl Tensor {
             let (a, b) = (self.detach(), other.detach());
             Box::new(move |g| {
                 vec![
-                    needs[0].then(|| grad_term(g, &a, &b, a.shape(), |_, y| y)),
-                    needs[1].then(|| grad_term(g, &a, &b, b.shape(), |x, _| x)),
+                    needs[0].then(|| grad_term(&g, &a, &b, a.shape(), |_, y| y)),
+                    needs[1].then(|| grad_term(&g, &a, &b, b.shape(), |x, _| x)),
                 ]
             })
         })
@@ -224,8 +224,8 @@ impl Tensor {
             let (a, b) = (self.detach(), other.detach());
             Box::new(move |g| {
                 vec![
-                    needs[0].then(|| grad_term(g, &a, &b, a.shape(), |_, y| 1.0 / y)),
-                    needs[1].then(|| grad_term(g, &a, &b, b.shape(), |x, y| -x / (y * y))),
+                    needs[0].then(|| grad_term(&g, &a, &b, a.shape(), |_, y| 1.0 / y)),
+                    needs[1].then(|| grad_term(&g, &a, &b, b.shape(), |x, y| -x / (y * y))),
                 ]
             })
         })

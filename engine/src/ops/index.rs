@@ -65,7 +65,7 @@ impl Tensor {
         let out = gather_raw(self, a, indices);
         let idx = indices.to_vec();
         record(Op::IndexSelect, out, &[self], move |_| {
-            Box::new(move |g| vec![Some(scatter_raw(g, a, &idx, n))])
+            Box::new(move |g| vec![Some(scatter_raw(&g, a, &idx, n))])
         })
     }
 
@@ -85,7 +85,7 @@ impl Tensor {
         let out = scatter_raw(self, a, indices, size);
         let idx = indices.to_vec();
         record(Op::ScatterAdd, out, &[self], move |_| {
-            Box::new(move |g| vec![Some(gather_raw(g, a, &idx))])
+            Box::new(move |g| vec![Some(gather_raw(&g, a, &idx))])
         })
     }
 }

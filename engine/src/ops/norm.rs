@@ -56,7 +56,7 @@ use rayon::prelude::*;
 
 use crate::gradcheck::case::{away_from_zero, randn, Case};
 use crate::op::Op;
-use crate::ops::unary::{chain, relu_derivative, relu_f32};
+use crate::ops::unary::{chain_in_place, relu_derivative, relu_f32};
 use crate::rng::Rng;
 use crate::shape::ShapeFmt;
 use crate::tape::record;
@@ -235,11 +235,11 @@ fn relu_run(relu: bool, run: &mut [f32]) {
 }
 
 /// The upstream gradient reaching the norm: `g` itself, or `g·[y > 0]` for the fused ReLU
-/// (`y` its saved output).
-fn masked(g: &Tensor, relu_out: Option<&Tensor>) -> Tensor {
+/// (`y` its saved output), masked in `g`'s own buffer when nothing else shares it.
+fn masked(g: Tensor, relu_out: Option<&Tensor>) -> Tensor {
     match relu_out {
-        Some(y) => chain(g, y, relu_derivative),
-        None => g.detach(),
+        Some(y) => chain_in_place(g, y, relu_derivative),
+        None => g,
     }
 }
 

@@ -105,7 +105,7 @@ impl Tensor {
         let out = Tensor::from_vec(&shape, sum_kernel(self, &ax));
         let in_shape = self.shape.clone();
         record(Op::Sum, out, &[self], move |_| {
-            Box::new(move |g| vec![Some(expand_back(g, &in_shape, &ax, 1.0))])
+            Box::new(move |g| vec![Some(expand_back(&g, &in_shape, &ax, 1.0))])
         })
     }
 
@@ -129,7 +129,7 @@ impl Tensor {
         let out = Tensor::from_vec(&shape, data);
         let in_shape = self.shape.clone();
         record(Op::Mean, out, &[self], move |_| {
-            Box::new(move |g| vec![Some(expand_back(g, &in_shape, &ax, inv))])
+            Box::new(move |g| vec![Some(expand_back(&g, &in_shape, &ax, inv))])
         })
     }
 

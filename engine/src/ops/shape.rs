@@ -243,7 +243,7 @@ impl Tensor {
             inverse[a] = j;
         }
         record(Op::Permute, out, &[self], move |_| {
-            Box::new(move |g| vec![Some(permute_raw(g, &inverse))])
+            Box::new(move |g| vec![Some(permute_raw(&g, &inverse))])
         })
     }
 
@@ -293,7 +293,7 @@ impl Tensor {
                     .iter()
                     .zip(needs)
                     .map(|(&n, need)| {
-                        let piece = need.then(|| narrow_raw(g, a, start, n));
+                        let piece = need.then(|| narrow_raw(&g, a, start, n));
                         start += n;
                         piece
                     })
@@ -318,7 +318,7 @@ impl Tensor {
             Box::new(move |g| {
                 let mut pads = vec![(0, 0); g.rank()];
                 pads[a] = (start, n - start - len);
-                vec![Some(pad_raw(g, &pads))]
+                vec![Some(pad_raw(&g, &pads))]
             })
         })
     }

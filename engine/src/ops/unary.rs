@@ -70,18 +70,26 @@ fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
     x.with_data(out)
 }
 
-/// `g * df(saved)` elementwise.
-pub(crate) fn chain(g: &Tensor, saved: &Tensor, df: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
-    let (gd, sd) = (g.data(), saved.data());
-    assert_eq!(gd.len(), sd.len());
-    let mut out = vec![0.0f32; gd.len()];
-    for_each_chunk_mut(&mut out, |start, o| {
-        let r = start..start + o.len();
-        for ((o, &g), &s) in o.iter_mut().zip(&gd[r.clone()]).zip(&sd[r]) {
-            *o = g * df(s);
+/// `g * df(saved)` elementwise, the backward of every op in this file: written over
+/// `g`'s own values when no other tensor shares them (the gradient the tape walk hands a
+/// backward closure, usually), else into a copy (`Arc::make_mut`), so no second
+/// gradient-sized buffer is needed.
+pub(crate) fn chain_in_place(
+    g: Tensor,
+    saved: &Tensor,
+    df: impl Fn(f32) -> f32 + Sync + Send,
+) -> Tensor {
+    let sd = saved.data();
+    assert_eq!(g.numel(), sd.len());
+    // A recorded gradient (double backward is not supported anyway) is copied first.
+    let mut g = if g.node.is_some() { g.detach() } else { g };
+    for_each_chunk_mut(g.data_mut(), |start, o| {
+        let src = &sd[start..start + o.len()];
+        for (o, &s) in o.iter_mut().zip(src) {
+            *o *= df(s);
         }
     });
-    g.with_data(out)
+    g
 }
 
 /// Records a unary op whose derivative is `df` applied to the saved tensor (input or output).
@@ -99,7 +107,7 @@ fn unary(
     };
     record(op, out, &[x], move |_| {
         let saved = saved_out.unwrap_or_else(|| x.detach());
-        Box::new(move |g| vec![Some(chain(g, &saved, df))])
+        Box::new(move |g| vec![Some(chain_in_place(g, &saved, df))])
     })
 }
 
@@ -107,7 +115,7 @@ impl Tensor {
     pub fn neg(&self) -> Tensor {
         let out = map(self, |v| -v);
         record(Op::Neg, out, &[self], |_| {
-            Box::new(|g| vec![Some(map(g, |v| -v))])
+            Box::new(|g| vec![Some(map(&g, |v| -v))])
         })
     }
 
@@ -121,7 +129,7 @@ impl Tensor {
     pub fn mul_scalar(&self, c: f32) -> Tensor {
         let out = map(self, |v| v * c);
         record(Op::MulScalar, out, &[self], move |_| {
-            Box::new(move |g| vec![Some(map(g, |v| v * c))])
+            Box::new(move |g| vec![Some(map(&g, |v| v * c))])
         })
     }
 

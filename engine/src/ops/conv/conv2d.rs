@@ -121,8 +121,11 @@ pub(crate) fn conv2d_op(
         let (x_shape, w_shape) = (x.shape().to_vec(), weight.shape().to_vec());
         let has_bias = bias.is_some();
         Box::new(move |gy| {
-            let masked = saved_out.as_ref().map(|y| relu_backward(gy, y));
-            let gy = masked.as_ref().unwrap_or(gy);
+            let gy = match &saved_out {
+                Some(y) => relu_backward(gy, y),
+                None => gy,
+            };
+            let gy = &gy;
             let mut gx = ws.as_ref().map(|_| vec![0.0f32; x_shape.iter().product()]);
             let mut gw = xs.as_ref().map(|_| vec![0.0f32; w_shape.iter().product()]);
             let (xd, wd) = (xs.as_ref().map(|t| t.data()), ws.as_ref().map(|t| t.data()));

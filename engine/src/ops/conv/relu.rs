@@ -11,7 +11,8 @@
 //! each row, the implicit-GEMM path over the output it has just written (still warm in
 //! the caches), and no second output buffer is allocated and filled. The backward
 //! needs only `y` (ReLU's derivative is 1 where `y > 0`), which the next layer keeps
-//! anyway as its input.
+//! anyway as its input, and masks `∂y` in its own buffer (the tape hands it over), so it
+//! holds no more gradient-sized buffers than the unfused pair.
 //!
 //! Both steps use the same expressions as `Tensor::relu` (`unary::relu_f32`,
 //! `unary::relu_derivative`), so `conv2d_relu(x, w, b)` gives the same bits as
@@ -20,7 +21,7 @@
 use super::conv2d::{conv2d_op, Activation};
 use super::geometry::Conv2dOptions;
 use super::winograd::{self, ConvAlgo};
-use crate::ops::unary::{chain, relu_derivative, relu_f32};
+use crate::ops::unary::{chain_in_place, relu_derivative, relu_f32};
 use crate::tensor::Tensor;
 use crate::threads::for_each_chunk_mut;
 
@@ -64,9 +65,10 @@ pub(crate) fn relu_in_place(out: &mut [f32]) {
     });
 }
 
-/// `∂z = ∂y · [y > 0]`: ReLU's backward from its output `y`.
-pub(crate) fn relu_backward(gy: &Tensor, y: &Tensor) -> Tensor {
-    chain(gy, y, relu_derivative)
+/// `∂z = ∂y · [y > 0]`: ReLU's backward from its output `y`, over `∂y`'s own buffer
+/// when nothing else shares it.
+pub(crate) fn relu_backward(gy: Tensor, y: &Tensor) -> Tensor {
+    chain_in_place(gy, y, relu_derivative)
 }
 
 #[cfg(test)]
