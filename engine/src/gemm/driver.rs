@@ -24,7 +24,11 @@
 //! `KC` 384 or 512 and `NC` 960 measured no faster (within the noise of a shared 2-core
 //! machine), and a kernel alone on L2-resident panels runs at the FMA peak, so what is
 //! left between a GEMM and the peak is outside these sizes (packing, `C` in L3, the
-//! split between threads). A task walks its columns in blocks of even width, at most
+//! split between threads). `KC` 128 (a `B` micro-panel of half the L1d) and the BLIS
+//! order (`B` micro-panel in L1 across the rows, `A` block from L2) were measured again
+//! there and were no faster, or 5-17 % slower: `docs/gemm.md` has those figures, the
+//! share of the time each operand's traffic costs in place, and the prefetches and
+//! loop orders tried. A task walks its columns in blocks of even width, at most
 //! `NC` ([`block_width`]): a thin last block would read all of `A` for one narrow tile.
 //! `MC` is one micro-panel: the whole of packed A is shared by the tasks and read from
 //! L3 one micro-panel at a time, each used against the B micro-panels of the block. This
