@@ -157,14 +157,18 @@ thread_local! {
     static A_PANELS: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
 }
 
-/// The largest packed `A` (floats) kept on a thread between products: 4 MiB, a 1024²
+/// The largest packed `A` (floats) kept on a thread between products: 16 MiB, a 2048²
 /// `A`. A new buffer is zeroed by the allocator on the calling thread before the threads
 /// start: 0.2 ms for 4 MiB on Intel Sapphire Rapids (mimalloc keeping freed memory, as
-/// the `focal` binary sets it), 3 % of a 1024² product at the FMA peak of 2 cores.
-/// Larger `A`s get a new buffer each time (the zeroing is a smaller share of a larger
-/// product), so that what is kept adds at most 4 MiB per calling thread to the peak
-/// memory (`docs/memory.md`).
-const KEEP_A: usize = 1 << 20;
+/// the `focal` binary sets it), 3 % of a 1024² product at the FMA peak of 2 cores. A
+/// 16 MiB one was faulted in again at every product (huge pages zeroed by the kernel
+/// while the threads pack into it): keeping it lowered the CPU time of a 2048² product
+/// in six of seven interleaved runs (median −2.4 %) and its wall time in five (median
+/// −10 %), 2 threads on a shared host (`docs/gemm.md`); the peak RSS of inference and
+/// of the 96-px and 512-px training steps did not change (`docs/memory.md`).
+/// Larger `A`s get a new buffer each time, so that what is kept adds at most 16 MiB per
+/// calling thread to the peak memory (`docs/memory.md`).
+const KEEP_A: usize = 1 << 22;
 
 /// `(start, len)` pieces of `0..len` cut into `parts` runs whose lengths are multiples
 /// of `unit` (the last one shorter).
