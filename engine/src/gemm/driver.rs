@@ -473,7 +473,7 @@ mod tests {
         for n in 1..3000 {
             for (nc, nr) in [(480, 48), (480, 16), (448, 64)] {
                 let w = block_width(n, nc, nr);
-                assert!(w % nr == 0 && w <= nc, "n {n}: width {w}");
+                assert!(w.is_multiple_of(nr) && w <= nc, "n {n}: width {w}");
                 // As few blocks as NC allows, the last one not the only narrow piece
                 // left over from full-width blocks.
                 assert_eq!(n.div_ceil(w), n.div_ceil(nc), "n {n}, nc {nc}");
