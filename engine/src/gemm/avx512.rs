@@ -21,7 +21,11 @@
 //! 14 × 32 all ran at the FMA peak per CPU-second (0.96-1.03 of `focal bench peak`'s
 //! 166 GFLOP/s per thread, best of 5), 6 × 64 at 0.92-0.96: the kernel is not what keeps
 //! a GEMM below the peak, and the shape stays 8 × 48 (the most `A` reuse per `B` load
-//! with the 8-wide `A` packing of `pack.rs`; see `focal bench gemm --shapes`).
+//! with the 8-wide `A` packing of `pack.rs`; see `focal bench gemm --shapes`). In place,
+//! inside 1024² and 2048² products on a shared host, the same kernel ran 1.14-1.21×
+//! slower than when the driver left out the traffic of `C`, of the `A` panels and the
+//! packing of `B` (`docs/gemm.md`); prefetching the next tile's `C` from here, at the
+//! start or near the end of the `k` loop, did not measurably recover it.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;

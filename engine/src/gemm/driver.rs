@@ -24,7 +24,11 @@
 //! `KC` 384 or 512 and `NC` 960 measured no faster (within the noise of a shared 2-core
 //! machine), and a kernel alone on L2-resident panels runs at the FMA peak, so what is
 //! left between a GEMM and the peak is outside these sizes (packing, `C` in L3, the
-//! split between threads). A task walks its columns in blocks of even width, at most
+//! split between threads). `KC` 128 (a `B` micro-panel of half the L1d) and the BLIS
+//! order (`B` micro-panel in L1 across the rows, `A` block from L2) were measured again
+//! there and were no faster, or 5-17 % slower: `docs/gemm.md` has those figures, the
+//! share of the time each operand's traffic costs in place, and the prefetches and
+//! loop orders tried. A task walks its columns in blocks of even width, at most
 //! `NC` ([`block_width`]): a thin last block would read all of `A` for one narrow tile.
 //! `MC` is one micro-panel: the whole of packed A is shared by the tasks and read from
 //! L3 one micro-panel at a time, each used against the B micro-panels of the block. This
@@ -153,14 +157,18 @@ thread_local! {
     static A_PANELS: Cell<AlignedBuf> = Cell::new(AlignedBuf::default());
 }
 
-/// The largest packed `A` (floats) kept on a thread between products: 4 MiB, a 1024²
+/// The largest packed `A` (floats) kept on a thread between products: 16 MiB, a 2048²
 /// `A`. A new buffer is zeroed by the allocator on the calling thread before the threads
 /// start: 0.2 ms for 4 MiB on Intel Sapphire Rapids (mimalloc keeping freed memory, as
-/// the `focal` binary sets it), 3 % of a 1024² product at the FMA peak of 2 cores.
-/// Larger `A`s get a new buffer each time (the zeroing is a smaller share of a larger
-/// product), so that what is kept adds at most 4 MiB per calling thread to the peak
-/// memory (`docs/memory.md`).
-const KEEP_A: usize = 1 << 20;
+/// the `focal` binary sets it), 3 % of a 1024² product at the FMA peak of 2 cores. A
+/// 16 MiB one was faulted in again at every product (huge pages zeroed by the kernel
+/// while the threads pack into it): keeping it lowered the CPU time of a 2048² product
+/// in six of seven interleaved runs (median −2.4 %) and its wall time in five (median
+/// −10 %), 2 threads on a shared host (`docs/gemm.md`); the peak RSS of inference and
+/// of the 96-px and 512-px training steps did not change (`docs/memory.md`).
+/// Larger `A`s get a new buffer each time, so that what is kept adds at most 16 MiB per
+/// calling thread to the peak memory (`docs/memory.md`).
+const KEEP_A: usize = 1 << 22;
 
 /// `(start, len)` pieces of `0..len` cut into `parts` runs whose lengths are multiples
 /// of `unit` (the last one shorter).
@@ -465,7 +473,7 @@ mod tests {
         for n in 1..3000 {
             for (nc, nr) in [(480, 48), (480, 16), (448, 64)] {
                 let w = block_width(n, nc, nr);
-                assert!(w % nr == 0 && w <= nc, "n {n}: width {w}");
+                assert!(w.is_multiple_of(nr) && w <= nc, "n {n}: width {w}");
                 // As few blocks as NC allows, the last one not the only narrow piece
                 // left over from full-width blocks.
                 assert_eq!(n.div_ceil(w), n.div_ceil(nc), "n {n}, nc {nc}");
