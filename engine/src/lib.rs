@@ -50,6 +50,9 @@ pub mod tape;
 pub mod tensor;
 pub mod threads;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 pub use fsio::{write_atomic, write_atomic_unsynced};
 pub use op::Op;
 pub use ops::conv::{

@@ -240,31 +240,16 @@ mod tests {
     fn add_relu_gives_the_bits_of_add_then_relu() {
         use crate::gradcheck::case::randn;
         use crate::rng::Rng;
-        use crate::tape::{backward_with, ParamId};
+        use crate::testing::output_and_gradient_bits;
         let mut r = Rng::new(3);
         // Large enough for the parallel chunked path.
-        let (a, b) = (
+        let inputs = [
             randn(&mut r, &[2, 64, 45, 47]),
             randn(&mut r, &[2, 64, 45, 47]),
-        );
-        let seed = randn(&mut r, a.shape());
-        let run = |fused: bool| {
-            let (ia, ib) = (ParamId::fresh(), ParamId::fresh());
-            let (ta, tb) = (a.track(ia), b.track(ib));
-            let y = if fused {
-                ta.add_relu(&tb)
-            } else {
-                ta.add(&tb).relu()
-            };
-            let grads = backward_with(&y, seed.clone());
-            [
-                y.to_vec(),
-                grads.get(ia).unwrap().to_vec(),
-                grads.get(ib).unwrap().to_vec(),
-            ]
-            .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
-        };
-        let (fused, apart) = (run(true), run(false));
+        ];
+        let fused = output_and_gradient_bits(&inputs, 4, |t| t[0].add_relu(&t[1]));
+        let apart = output_and_gradient_bits(&inputs, 4, |t| t[0].add(&t[1]).relu());
+        assert_eq!(fused.len(), 3);
         assert!(fused == apart, "add_relu differs from add then relu");
         let zeros = fused[0].iter().filter(|&&v| v == 0).count();
         assert!(zeros > 0 && zeros < fused[0].len(), "{zeros} clipped");

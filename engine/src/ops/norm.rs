@@ -716,25 +716,7 @@ fn relu_cases(r: &mut Rng, eps: f32) -> Vec<Case> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tape::{backward_with, ParamId};
-
-    /// The output and every input's gradient, as bits, for `f` on tracked copies of
-    /// `inputs` and a fixed random upstream gradient.
-    fn bits_of_run(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) -> Vec<Vec<u32>> {
-        let ids: Vec<ParamId> = inputs.iter().map(|_| ParamId::fresh()).collect();
-        let tracked: Vec<Tensor> = inputs
-            .iter()
-            .zip(&ids)
-            .map(|(x, &id)| x.track(id))
-            .collect();
-        let y = f(&tracked);
-        let seed = randn(&mut Rng::new(8), y.shape());
-        let grads = backward_with(&y, seed);
-        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-        let mut out = vec![bits(&y)];
-        out.extend(ids.iter().map(|&id| bits(grads.get(id).unwrap())));
-        out
-    }
+    use crate::testing::output_and_gradient_bits;
 
     #[test]
     fn fused_relu_gives_the_bits_of_the_norm_then_relu() {
@@ -765,7 +747,10 @@ mod tests {
             ),
         ];
         for (name, fused, apart) in pairs {
-            let (a, b) = (bits_of_run(&inputs, fused), bits_of_run(&inputs, apart));
+            let (a, b) = (
+                output_and_gradient_bits(&inputs, 8, fused),
+                output_and_gradient_bits(&inputs, 8, apart),
+            );
             assert_eq!(a.len(), 4, "{name}");
             for (i, (x, y)) in a.iter().zip(&b).enumerate() {
                 assert!(x == y, "{name}: output/gradient {i} differs");

@@ -76,25 +76,7 @@ mod tests {
     use super::*;
     use crate::gradcheck::case::randn;
     use crate::rng::Rng;
-    use crate::tape::{backward_with, ParamId};
-
-    /// The output and the gradients of every input, as bits, for `f` on tracked copies
-    /// of `inputs` and a fixed random upstream gradient.
-    fn bits_of_run(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) -> Vec<Vec<u32>> {
-        let ids: Vec<ParamId> = inputs.iter().map(|_| ParamId::fresh()).collect();
-        let tracked: Vec<Tensor> = inputs
-            .iter()
-            .zip(&ids)
-            .map(|(x, &id)| x.track(id))
-            .collect();
-        let y = f(&tracked);
-        let seed = randn(&mut Rng::new(7), y.shape());
-        let grads = backward_with(&y, seed);
-        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-        let mut out = vec![bits(&y)];
-        out.extend(ids.iter().map(|&id| bits(grads.get(id).unwrap())));
-        out
-    }
+    use crate::testing::output_and_gradient_bits;
 
     #[test]
     fn fused_relu_gives_the_bits_of_conv2d_then_relu() {
@@ -115,10 +97,10 @@ mod tests {
                     randn(&mut r, &ws),
                     randn(&mut r, &[ws[0]]),
                 ];
-                let fused = bits_of_run(&inputs, |t| {
+                let fused = output_and_gradient_bits(&inputs, 7, |t| {
                     conv2d_relu_with(&t[0], &t[1], Some(&t[2]), opts, algo)
                 });
-                let apart = bits_of_run(&inputs, |t| {
+                let apart = output_and_gradient_bits(&inputs, 7, |t| {
                     super::super::conv2d_with(&t[0], &t[1], Some(&t[2]), opts, algo).relu()
                 });
                 let what = format!("x {xs:?} w {ws:?} {algo:?}");
