@@ -48,10 +48,8 @@ pub mod shape;
 pub mod storage;
 pub mod tape;
 pub mod tensor;
+pub mod testing;
 pub mod threads;
-
-#[cfg(test)]
-pub(crate) mod testing;
 
 pub use fsio::{write_atomic, write_atomic_unsynced};
 pub use op::Op;

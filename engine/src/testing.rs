@@ -1,4 +1,5 @@
-//! Helpers shared by the unit tests of the ops (compiled for tests only).
+//! Helpers shared by the tests of the ops: the unit tests in `ops/` and the integration
+//! tests in `engine/tests/` (hence public, like `gradcheck`'s input generators).
 
 use crate::gradcheck::case::randn;
 use crate::rng::Rng;
@@ -7,8 +8,9 @@ use crate::tensor::Tensor;
 
 /// The output of `f` on tracked copies of `inputs`, then the gradient of every input for
 /// a random upstream gradient drawn with `seed`, all as bits (so that `==` compares
-/// exactly): what the tests of a fused op compare against the ops it fuses.
-pub(crate) fn output_and_gradient_bits(
+/// exactly): what the tests of a fused op compare against the ops it fuses, and the
+/// determinism tests across thread counts.
+pub fn output_and_gradient_bits(
     inputs: &[Tensor],
     seed: u64,
     f: impl Fn(&[Tensor]) -> Tensor,

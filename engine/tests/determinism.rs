@@ -6,35 +6,17 @@
 //! tasks and tiles, GEMM row blocks, elementwise chunks above the threshold.
 
 use focal_engine::gradcheck::{distinct, randn};
+use focal_engine::testing::output_and_gradient_bits;
 use focal_engine::threads::with_threads;
 use focal_engine::{
-    backward_with, conv2d, conv2d_with, max_pool2d, upsample_nearest, upsample_nearest_to,
-    Conv2dOptions, ConvAlgo, ParamId, Rng, Tensor,
+    conv2d, conv2d_with, max_pool2d, upsample_nearest, upsample_nearest_to, Conv2dOptions,
+    ConvAlgo, Rng, Tensor,
 };
-
-/// Bits of every float, so that `assert_eq!` compares exactly (and NaN == NaN).
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.data().iter().map(|v| v.to_bits()).collect()
-}
 
 /// Runs `f(inputs)` with every input tracked, backpropagates a fixed random upstream
 /// gradient, and returns the output and every input's gradient as bits.
 fn run(inputs: &[Tensor], f: &(dyn Fn(&[Tensor]) -> Tensor + Sync)) -> Vec<Vec<u32>> {
-    let ids: Vec<ParamId> = inputs.iter().map(|_| ParamId::fresh()).collect();
-    let tracked: Vec<Tensor> = inputs
-        .iter()
-        .zip(&ids)
-        .map(|(x, &id)| x.track(id))
-        .collect();
-    let y = f(&tracked);
-    let mut r = Rng::new(99);
-    let seed = randn(&mut r, y.shape());
-    let grads = backward_with(&y, seed);
-    let mut out = vec![bits(&y)];
-    for id in ids {
-        out.push(bits(grads.get(id).expect("every input gets a gradient")));
-    }
-    out
+    output_and_gradient_bits(inputs, 99, f)
 }
 
 fn same_for_1_2_3_threads(name: &str, inputs: Vec<Tensor>, f: impl Fn(&[Tensor]) -> Tensor + Sync) {

@@ -110,7 +110,7 @@ mod tests {
                 }
                 // Both sides of the kink occur, so the mask is exercised.
                 let y = &fused[0];
-                assert!(y.iter().any(|&b| b == 0), "{what}: no output clipped");
+                assert!(y.contains(&0), "{what}: no output clipped");
                 assert!(
                     y.iter().any(|&b| f32::from_bits(b) > 0.0),
                     "{what}: none positive"
