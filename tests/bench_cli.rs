@@ -58,6 +58,54 @@ fn train_step_and_infer_print_one_json_object_last() {
     }
 }
 
+/// `output_digest` hashes the bits the steps computed: the same on 1 and 3 threads
+/// (results are bitwise independent of the thread count), different when the model
+/// differs (so it is not a constant).
+#[test]
+fn the_output_digest_names_the_bits_computed() {
+    let digest = |mode: &str, threads: &str, classes: &str| {
+        let out = focal(&[
+            "--threads",
+            threads,
+            "bench",
+            mode,
+            "--size",
+            "64",
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--classes",
+            classes,
+            "--fpn-channels",
+            "32",
+            "--head-width",
+            "16",
+            "--head-depth",
+            "1",
+            "--json",
+        ]);
+        succeeds(&out);
+        let d = last_json_line(&out)["output_digest"]
+            .as_str()
+            .expect("output_digest is a string")
+            .to_string();
+        assert!(
+            d.len() == 16 && d.chars().all(|c| c.is_ascii_hexdigit()),
+            "{d:?}"
+        );
+        assert!(text(&out.stdout).contains(&format!("output digest {d}")));
+        d
+    };
+    for mode in ["train-step", "infer"] {
+        let one = digest(mode, "1", "3");
+        assert_eq!(one, digest(mode, "3", "3"), "{mode}");
+        assert_ne!(one, digest(mode, "1", "4"), "{mode}");
+    }
+}
+
 #[test]
 fn bad_options_are_refused_with_a_message() {
     let out = focal(&["bench", "infer", "--size", "100"]);

@@ -10,7 +10,15 @@
 //! breakdown by phase, and the peak resident memory of the process (VmHWM of
 //! /proc/self/status). With `--json` the last line is one JSON object with at least `ms`
 //! (median wall time), `min_ms`, `cpu_ms` (median CPU time of all threads per step, the
-//! steadier figure on a shared machine) and `peak_rss_mb`.
+//! steadier figure on a shared machine), `peak_rss_mb` and `output_digest`.
+//!
+//! **`output_digest`** is a 64-bit FNV-1a hash of the bits of what the steps computed:
+//! the total loss of every step for `train-step` (each step's loss depends on the
+//! gradients and updates of the steps before it), the class logits and box deltas of
+//! the last step for `infer`. The images and weights are drawn from fixed seeds, so two
+//! builds, thread counts or machines that compute the same bits print the same digest:
+//! a speed change can be checked to leave every result as it was with one command
+//! each side. It is computed after each step's timing stops.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -168,7 +176,23 @@ impl Phases {
     }
 }
 
-fn train_step(s: &mut Setup, opt: &mut Sgd) -> Phases {
+/// Folds the bits of `values` into the FNV-1a hash `h` (64-bit: offset basis
+/// `0xcbf29ce484222325`, prime `0x100000001b3`), byte by byte, little-endian.
+fn fnv1a(mut h: u64, values: &[f32]) -> u64 {
+    for v in values {
+        for byte in v.to_bits().to_le_bytes() {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The FNV-1a offset basis: the hash of nothing.
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One SGD step; its phases, and the total loss (for the digest).
+fn train_step(s: &mut Setup, opt: &mut Sgd) -> (Phases, f32) {
     let mut p = Phases::default();
     let mut t = Instant::now();
     let (h, w) = (s.images.dim(2), s.images.dim(3));
@@ -193,6 +217,7 @@ fn train_step(s: &mut Setup, opt: &mut Sgd) -> Phases {
     let losses = retinanet_loss(&cfg.loss, &cls, &deltas, &targets);
     drop((cls, deltas));
     let total = losses.total();
+    let loss = total.item();
     p.lap("loss", &mut t);
     let grads = backward(&total);
     drop((total, losses));
@@ -201,10 +226,12 @@ fn train_step(s: &mut Setup, opt: &mut Sgd) -> Phases {
     drop(grads);
     clear_tape();
     p.lap("sgd update", &mut t);
-    p
+    (p, loss)
 }
 
-fn infer_step(s: &mut Setup, sizes: &[ImageSize]) -> Phases {
+/// One detection step; its phases, and the head's outputs (class logits, box deltas)
+/// for the digest.
+fn infer_step(s: &mut Setup, sizes: &[ImageSize]) -> (Phases, (Tensor, Tensor)) {
     let mut p = Phases::default();
     let mut t = Instant::now();
     let out = no_grad(|| {
@@ -221,7 +248,7 @@ fn infer_step(s: &mut Setup, sizes: &[ImageSize]) -> Phases {
     let dets = postprocess(&s.model.config.inference, &anchors, &out.0, &out.1, sizes);
     std::hint::black_box(dets);
     p.lap("postprocess", &mut t);
-    p
+    (p, out)
 }
 
 /// Runs `mode` ("train-step" or "infer") with options `o`.
@@ -252,6 +279,7 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
     let mut totals = Vec::new();
     let mut cpu = Vec::new();
     let mut phases: Vec<Phases> = Vec::new();
+    let mut digest = FNV_START;
     for i in 0..o.warmup + o.steps {
         if o.profile && i == o.warmup {
             profile::reset();
@@ -260,16 +288,22 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
         profile::mark();
         let cpu0 = focal_engine::bench::process_cpu_ns();
         let t = Instant::now();
-        let p = if mode == "train-step" {
-            train_step(&mut s, &mut opt)
+        let (p, outputs) = if mode == "train-step" {
+            let (p, loss) = train_step(&mut s, &mut opt);
+            (p, Some(vec![loss]))
         } else {
-            infer_step(&mut s, &sizes)
+            let (p, (cls, deltas)) = infer_step(&mut s, &sizes);
+            let last = i + 1 == o.warmup + o.steps;
+            (p, last.then(|| [cls.to_vec(), deltas.to_vec()].concat()))
         };
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if let (Some(a), Some(b)) = (cpu0, focal_engine::bench::process_cpu_ns()) {
             if i >= o.warmup {
                 cpu.push((b - a) as f64 / 1e6);
             }
+        }
+        if let Some(values) = outputs {
+            digest = fnv1a(digest, &values);
         }
         if i >= o.warmup {
             totals.push(ms);
@@ -310,7 +344,8 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
     }
     let peak_text = peak.map_or("unknown".to_string(), |m| format!("{m:.0} MiB"));
     println!(
-        "{mode}: median {ms:.0} ms over {} steps, peak RSS {peak_text}",
+        "{mode}: median {ms:.0} ms over {} steps, peak RSS {peak_text}, output digest \
+         {digest:016x}",
         o.steps
     );
     if o.json {
@@ -337,7 +372,7 @@ pub fn run(mode: &str, o: Options) -> Result<ExitCode> {
              \"batch\": {}, \"classes\": {}, \"fpn_channels\": {}, \"head_width\": {}, \
              \"head_depth\": {}, \"threads\": {threads}, \"conv_algo\": \"{}\", \"steps\": {}, \
              \"ms\": {ms:.1}, \"min_ms\": {:.1}, \"cpu_ms\": {}, \"peak_rss_mb\": {}, \
-             \"phases_ms\": {{{}}}{}}}",
+             \"output_digest\": \"{digest:016x}\", \"phases_ms\": {{{}}}{}}}",
             o.backbone,
             o.norm,
             o.size,
