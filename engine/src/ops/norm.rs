@@ -39,9 +39,17 @@
 //! comes as one op with it (`batch_norm_train_relu`, `channel_affine_relu`,
 //! `group_norm_relu`): the ReLU is applied to each run of outputs as it is written, so
 //! the normalised tensor before the ReLU never exists, and the backward first masks the
-//! upstream gradient by `[y > 0]` (ReLU's derivative, from the saved output). Both steps
-//! use `Tensor::relu`'s expressions, so a fused op gives the same bits as the norm
-//! followed by `relu`.
+//! upstream gradient by `[y > 0]` (ReLU's derivative). Both steps use `Tensor::relu`'s
+//! expressions, so a fused op gives the same bits as the norm followed by `relu`.
+//!
+//! Where the mask comes from differs. `channel_affine_relu` and `group_norm_relu` keep
+//! their output, which the next op (a convolution) keeps anyway for its own gradient, so
+//! it costs nothing. `batch_norm_train_relu` keeps its input for its own backward, and
+//! recomputes `y = max((x − μ)·(r·γ) + β, 0)` from it in the backward, with the same
+//! expressions as the forward, so the mask has the same bits without holding `y`: in
+//! ResNet's stem the output goes to max pooling, which keeps only the position of each
+//! window's maximum, so a saved `y` (33.5 MB at 512 px, batch 2) would be held by
+//! nothing else from the forward pass to the end of the backward.
 //!
 //! ## Determinism
 //!
@@ -243,6 +251,30 @@ fn masked(g: Tensor, relu_out: Option<&Tensor>) -> Tensor {
     }
 }
 
+/// `g·[y > 0]` with `y = max((x − μ)·k + b, 0)` recomputed per channel from the input,
+/// exactly as `batch_norm_train_op` computed it (same expressions, so the same bits):
+/// the ReLU mask of the fused batch norm without its output kept. Written over `g` when
+/// nothing else shares it, as [`chain_in_place`] does.
+fn masked_by_recomputed_output(
+    g: Tensor,
+    x: &Tensor,
+    c: usize,
+    s: usize,
+    (mean, scale, shift): (&[f32], &[f32], &[f32]),
+) -> Tensor {
+    let xd = x.data();
+    assert_eq!(g.numel(), xd.len());
+    // A recorded gradient (double backward is not supported anyway) is copied first.
+    let mut g = if g.node.is_some() { g.detach() } else { g };
+    for_each_channel_run(g.data_mut(), c, s, |ch, range, run| {
+        let (mu, k, b) = (mean[ch], scale[ch], shift[ch]);
+        for (o, &v) in run.iter_mut().zip(&xd[range]) {
+            *o *= relu_derivative(relu_f32((v - mu) * k + b));
+        }
+    });
+    g
+}
+
 /// Training-mode batch normalisation of an `(N, C, ...)` input.
 ///
 /// For each channel c, μ_c and the biased σ²_c are taken over the batch and every spatial
@@ -318,8 +350,9 @@ fn batch_norm_train_op(
         relu_run(relu, run);
     });
     let out = x.with_data(y);
-    let saved_out = relu.then(|| out.detach());
     let mean = stats.mean.clone();
+    // What the mask is recomputed from (see [Fused ReLU](self#fused-relu)).
+    let shift = relu.then(|| bd.to_vec());
     let op = if relu {
         Op::BatchNormRelu
     } else {
@@ -329,7 +362,10 @@ fn batch_norm_train_op(
         let needs = needs.to_vec();
         let (x, weight) = (x.detach(), weight.detach());
         Box::new(move |g| {
-            let g = &masked(g, saved_out.as_ref());
+            let g = &match &shift {
+                Some(b) => masked_by_recomputed_output(g, &x, c, s, (&mean, &scale, b)),
+                None => g,
+            };
             let (xd, wd, gd) = (x.data(), weight.data(), g.data());
             // Σdy and Σdy·(x − μ) per channel; dβ = Σdy, dγ = Σdy·x̂ = r·Σdy·(x − μ).
             let sums = per_channel(n, c, s, |ch, r| {
