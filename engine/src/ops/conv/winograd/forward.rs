@@ -36,7 +36,11 @@
 //! against the size of the chunk. Measured on the head conv alone (2-core AMD EPYC
 //! Zen 3 under KVM, a shared and loaded host, interleaved, minimum CPU ms of 20 calls):
 //! 75-78 before, 59 with `J` = 48 or 64, 54-58 with 96 and 128 (wall 35 → 28 ms in a
-//! quieter moment). Before, the kernel ran each of the three steps over chunks of up
+//! quieter moment). With `focal bench conv --preset 512 --filter head` (2 rounds,
+//! interleaved) the 256 → 256 head conv took 77-80 CPU ms before and 65-73 after,
+//! forward + backward 247-298 and 234-235; `focal bench infer` at 512 px, batch 2: peak
+//! RSS 266 → 238 MiB, wall and CPU time within the host's noise (±10 % and more), and
+//! the 512-px training step's peak RSS unchanged (658-660 MiB). Before, the kernel ran each of the three steps over chunks of up
 //! to 16 M floats (`plan.rs`) with a barrier between them, on all threads: for the
 //! head `V` and `M` were about 19 MiB each, so every step streamed them through memory,
 //! and the GEMM copied every panel of `V_ξ` before reading it.
