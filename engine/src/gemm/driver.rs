@@ -36,9 +36,12 @@
 //! for every tile shape compared, and it walks C row by row.
 //!
 //! `A` is packed in full before the tasks start (or arrives prepacked, [`PackedPanels`]),
-//! so tasks share it; each task packs its own `B` block. The first `pc` block starts
-//! each tile as the caller asked (zero, `β·C`, row bias); the later blocks load the tile
-//! back and continue its chains. Tasks split rows and columns of `C`, never `K`, so the
+//! so tasks share it; each task packs its own `B` block, or reads its micro-panels in
+//! place when the source holds them in that order already (`Panels::stored_panel`:
+//! the Winograd transformed inputs; the columns of a stored panel past the block's end
+//! go into no element of `C`, as the packed zeros would not). The first `pc` block
+//! starts each tile as the caller asked (zero, `β·C`, row bias); the later blocks load
+//! the tile back and continue its chains. Tasks split rows and columns of `C`, never `K`, so the
 //! split (which depends on the thread count) cannot change a bit of the result.
 
 use std::cell::Cell;
@@ -262,7 +265,15 @@ pub(crate) fn task_grid(
 }
 
 /// `C ← A·B + start` with kernel `K` (see the module doc). `B` is `K × n`, `C` is `m × n`.
-pub(crate) fn gemm<K: MicroKernel>(a: ASide, b: &dyn Panels, start: Start, c: MatMut) {
+/// Without `parallel`, one task on the calling thread (the same bits: tasks split rows
+/// and columns of `C`, never `K`).
+pub(crate) fn gemm<K: MicroKernel>(
+    a: ASide,
+    b: &dyn Panels,
+    start: Start,
+    c: MatMut,
+    parallel: bool,
+) {
     let (m, n) = (c.rows(), c.cols());
     let k = b.dims().0;
     let mut owned = None;
@@ -275,7 +286,11 @@ pub(crate) fn gemm<K: MicroKernel>(a: ASide, b: &dyn Panels, start: Start, c: Ma
             owned.insert(PackedPanels::new_in::<K>(A_PANELS.take(), at, alpha))
         }
     };
-    let (row_parts, col_parts) = task_grid(m, n, k, (K::MR, K::NR), K::VL);
+    let (row_parts, col_parts) = if parallel {
+        task_grid(m, n, k, (K::MR, K::NR), K::VL)
+    } else {
+        (1, 1)
+    };
     let mut tasks = Vec::with_capacity(row_parts * col_parts);
     let mut rest = c;
     for (i0, rows) in cuts(m, row_parts, K::MR) {
@@ -320,10 +335,17 @@ fn block<K: MicroKernel>(
         let panels = nc.div_ceil(K::NR);
         for pc in (0..k).step_by(K::KC) {
             let kc = K::KC.min(k - pc);
-            buf.ensure(panels * kc * K::NR);
-            let bp = &mut buf.as_mut_slice()[..panels * kc * K::NR];
-            b.pack(pc, kc, j0 + jc, nc, K::NR, bp);
-            let bp = &*bp;
+            // The block's micro-panels, read in place when `B` holds them in panel
+            // order already (the Winograd transformed inputs), else packed into `buf`.
+            let stored: Option<Vec<&[f32]>> = (0..panels)
+                .map(|jr| b.stored_panel(pc, kc, j0 + jc + jr * K::NR, K::NR))
+                .collect();
+            if stored.is_none() {
+                buf.ensure(panels * kc * K::NR);
+                let bp = &mut buf.as_mut_slice()[..panels * kc * K::NR];
+                b.pack(pc, kc, j0 + jc, nc, K::NR, bp);
+            }
+            let bp = buf.as_slice();
             // One A micro-panel (MR × kc, in L1) against every B micro-panel of the
             // block (kc × NR each, streamed from the L2-resident block).
             for ir in (0..mb).step_by(K::MR) {
@@ -336,7 +358,10 @@ fn block<K: MicroKernel>(
                 };
                 for jr in 0..panels {
                     let cols = K::NR.min(nc - jr * K::NR);
-                    let bpanel = &bp[jr * kc * K::NR..(jr + 1) * kc * K::NR];
+                    let bpanel = match &stored {
+                        Some(panels) => panels[jr],
+                        None => &bp[jr * kc * K::NR..(jr + 1) * kc * K::NR],
+                    };
                     tile::<K>(
                         kc,
                         apanel,
@@ -388,7 +413,11 @@ fn tile<K: MicroKernel>(
 ) {
     const MAX: usize = 512;
     assert!(K::MR * K::NR <= MAX && K::MR <= 64);
-    debug_assert!(b.len() >= kc * K::NR);
+    // A stored panel comes from a safe trait method: check its length in every build.
+    assert!(
+        b.len() >= kc * K::NR,
+        "gemm: a B micro-panel shorter than kc·NR"
+    );
     let (rs, cs) = c.strides();
     let mut bias_pad = [0.0f32; 64];
     let ts = match start {
@@ -403,11 +432,11 @@ fn tile<K: MicroKernel>(
     };
     if rows == K::MR && cs == 1 && cols % K::VL == 0 {
         // SAFETY: `a` is an MR × kc panel of a PackedPanels (PackedPanels::panel
-        // sliced it), `b` holds kc·NR floats (asserted above in debug, by construction
-        // in `block`), and the tile's MR rows of `cols` contiguous floats at c + r·rs
-        // are elements of C (rows i..i+MR, columns j..j+cols are inside the matrix and
-        // cs = 1), exclusively borrowed through `c`; the bias copy holds 64 ≥ MR floats.
-        // The caller's CPU check chose K's instruction set.
+        // sliced it), `b` holds kc·NR floats (asserted above; a shared borrow, packed
+        // or stored, so it cannot alias C), and the tile's MR rows of `cols` contiguous
+        // floats at c + r·rs are elements of C (rows i..i+MR, columns j..j+cols are
+        // inside the matrix and cs = 1), exclusively borrowed through `c`; the bias copy
+        // holds 64 ≥ MR floats. The caller's CPU check chose K's instruction set.
         unsafe {
             if cols == K::NR {
                 K::tile(kc, a, b.as_ptr(), c.ptr_at(i, j), rs, ts)
@@ -549,7 +578,13 @@ mod tests {
             let mut c = vec![fill; m * n];
             let (a, b) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
             let c_view = MatMut::row_major(&mut c, m, n);
-            gemm::<Plain>(ASide::Source(&a.t(), 1.0), &b, Start::Beta(0.0), c_view);
+            gemm::<Plain>(
+                ASide::Source(&a.t(), 1.0),
+                &b,
+                Start::Beta(0.0),
+                c_view,
+                true,
+            );
             c
         };
         let kept = || {

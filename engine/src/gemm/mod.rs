@@ -40,6 +40,7 @@ mod portable;
 mod view;
 
 pub use isa::Isa;
+pub(crate) use pack::AlignedBuf;
 pub use pack::Panels;
 pub use panel_width::b_panel_width;
 pub use view::{MatMut, MatRef};
@@ -99,23 +100,25 @@ pub fn gemm_panels(isa: Isa, alpha: f32, at: &dyn Panels, b: &dyn Panels, start:
     }
     match isa {
         Isa::Portable => match at.as_matrix() {
-            Some(atm) => portable::gemm(alpha, atm.t(), b, start, c),
+            Some(atm) => portable::gemm(alpha, atm.t(), b, start, c, true),
             None => {
                 let plain = plain_a(at, 1.0);
-                portable::gemm(alpha, MatRef::row_major(&plain, k, m).t(), b, start, c)
+                let plain = MatRef::row_major(&plain, k, m).t();
+                portable::gemm(alpha, plain, b, start, c, true)
             }
         },
-        _ => simd(isa, ASide::Source(at, alpha), b, start, c),
+        _ => simd(isa, ASide::Source(at, alpha), b, start, c, true),
     }
 }
 
-/// The SIMD driver for `isa` (which the caller checked the CPU has).
-fn simd(isa: Isa, a: ASide, b: &dyn Panels, start: Start, c: MatMut) {
+/// The SIMD driver for `isa` (which the caller checked the CPU has), on all threads
+/// when `parallel` and the product is large enough, else on the calling thread.
+fn simd(isa: Isa, a: ASide, b: &dyn Panels, start: Start, c: MatMut, parallel: bool) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => driver::gemm::<avx512::Avx512>(a, b, start, c),
+        Isa::Avx512 => driver::gemm::<avx512::Avx512>(a, b, start, c, parallel),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => driver::gemm::<avx2::Avx2>(a, b, start, c),
+        Isa::Avx2 => driver::gemm::<avx2::Avx2>(a, b, start, c, parallel),
         _ => unreachable!("gemm: no SIMD driver for the {isa} path"),
     }
 }
@@ -228,6 +231,22 @@ impl PackedA {
 /// # Panics
 /// When the sizes do not match or a row bias is too short.
 pub fn gemm_packed(a: &PackedA, b: &dyn Panels, start: Start, c: MatMut) {
+    packed_product(a, b, start, c, true)
+}
+
+/// [`gemm_packed`] on the calling thread alone, whatever the size: for callers that
+/// already run one product per thread (the Winograd forward kernel runs each chunk of
+/// tiles, with its `α²` products, as one task). The same bits as [`gemm_packed`]
+/// (see the module doc: the split of `C` between threads changes none).
+///
+/// # Panics
+/// When the sizes do not match or a row bias is too short.
+pub fn gemm_packed_here(a: &PackedA, b: &dyn Panels, start: Start, c: MatMut) {
+    packed_product(a, b, start, c, false)
+}
+
+/// [`gemm_packed`], spread over the threads when `parallel`.
+fn packed_product(a: &PackedA, b: &dyn Panels, start: Start, c: MatMut, parallel: bool) {
     let (m, k) = (a.m, a.k);
     check(a.isa, m, k, b, &start, &c);
     if c.rows() == 0 || c.cols() == 0 {
@@ -238,9 +257,10 @@ pub fn gemm_packed(a: &PackedA, b: &dyn Panels, start: Start, c: MatMut) {
     }
     match &a.inner {
         Packed::Plain(plain) => {
-            portable::gemm(1.0, MatRef::row_major(plain, k, m).t(), b, start, c)
+            let plain = MatRef::row_major(plain, k, m).t();
+            portable::gemm(1.0, plain, b, start, c, parallel)
         }
-        Packed::Panels(p) => simd(a.isa, ASide::Packed(p), b, start, c),
+        Packed::Panels(p) => simd(a.isa, ASide::Packed(p), b, start, c, parallel),
     }
 }
 
@@ -251,7 +271,7 @@ pub fn shape_variants() -> Vec<(&'static str, ShapeFn)> {
     #[cfg(target_arch = "x86_64")]
     {
         fn run<K: kernel::MicroKernel>(a: MatRef, b: MatRef, c: MatMut) {
-            driver::gemm::<K>(ASide::Source(&a.t(), 1.0), &b, Start::Beta(0.0), c)
+            driver::gemm::<K>(ASide::Source(&a.t(), 1.0), &b, Start::Beta(0.0), c, true)
         }
         let mut v: Vec<(&'static str, ShapeFn)> = Vec::new();
         if Isa::Avx512.available() {

@@ -38,6 +38,15 @@ pub trait Panels: Sync {
     fn as_matrix(&self) -> Option<MatRef<'_>> {
         None
     }
+
+    /// The micro-panel of rows `k0..k0+kc` and columns `j0..j0+w` when the source
+    /// already holds it in micro-panel order: exactly the `kc·w` floats [`Panels::pack`]
+    /// would write for that one panel (zero past column `N`). The SIMD driver then
+    /// reads it in place instead of copying it. `None` (the default): pack it.
+    fn stored_panel(&self, k0: usize, kc: usize, j0: usize, w: usize) -> Option<&[f32]> {
+        let _ = (k0, kc, j0, w);
+        None
+    }
 }
 
 impl Panels for MatRef<'_> {

@@ -54,12 +54,17 @@ fn mm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut MatMut) {
     }
 }
 
-/// `C ← α·A·B + start`, `A` a strided matrix, `B` any source (`K × n`).
-pub(crate) fn gemm(alpha: f32, a: MatRef, b: &dyn Panels, start: Start, c: MatMut) {
+/// `C ← α·A·B + start`, `A` a strided matrix, `B` any source (`K × n`); on the calling
+/// thread alone unless `parallel`.
+pub(crate) fn gemm(alpha: f32, a: MatRef, b: &dyn Panels, start: Start, c: MatMut, parallel: bool) {
     let (m, n) = (c.rows(), c.cols());
     let k = a.cols();
     let plain_b = b.as_matrix();
-    let (row_parts, mut col_parts) = task_grid(m, n, k, (8, 8), 8);
+    let (row_parts, mut col_parts) = if parallel {
+        task_grid(m, n, k, (8, 8), 8)
+    } else {
+        (1, 1)
+    };
     if plain_b.is_none() {
         // A materialised block holds at most BLOCK columns.
         col_parts = col_parts.max(n.div_ceil(BLOCK));
@@ -115,7 +120,7 @@ pub(crate) fn gemm(alpha: f32, a: MatRef, b: &dyn Panels, start: Start, c: MatMu
             }
         }
     };
-    if tasks.len() > 1 {
+    if parallel && tasks.len() > 1 {
         tasks.into_par_iter().for_each(run);
     } else {
         tasks.into_iter().for_each(run);

@@ -53,11 +53,12 @@
 //! **GEMM.** The products run on focal's own GEMM (`crate::gemm`), on the path the
 //! caller names (the process's `FOCAL_ISA` choice in conv2d; the tests run each). The
 //! transformed filters `U_ξ` are packed once per call ([`crate::gemm::PackedA`]) and
-//! reused for every chunk of tiles; the forward kernel writes the transformed inputs
-//! `V_ξ` straight in the GEMM's `B` micro-panel order (`packed_inputs.rs`), so the
-//! GEMM packs them with one contiguous copy per micro-panel; each product
-//! `M_ξ = U_ξ·V_ξ` is stored once by the GEMM (β = 0, no zero fill); the weight gradient's `dU_ξ` continues its FMA chains
-//! across the chunks (β = 1). The transforms run in the vector build that goes with the
+//! reused for every chunk of tiles; the forward kernel (also the input gradient's) runs
+//! each chunk of tiles start to finish on one thread (`forward.rs`), writing the
+//! transformed inputs `V_ξ` straight in the GEMM's `B` micro-panel order
+//! (`packed_inputs.rs`), where the GEMM reads them in place; each product
+//! `M_ξ = U_ξ·V_ξ` is stored once by the GEMM (β = 0, no zero fill); the weight
+//! gradient's `dU_ξ` continues its FMA chains across the chunks (β = 1). The transforms run in the vector build that goes with the
 //! GEMM path (`simd.rs`), and compute the same bits in every build.
 
 mod algo;
@@ -74,8 +75,32 @@ pub use algo::{conv_algo, set_conv_algo, ConvAlgo};
 
 use super::geometry::Geom;
 use crate::gemm::Isa;
+use forward::PIPELINE_FLOATS;
 use plan::{packed_filters, Conv3, Grid, CHUNK_FLOATS};
 use transforms::{Tile, F2, F4};
+
+/// How the kernels cut the tiles of a call: the weight gradient's chunks of tile rows
+/// (`plan::Grid`) and the forward kernel's chunks of tiles (`forward.rs`, also the input
+/// gradient's), each as a budget in floats of transformed inputs and products.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Chunks {
+    pub grid: usize,
+    pub pipeline: usize,
+}
+
+impl Chunks {
+    /// What the kernels use.
+    pub const DEFAULT: Chunks = Chunks {
+        grid: CHUNK_FLOATS,
+        pipeline: PIPELINE_FLOATS,
+    };
+    /// The smallest chunks: one row of tiles, one GEMM panel of tiles (for the tests).
+    #[cfg(test)]
+    pub const SMALLEST: Chunks = Chunks {
+        grid: 1,
+        pipeline: 1,
+    };
+}
 
 /// The forward conv of `g` as a [`Conv3`].
 fn forward_conv(g: &Geom) -> Conv3 {
@@ -122,11 +147,11 @@ pub(crate) fn forward(
     relu: bool,
     out: &mut [f32],
 ) {
-    forward_in_chunks(tile, isa, g, x, w, (bias, relu), out, CHUNK_FLOATS);
+    forward_in_chunks(tile, isa, g, x, w, (bias, relu), out, Chunks::DEFAULT);
 }
 
-/// [`forward`] with `chunk_floats` per chunk of tiles (the tests force several chunks);
-/// `store` is the bias and whether a ReLU follows.
+/// [`forward`] with the chunks `chunks` (the tests force other sizes); `store` is the
+/// bias and whether a ReLU follows.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_in_chunks(
     tile: TileKind,
@@ -136,7 +161,7 @@ pub(crate) fn forward_in_chunks(
     w: &[f32],
     store: (Option<&[f32]>, bool),
     out: &mut [f32],
-    chunk_floats: usize,
+    chunks: Chunks,
 ) {
     fn run<T: Tile>(
         isa: Isa,
@@ -145,15 +170,15 @@ pub(crate) fn forward_in_chunks(
         w: &[f32],
         store: (Option<&[f32]>, bool),
         out: &mut [f32],
-        chunk_floats: usize,
+        chunks: Chunks,
     ) {
         let u = packed_filters::<T>(isa, w, g.o, g.c, false);
         let c = forward_conv(g);
-        forward::conv::<T>(&c, &Grid::new::<T>(&c, chunk_floats), x, &u, store, out);
+        forward::conv::<T>(&c, x, &u, store, out, chunks.pipeline);
     }
     match tile {
-        TileKind::F2 => run::<F2>(isa, g, x, w, store, out, chunk_floats),
-        TileKind::F4 => run::<F4>(isa, g, x, w, store, out, chunk_floats),
+        TileKind::F2 => run::<F2>(isa, g, x, w, store, out, chunks),
+        TileKind::F4 => run::<F4>(isa, g, x, w, store, out, chunks),
     }
 }
 
@@ -170,10 +195,10 @@ pub(crate) fn backward(
     gx: Option<&mut [f32]>,
     gw: Option<&mut [f32]>,
 ) {
-    backward_in_chunks(tile, isa, g, x, w, gy, gx, gw, CHUNK_FLOATS);
+    backward_in_chunks(tile, isa, g, x, w, gy, gx, gw, Chunks::DEFAULT);
 }
 
-/// [`backward`] with `chunk_floats` per chunk of tiles (the tests force several chunks).
+/// [`backward`] with the chunks `chunks` (the tests force other sizes).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_in_chunks(
     tile: TileKind,
@@ -184,7 +209,7 @@ pub(crate) fn backward_in_chunks(
     gy: &[f32],
     gx: Option<&mut [f32]>,
     gw: Option<&mut [f32]>,
-    chunk_floats: usize,
+    chunks: Chunks,
 ) {
     fn run<T: Tile>(
         isa: Isa,
@@ -193,29 +218,22 @@ pub(crate) fn backward_in_chunks(
         w: Option<&[f32]>,
         gy: &[f32],
         (gx, gw): (Option<&mut [f32]>, Option<&mut [f32]>),
-        chunk_floats: usize,
+        chunks: Chunks,
     ) {
         if let (Some(gw), Some(x)) = (gw, x) {
             let c = forward_conv(g);
-            let grid = Grid::new::<T>(&c, chunk_floats);
+            let grid = Grid::new::<T>(&c, chunks.grid);
             weight_grad::weight_grad::<T>(isa, &c, &grid, x, gy, gw);
         }
         if let (Some(gx), Some(w)) = (gx, w) {
             let u = packed_filters::<T>(isa, w, g.o, g.c, true);
             let c = input_grad_conv(g);
-            forward::conv::<T>(
-                &c,
-                &Grid::new::<T>(&c, chunk_floats),
-                gy,
-                &u,
-                (None, false),
-                gx,
-            );
+            forward::conv::<T>(&c, gy, &u, (None, false), gx, chunks.pipeline);
         }
     }
     match tile {
-        TileKind::F2 => run::<F2>(isa, g, x, w, gy, (gx, gw), chunk_floats),
-        TileKind::F4 => run::<F4>(isa, g, x, w, gy, (gx, gw), chunk_floats),
+        TileKind::F2 => run::<F2>(isa, g, x, w, gy, (gx, gw), chunks),
+        TileKind::F4 => run::<F4>(isa, g, x, w, gy, (gx, gw), chunks),
     }
 }
 

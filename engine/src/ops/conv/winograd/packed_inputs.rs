@@ -7,129 +7,110 @@
 //! padded with zeros):
 //!
 //! ```text
-//!   v[((p·α² + ξ)·S + s)·W + jj] = V[s, ξ, tile p·W + jj]      (0 past the last tile)
+//!   v[(p·α² + ξ)·(S·W + 16) + s·W + jj] = V[s, ξ, tile p·W + jj]   (0 past the last tile)
 //!
-//!   panel p:  [ ξ = 0: S rows of W | ξ = 1: S rows of W | … | ξ = α²−1 ]
+//!   panel p:  [ ξ = 0: S rows of W, 16 unused | ξ = 1: S rows of W, 16 unused | … ]
 //! ```
 //!
 //! so rows `k0 .. k0 + kc` of panel `p` of `V_ξ` are `kc·W` consecutive floats: exactly
-//! the micro-panel the GEMM's packing writes ([`PackedInputs`]). A panel holds every
-//! channel's transforms of its `W` tiles; the work is cut into (panel, group of
-//! channels) tasks, each writing its own rows of every `ξ` block.
+//! the micro-panel the GEMM's packing writes, which the GEMM reads in place
+//! ([`PackedInputs`], `Panels::stored_panel`) instead of copying it. A panel holds
+//! every channel's transforms of its `W` tiles; one chunk of tiles is transformed on
+//! one thread ([`chunk_inputs`]), the chunks in parallel (`forward.rs`).
 //!
 //! Only the layout changes: every value is the same transform of the same inputs as in
 //! `plan::transform_inputs`, and the GEMM reads the same values in the same order, so
 //! the results are the same bits as with the strided layout.
 
-use rayon::prelude::*;
-
-use super::plan::{input_lanes, split_phases, Conv3, Grid};
-use super::simd::{multiversion, Level};
+use super::plan::{input_lanes, split_phases, Conv3};
+use super::simd::multiversion;
 use super::transforms::{Lanes, Tile, LANES};
 use crate::gemm::Panels;
 
 /// Floats the layout takes for `tiles` tiles, `s` channels, panels of `w` tiles.
 pub(crate) fn packed_len(a2: usize, s: usize, tiles: usize, w: usize) -> usize {
-    tiles.div_ceil(w) * a2 * s * w
+    tiles.div_ceil(w) * a2 * block(s, w)
 }
 
-/// `V = Bᵀ d B` for every (source channel, tile) of the chunk of tile rows `[r0, r1)`,
-/// in the panel layout of the module doc with panels of `w` tiles. `v` holds
-/// [`packed_len`] floats, every one written (the padding with zeros).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn transform_inputs_packed<T: Tile>(
-    level: Level,
-    c: &Conv3,
-    grid: &Grid,
-    src: &[f32],
-    (r0, r1): (usize, usize),
-    w: usize,
-    v: &mut [f32],
-) {
-    let a2 = T::ALPHA * T::ALPHA;
-    let tiles = (r1 - r0) * grid.tw;
-    debug_assert_eq!(v.len(), packed_len(a2, c.s, tiles, w));
-    if v.is_empty() {
-        return;
-    }
-    let panels = tiles.div_ceil(w);
-    // Enough tasks to keep every thread busy; how the channels are grouped changes no
-    // value (each is computed alone).
-    let groups = (4 * rayon::current_num_threads())
-        .div_ceil(panels)
-        .clamp(1, c.s);
-    let per_group = c.s.div_ceil(groups);
-    let mut tasks: Vec<(usize, usize, Vec<&mut [f32]>)> = Vec::new();
-    for (p, panel) in v.chunks_mut(a2 * c.s * w).enumerate() {
-        let first = tasks.len();
-        for (g, s0) in (0..c.s).step_by(per_group).enumerate() {
-            debug_assert_eq!(first + g, tasks.len());
-            tasks.push((p, s0, Vec::with_capacity(a2)));
-        }
-        // Block ξ of the panel: S rows of w floats; group g takes rows s0 .. s0 + per_group.
-        for block in panel.chunks_mut(c.s * w) {
-            for (g, rows) in block.chunks_mut(per_group * w).enumerate() {
-                tasks[first + g].2.push(rows);
-            }
-        }
-    }
-    let hw = c.h * c.w;
-    tasks.into_par_iter().for_each(|(p, s0, blocks)| {
-        panel_channels::<T>(level, c, grid, src, hw, r0, tiles, w, p, s0, blocks);
-    });
+/// Floats from one `ξ` block of a panel to the next: `S` rows of `w`, and one cache line
+/// ([`SKEW`]) that nothing reads.
+fn block(s: usize, w: usize) -> usize {
+    s * w + SKEW
 }
+
+/// Floats left unused after each `ξ` block. Without them the blocks of a 256-channel
+/// panel (16 KiB with rows of 16) would lie a multiple of 4 KiB apart, and the `α²`
+/// stores of one tile's transform, one to each block, would all fall into the same set
+/// of the L1 cache (8 ways, indexed by address bits 6-11) and evict one another; one
+/// line apart they fall into `α²` different sets.
+const SKEW: usize = 16;
 
 multiversion! {
-    /// [`transform_inputs_packed`] for panel `p` and the channels `s0 ..` whose rows
-    /// `blocks[ξ]` holds (`w` floats per channel).
-    fn panel_channels<T: Tile>(
+    /// `V = Bᵀ d B` for every (source channel, tile) of the chunk of `tiles` tiles
+    /// starting at tile `first` of the batch (tiles counted sample after sample, row
+    /// after row of tiles, `tw` to a row of `th` rows: `grid = (th, tw)`), in the panel
+    /// layout of the module doc with panels of `w` tiles, on the calling thread. `v`
+    /// holds [`packed_len`] floats, every one written (the padding with zeros).
+    ///
+    /// Channel after channel, panel after panel; the `α` input rows a row of tiles
+    /// reads are split by phase ([`split_phases`]) once per (channel, row of tiles),
+    /// also when the row is shared by two panels.
+    pub(crate) fn chunk_inputs<T: Tile>(
         c: &Conv3,
-        grid: &Grid,
+        grid: (usize, usize),
         src: &[f32],
-        hw: usize,
-        r0: usize,
+        first: usize,
         tiles: usize,
         w: usize,
-        p: usize,
-        s0: usize,
-        blocks: Vec<&mut [f32]>,
+        v: &mut [f32],
     ) {
         let (a, m) = (T::ALPHA, T::M);
         let a2 = a * a;
-        let mut blocks = blocks;
-        let channels = blocks[0].len() / w;
+        let (th, tw) = grid;
+        debug_assert_eq!(v.len(), packed_len(a2, c.s, tiles, w));
+        let hw = c.h * c.w;
         // Tile tx reads phase k mod m at position tx + k div m, k < α.
-        let len = grid.tw.next_multiple_of(LANES) + (a - 1) / m;
+        let len = tw.next_multiple_of(LANES) + (a - 1) / m;
         let mut rows = vec![0.0f32; a * m * len];
         let mut line = vec![0.0f32; m * len];
         let mut d = [Lanes::ZERO; 36];
         let mut t = [Lanes::ZERO; 36];
-        let (j_lo, j_hi) = (p * w, ((p + 1) * w).min(tiles));
-        for sl in 0..channels {
-            let ch = s0 + sl;
-            let mut j = j_lo;
-            // The panel's tiles, one run per row of tiles.
-            while j < j_hi {
-                let r = r0 + j / grid.tw;
-                let tx_a = j % grid.tw;
-                let tx_b = (tx_a + (j_hi - j)).min(grid.tw);
-                let (n, ty) = (r / grid.th, r % grid.th);
-                let plane = &src[(n * c.s + ch) * hw..(n * c.s + ch + 1) * hw];
-                let y0 = (ty * m) as isize - c.py;
-                split_phases::<T>(plane, c.h, c.w, y0, c.px, a, &mut line, &mut rows);
-                for tx0 in (tx_a..tx_b).step_by(LANES) {
-                    input_lanes::<T>(&rows, len, tx0, &mut d, &mut t);
-                    let count = (tx_b - tx0).min(LANES);
-                    let jj = j + (tx0 - tx_a) - j_lo;
-                    for (val, block) in t[..a2].iter().zip(blocks.iter_mut()) {
-                        val.store(&mut block[sl * w + jj..][..count]);
+        for ch in 0..c.s {
+            // The row of tiles (of the batch) whose input rows `rows` holds.
+            let mut split = usize::MAX;
+            for p in 0..tiles.div_ceil(w) {
+                // Row `ch` of block ξ of panel p.
+                let row = |xi: usize| (p * a2 + xi) * block(c.s, w) + ch * w;
+                let (j_lo, j_hi) = (p * w, ((p + 1) * w).min(tiles));
+                let mut j = j_lo;
+                // The panel's tiles, one run per row of tiles.
+                while j < j_hi {
+                    let r = (first + j) / tw;
+                    let tx_a = (first + j) % tw;
+                    let tx_b = (tx_a + (j_hi - j)).min(tw);
+                    if r != split {
+                        let (n, ty) = (r / th, r % th);
+                        let plane = &src[(n * c.s + ch) * hw..(n * c.s + ch + 1) * hw];
+                        let y0 = (ty * m) as isize - c.py;
+                        split_phases::<T>(plane, c.h, c.w, y0, c.px, a, &mut line, &mut rows);
+                        split = r;
+                    }
+                    for tx0 in (tx_a..tx_b).step_by(LANES) {
+                        input_lanes::<T>(&rows, len, tx0, &mut d, &mut t);
+                        let count = (tx_b - tx0).min(LANES);
+                        let jj = j + (tx0 - tx_a) - j_lo;
+                        for (xi, val) in t[..a2].iter().enumerate() {
+                            val.store(&mut v[row(xi) + jj..][..count]);
+                        }
+                    }
+                    j += tx_b - tx_a;
+                }
+                // The last panel's columns past the last tile are zero.
+                if j_hi - j_lo < w {
+                    for xi in 0..a2 {
+                        v[row(xi) + (j_hi - j_lo)..row(xi) + w].fill(0.0);
                     }
                 }
-                j += tx_b - tx_a;
-            }
-            // The last panel's columns past the last tile are zero.
-            for block in blocks.iter_mut() {
-                block[sl * w + (j_hi - j_lo)..(sl + 1) * w].fill(0.0);
             }
         }
     }
@@ -168,7 +149,7 @@ impl<'a> PackedInputs<'a> {
 
     /// The first float of rows `k ..` of panel `p`.
     fn at(&self, p: usize, k: usize) -> usize {
-        ((p * self.a2 + self.xi) * self.s + k) * self.w
+        (p * self.a2 + self.xi) * block(self.s, self.w) + k * self.w
     }
 
     /// `V_ξ[k, j]`.
@@ -180,6 +161,16 @@ impl<'a> PackedInputs<'a> {
 impl Panels for PackedInputs<'_> {
     fn dims(&self) -> (usize, usize) {
         (self.s, self.tiles)
+    }
+
+    /// Panel `j0 / w` of the layout itself, when the GEMM asks for panels of the
+    /// stored width: rows `k0 ..` of it are `kc·w` consecutive floats.
+    fn stored_panel(&self, k0: usize, kc: usize, j0: usize, w: usize) -> Option<&[f32]> {
+        if w != self.w || !j0.is_multiple_of(w) || j0 >= self.tiles || k0 + kc > self.s {
+            return None;
+        }
+        let at = self.at(j0 / w, k0);
+        Some(&self.v[at..at + kc * w])
     }
 
     fn pack(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize, out: &mut [f32]) {

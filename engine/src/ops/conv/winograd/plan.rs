@@ -8,20 +8,27 @@
 //! whose top-left pixel is `(ty·m − py, tx·m − px)`, zero outside the plane (the
 //! padding).
 //!
-//! **Chunks.** The rows of tiles of the whole batch (`N·⌈OH/m⌉` of them, sample after
-//! sample) are processed a chunk of rows at a time, so that the transformed inputs and
-//! products of one chunk (`α²·(S + R)` floats per tile) stay within [`CHUNK_FLOATS`],
-//! whatever the image size. Each chunk runs in three phases, each one parallel over
-//! independent pieces (channels, transform positions, output channels): every value is
-//! computed by one task in a fixed order, and the chunks depend only on the shapes, so
-//! the result is bitwise the same on any number of threads.
+//! **Chunks.** The weight gradient (`weight_grad.rs`) processes the rows of tiles of
+//! the whole batch (`N·⌈OH/m⌉` of them, sample after sample) a chunk of rows at a time
+//! ([`Grid`]), so that the transformed inputs and products of one chunk (`α²·(S + R)`
+//! floats per tile) stay within [`CHUNK_FLOATS`], whatever the image size. Each chunk
+//! runs in phases, each one parallel over independent pieces (channels, transform
+//! positions, output channels): every value is computed by one task in a fixed order,
+//! and the chunks depend only on the shapes, so the result is bitwise the same on any
+//! number of threads. The forward kernel (and the input gradient, which runs through
+//! it) cuts the tiles its own way: small chunks of tiles, each run start to finish on
+//! one thread (`forward.rs`).
 //!
 //! **Memory.** A call holds the transformed filters packed for the GEMM (`α²·S·R`
 //! floats: 16/9 ≈ 1.8× the weight for F(2x2), 4× for F(4x4); the unpacked transform
-//! only while packing) and one chunk's buffers (at most [`CHUNK_FLOATS`], or one row of
-//! tiles if that is more), allocated per call and freed on return. (Keeping them in
-//! thread-local buffers between calls measured the same CPU time for a R18-FPN
-//! training step at 512 px but a peak resident memory 70-80 MB higher.)
+//! only while packing) and its chunk buffers, allocated per call and freed on return:
+//! for the weight gradient one chunk's (at most [`CHUNK_FLOATS`], or one row of tiles if
+//! that is more), for the forward kernel one chunk's per task running at a time (at
+//! most `forward::PIPELINE_FLOATS` = 9 MiB each, or one GEMM panel of tiles if that is
+//! more; 2 × 9 MiB for the RetinaNet head on 2 threads, where the phased kernel took
+//! 2 × 19 MiB). (Keeping them in thread-local buffers between calls measured the same
+//! CPU time for a R18-FPN training step at 512 px but a peak resident memory 70-80 MB
+//! higher; the forward kernel's alone, 18 MB higher: 678 against 660 MiB.)
 
 use rayon::prelude::*;
 
@@ -54,8 +61,8 @@ pub(crate) struct Conv3 {
     pub px: isize,
 }
 
-/// Floats of transformed inputs and products per chunk of tiles: 16 M floats = 64 MB
-/// at most, whatever the image size. The transformed filters are packed once per call,
+/// Floats of transformed inputs and products per chunk of tile rows of the weight
+/// gradient: 16 M floats = 64 MB at most, whatever the image size. The transformed filters are packed once per call,
 /// so the chunk size no longer buys back any packing; what larger chunks still buy is
 /// the weight gradient's: each chunk adds its products into every `dU_ξ` (`α²·R·S`
 /// floats, 9 MB for the head's 256 → 256 with F(4x4)), and a longer inner dimension

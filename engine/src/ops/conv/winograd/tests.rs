@@ -7,6 +7,7 @@ use super::*;
 use crate::gradcheck::randn;
 use crate::naive;
 use crate::ops::conv::Conv2dOptions;
+use crate::ops::unary::relu_f32;
 use crate::rng::Rng;
 
 /// The GEMM paths this CPU has; the missing ones are named on stdout.
@@ -63,13 +64,14 @@ fn small_shapes_match_naive() {
         let gy = randn(&mut r, want.shape());
         let want_gx = naive::conv2d_input_grad(&x_shape, &w, &gy, opts);
         let want_gw = naive::conv2d_weight_grad(&x, &w_shape, &gy, opts);
-        // The default chunks, and chunks of one row of tiles (the smallest budget).
+        // The default chunks, and the smallest: one row of tiles (weight gradient), one
+        // GEMM panel of tiles (forward and input gradient).
         let runs = [TileKind::F2, TileKind::F4]
             .into_iter()
-            .flat_map(|t| [(t, CHUNK_FLOATS), (t, 1)])
+            .flat_map(|t| [(t, Chunks::DEFAULT), (t, Chunks::SMALLEST)])
             .flat_map(|(t, c)| paths().into_iter().map(move |isa| (t, c, isa)));
         for (tile, chunk, isa) in runs {
-            let what = format!("{tile:?} {isa} chunk {chunk} x {x_shape:?} o {o} pad {pad:?}");
+            let what = format!("{tile:?} {isa} {chunk:?} x {x_shape:?} o {o} pad {pad:?}");
             let mut y = vec![f32::NAN; want.numel()];
             let b = Some(b.data());
             forward_in_chunks(tile, isa, &g, x.data(), w.data(), (b, false), &mut y, chunk);
@@ -195,27 +197,39 @@ fn avx2_and_avx512_paths_give_the_same_bits() {
 
 /// The transformed inputs written in the GEMM's micro-panel order hold the same bits as
 /// the strided layout (`plan::transform_inputs`), and pack to the same panels: through
-/// the one-copy path (panels of the stored width, aligned) and the element-wise one
-/// (any other cut), for panel widths that do and do not divide the tiles, rows of tiles
-/// that are not a multiple of [`LANES`](super::transforms::LANES) and chunks that start
-/// inside the batch.
+/// the one-copy path (panels of the stored width, aligned), the element-wise one (any
+/// other cut) and the panels read in place, for panel widths that do and do not divide
+/// the tiles, rows of tiles that are not a multiple of
+/// [`LANES`](super::transforms::LANES) and chunks that start inside the batch, at a row
+/// of tiles or inside one.
 #[test]
 fn packed_inputs_pack_like_the_strided_layout() {
-    use super::packed_inputs::{packed_len, transform_inputs_packed, PackedInputs};
+    use super::packed_inputs::{chunk_inputs, packed_len, PackedInputs};
     use crate::gemm::{MatRef, Panels};
-    fn check<T: Tile>(c: &Conv3, x: &[f32], w: usize, chunk: (usize, usize)) {
+    /// Rows `rows` of tiles in the strided layout against tiles `skip .. skip + count`
+    /// of them in the panel layout.
+    fn check<T: Tile>(c: &Conv3, x: &[f32], w: usize, rows: (usize, usize), skip: usize) {
         let a2 = T::ALPHA * T::ALPHA;
         let grid = Grid::new::<T>(c, CHUNK_FLOATS);
-        let tiles = (chunk.1 - chunk.0) * grid.tw;
-        let mut strided = vec![0.0f32; c.s * a2 * tiles];
-        transform_inputs::<T>(Level::Portable, c, &grid, x, chunk, &mut strided);
+        let all = (rows.1 - rows.0) * grid.tw;
+        let mut strided = vec![0.0f32; c.s * a2 * all];
+        transform_inputs::<T>(Level::Portable, c, &grid, x, rows, &mut strided);
+        let tiles = all - skip;
         // Stale values in the buffer must all be overwritten (the padding too).
         let mut packed = vec![f32::NAN; packed_len(a2, c.s, tiles, w)];
-        transform_inputs_packed::<T>(Level::Portable, c, &grid, x, chunk, w, &mut packed);
+        let first = rows.0 * grid.tw + skip;
+        let th_tw = (grid.th, grid.tw);
+        chunk_inputs::<T>(Level::Portable, c, th_tw, x, first, tiles, w, &mut packed);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for xi in 0..a2 {
-            let want = MatRef::new(&strided[xi * tiles..], c.s, tiles, a2 * tiles, 1);
+            let at = xi * all + skip;
+            let want = MatRef::new(&strided[at..], c.s, tiles, a2 * all, 1);
             let got = PackedInputs::new(&packed, xi, a2, c.s, tiles, w);
             assert_eq!(got.dims(), want.dims());
+            let what = format!(
+                "{} ξ {xi} w {w} rows {rows:?} skip {skip}",
+                std::any::type_name::<T>()
+            );
             let mut cuts = vec![(0, c.s, 0, tiles, w), (1, c.s - 1, 0, tiles, w)];
             if tiles > w {
                 cuts.push((0, c.s, w, tiles - w, w)); // aligned, to the end
@@ -228,15 +242,17 @@ fn packed_inputs_pack_like_the_strided_layout() {
                 let (mut a, mut b) = (vec![f32::NAN; len], vec![f32::NAN; len]);
                 got.pack(k0, kc, j0, nc, pw, &mut a);
                 want.pack(k0, kc, j0, nc, pw, &mut b);
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&a),
-                    bits(&b),
-                    "{} ξ {xi} w {w} chunk {chunk:?} cut {:?}",
-                    std::any::type_name::<T>(),
-                    (k0, kc, j0, nc, pw)
-                );
+                assert_eq!(bits(&a), bits(&b), "{what} cut {:?}", (k0, kc, j0, nc, pw));
             }
+            // Every stored panel is the one pack writes; other cuts are not stored.
+            for j0 in (0..tiles).step_by(w) {
+                let mut b = vec![f32::NAN; (c.s - 1) * w];
+                want.pack(1, c.s - 1, j0, w.min(tiles - j0), w, &mut b);
+                let stored = got.stored_panel(1, c.s - 1, j0, w).expect("a stored panel");
+                assert_eq!(bits(stored), bits(&b), "{what} stored panel at {j0}");
+            }
+            assert!(got.stored_panel(0, c.s, 1, w).is_none(), "{what}");
+            assert!(got.stored_panel(0, c.s, 0, w / 2).is_none(), "{what}");
         }
     }
     let mut r = Rng::new(6);
@@ -251,11 +267,141 @@ fn packed_inputs_pack_like_the_strided_layout() {
         let x = randn(&mut r, &x_shape);
         for w in [8, 16, 48] {
             let rows = Grid::new::<F2>(&c, CHUNK_FLOATS).rows(&c);
-            check::<F2>(&c, x.data(), w, (0, rows));
-            check::<F2>(&c, x.data(), w, (1, rows - 1));
+            check::<F2>(&c, x.data(), w, (0, rows), 0);
+            check::<F2>(&c, x.data(), w, (1, rows - 1), 0);
+            check::<F2>(&c, x.data(), w, (1, rows), 3);
             let rows = Grid::new::<F4>(&c, CHUNK_FLOATS).rows(&c);
-            check::<F4>(&c, x.data(), w, (0, rows));
-            check::<F4>(&c, x.data(), w, (1, rows));
+            check::<F4>(&c, x.data(), w, (0, rows), 0);
+            check::<F4>(&c, x.data(), w, (1, rows), 0);
+            check::<F4>(&c, x.data(), w, (0, rows), 2);
+        }
+    }
+}
+
+/// The forward kernel computed the plain way, for [`chunks_give_the_bits_of_the_plain_way`]:
+/// `V` of every tile at once in the strided layout (`plan::transform_inputs`), each
+/// `M_ξ` by the GEMM from those strided rows (copied into panels, on all threads), and
+/// the output transform tile by tile on scalars.
+fn plain_conv<T: Tile>(
+    isa: Isa,
+    c: &Conv3,
+    src: &[f32],
+    u: &[crate::gemm::PackedA],
+    (bias, relu): (Option<&[f32]>, bool),
+) -> Vec<f32> {
+    use crate::gemm::{gemm_packed, MatMut, MatRef, Start};
+    let (a2, m) = (T::ALPHA * T::ALPHA, T::M);
+    let grid = Grid::new::<T>(c, usize::MAX);
+    let (rows, tw) = (grid.rows(c), grid.tw);
+    let tiles = rows * tw;
+    let mut v = vec![0.0f32; c.s * a2 * tiles];
+    transform_inputs::<T>(Level::of(isa), c, &grid, src, (0, rows), &mut v);
+    // M laid out [α²][R][tiles].
+    let mut prod = vec![0.0f32; a2 * c.r * tiles];
+    for (xi, m_xi) in prod.chunks_mut(c.r * tiles).enumerate() {
+        let v_xi = MatRef::new(&v[xi * tiles..], c.s, tiles, a2 * tiles, 1);
+        let m_xi = MatMut::row_major(m_xi, c.r, tiles);
+        gemm_packed(&u[xi], &v_xi, Start::Beta(0.0), m_xi);
+    }
+    let mut out = vec![f32::NAN; c.n * c.r * c.oh * c.ow];
+    let (mut mm, mut y) = ([0.0f32; 36], [0.0f32; 16]);
+    for n in 0..c.n {
+        for o in 0..c.r {
+            for ty in 0..grid.th {
+                for tx in 0..tw {
+                    let j = (n * grid.th + ty) * tw + tx;
+                    for (xi, v) in mm[..a2].iter_mut().enumerate() {
+                        *v = prod[(xi * c.r + o) * tiles + j];
+                    }
+                    T::output(&mm[..a2], &mut y[..m * m]);
+                    for i in 0..m {
+                        for k in 0..m {
+                            let (oy, ox) = (ty * m + i, tx * m + k);
+                            if oy < c.oh && ox < c.ow {
+                                let val = y[i * m + k] + bias.map_or(0.0, |b| b[o]);
+                                let val = if relu { relu_f32(val) } else { val };
+                                out[((n * c.r + o) * c.oh + oy) * c.ow + ox] = val;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The pipelined forward kernel gives the bits of [`plain_conv`] whatever the chunk
+/// size (one GEMM panel of tiles, three, the default, the largest) and the thread
+/// count, on ragged shapes: tile counts that are not multiples of the chunk, rows of
+/// tiles cut by chunks, padding and negative offsets (the input gradient's), batches
+/// of several samples, channel counts that are not multiples of the kernels' `MR`.
+/// On the portable path (matrixmultiply) to rounding.
+#[test]
+fn chunks_give_the_bits_of_the_plain_way() {
+    use crate::threads::with_threads;
+    fn check<T: Tile>(isa: Isa, c: &Conv3, x: &[f32], w: &[f32], bias: &[f32]) {
+        let a2 = T::ALPHA * T::ALPHA;
+        let u = packed_filters::<T>(isa, w, c.r, c.s, false);
+        let panel = crate::gemm::b_panel_width(isa);
+        for store in [(None, false), (Some(bias), true)] {
+            let want = plain_conv::<T>(isa, c, x, &u, store);
+            let per_tile = a2 * (c.s + c.r);
+            let budgets = [
+                1,
+                3 * panel * per_tile,
+                forward::PIPELINE_FLOATS,
+                usize::MAX,
+            ];
+            for budget in budgets {
+                for threads in [1, 3] {
+                    let mut got = vec![f32::NAN; want.len()];
+                    with_threads(threads, || {
+                        forward::conv::<T>(c, x, &u, store, &mut got, budget)
+                    });
+                    let what = format!(
+                        "{} {isa} {c:?} budget {budget} threads {threads} relu {}",
+                        std::any::type_name::<T>(),
+                        store.1
+                    );
+                    if isa == Isa::Portable {
+                        assert!(max_err(&got, &want) < 1e-5, "{what}");
+                    } else {
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert!(bits(&got) == bits(&want), "{what}");
+                    }
+                }
+            }
+        }
+    }
+    let mut r = Rng::new(8);
+    let shape = |n, s, h, w, r, py: isize, px: isize| Conv3 {
+        n,
+        s,
+        h,
+        w,
+        r,
+        oh: (h as isize + 2 * py - 2) as usize,
+        ow: (w as isize + 2 * px - 2) as usize,
+        py,
+        px,
+    };
+    for c in [
+        // 3 samples of 6 x 11 (F4) tiles: 198 tiles.
+        shape(3, 13, 23, 41, 10, 1, 1),
+        // The input gradient's offset 2, rows of 7 (F4) tiles.
+        shape(2, 7, 9, 30, 19, 2, 0),
+        // Offset −1 (padding 3), one sample.
+        shape(1, 5, 12, 12, 6, -1, -1),
+        // Rows of 35 (F2) tiles.
+        shape(2, 3, 6, 70, 4, 1, 1),
+    ] {
+        let x: Vec<f32> = randn(&mut r, &[c.n, c.s, c.h, c.w]).data().to_vec();
+        let w: Vec<f32> = randn(&mut r, &[c.r, c.s, 3, 3]).data().to_vec();
+        let bias: Vec<f32> = randn(&mut r, &[c.r]).data().to_vec();
+        for isa in paths() {
+            check::<F2>(isa, &c, &x, &w, &bias);
+            check::<F4>(isa, &c, &x, &w, &bias);
         }
     }
 }
