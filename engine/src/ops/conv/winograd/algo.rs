@@ -107,7 +107,7 @@ pub(crate) const MIN_TILES_F4: usize = 128;
 /// Fewest F(2x2) tiles for Winograd to beat the direct kernels.
 pub(crate) const MIN_TILES_F2: usize = 128;
 /// Fewest input and output channels for Winograd to beat the direct kernels.
-pub(crate) const MIN_CHANNELS: usize = 256;
+pub(crate) const MIN_CHANNELS: usize = 128;
 /// Smallest output plane (pixels), 32²: on 16² planes Winograd lost on the Intel Xeon
 /// (Sapphire Rapids) at every channel count measured, and below 16² the direct kernels
 /// batch the samples into one GEMM (`forward.rs`, `SMALL_PLANE`), which Winograd did not
@@ -161,10 +161,24 @@ pub(crate) fn winograd_tile(g: &Geom) -> TileKind {
 /// [`MIN_TILES_F4`] = 128 (was 256: on Zen 5 F(2x2) led at 32², here F(4x4) does at 256
 /// channels and trails at 512, both faster than direct).
 ///
-/// On both CPUs: with 64 and 128 channels Winograd gains at most 9 % and mostly loses,
-/// on the large planes too, where the direct GEMMs are widest (the transforms, which
-/// grow with `C + O`, cost as much as the multiplications saved), hence
-/// [`MIN_CHANNELS`] = 256; 8² planes at batch 2 (32 F(2x2) tiles) never win (the filter
+/// With the forward kernel pipelined per chunk of tiles (`forward.rs`), the same grid on
+/// the 2-core AMD EPYC Zen 3 (AVX2 path, 512 KiB of L2 per core), one run on a quiet host,
+/// wall-time ratios (the CPU-time ones agree within 0.1 but for 256 at 32², 1.58 for F(4x4)):
+///
+/// | C = O | 8²          | 16²         | 32²         | 64²         |
+/// |-------|-------------|-------------|-------------|-------------|
+/// | 64    | 0.72 / 0.46 | 1.01 / 0.76 | 1.01 / 1.32 | 0.85 / 1.01 |
+/// | 128   | 0.78 / 0.47 | 1.16 / 0.94 | 1.24 / 1.67 | 1.13 / 1.67 |
+/// | 256   | 0.88 / 0.36 | 0.88 / 0.56 | 1.19 / 1.36 | 1.45 / 2.28 |
+/// | 512   | 0.55 / 0.26 | 1.03 / 0.69 | 1.43 / 1.49 | 1.76 / 2.35 |
+///
+/// Here 128 channels win 1.67× with F(4x4) from 32² (on ResNet-18 at 512 px that is
+/// layer2), where the Intel machine measured 1.05 and 0.93 with the phased kernel, so
+/// [`MIN_CHANNELS`] = 128: a large gain on one CPU against a small loss, at most, on the
+/// other. With 64 channels Winograd gains at most 1.32 here and loses 0.82-0.84 on the
+/// Intel machine, on the large planes too, where the direct GEMMs are widest (the
+/// transforms, which grow with `C + O`, cost as much as the multiplications saved), so
+/// 64 channels stay direct. 8² planes at batch 2 (32 F(2x2) tiles) never win (the filter
 /// transform and its packing, both `∝ C·O`, are spread over too few tiles); F(4x4) beats
 /// F(2x2) with 512 of its tiles (64² at batch 2). On the 96-px default model at batch 8
 /// every 3x3 conv has 64 channels or a plane under 1024 pixels: it stays direct, and
@@ -213,7 +227,9 @@ mod tests {
         let p1 = Conv2dOptions::sp(1, 1);
         for (n, c, o, hw, want) in [
             (2, 64, 64, 128, None),                // layer1: 64 channels
-            (2, 128, 128, 64, None),               // layer2: 128 channels
+            (2, 128, 128, 64, Some(TileKind::F4)), // layer2: 512 F(4x4) tiles
+            (2, 128, 128, 32, Some(TileKind::F4)), // 128 channels, 128 F(4x4) tiles
+            (2, 64, 128, 64, None),                // 64 input channels
             (2, 256, 256, 32, Some(TileKind::F4)), // layer3: 128 F(4x4) tiles
             (2, 512, 512, 16, None),               // layer4: a 16² plane
             (2, 256, 256, 16, None),               // head on P5: a 16² plane
