@@ -66,3 +66,21 @@ fn train_help_groups_the_flags_by_configuration_section() {
         );
     }
 }
+
+/// The defaults `focal train --help` names are the presets' own: the synthetic run's
+/// length is read from `SHAPES_ITERS`, so the help cannot fall behind a retune.
+#[test]
+fn train_help_names_the_synthetic_runs_length() {
+    let out = focal(&["train", "--help"]);
+    succeeds(&out);
+    let help = text(&out.stdout);
+    let want = format!(
+        "[synthetic default: {}]",
+        focal_retinanet::train::config::SHAPES_ITERS
+    );
+    let line = help
+        .lines()
+        .find(|l| l.contains("--iters"))
+        .unwrap_or_else(|| panic!("no --iters in:\n{help}"));
+    assert!(line.contains(&want), "{line:?} lacks {want:?}");
+}

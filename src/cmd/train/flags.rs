@@ -40,8 +40,8 @@ pub struct RunFlags {
     /// Seed of the initialisation and of the loader's order and flips [default: 0].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Length of the run in optimiser steps [synthetic default: 800].
-    #[arg(long, value_name = "N", conflicts_with = "epochs")]
+    /// Length of the run in optimiser steps (see `iters_help`).
+    #[arg(long, value_name = "N", conflicts_with = "epochs", help = iters_help())]
     pub iters: Option<u64>,
     /// Length of the run in passes over the training set [COCO default: 12].
     #[arg(long, value_name = "N")]
@@ -232,6 +232,14 @@ impl Section for DataFlags {
         );
         Ok(())
     }
+}
+
+/// The help of `--iters`, with the synthetic preset's length as the preset defines it.
+fn iters_help() -> String {
+    format!(
+        "Length of the run in optimiser steps [synthetic default: {}]",
+        focal_retinanet::train::config::SHAPES_ITERS
+    )
 }
 
 /// The help of `--backbone`: every registered backbone, by name.
