@@ -4,6 +4,23 @@
 mod common;
 use common::{fails_with, focal, focal_env, last_json_line, succeeds, text};
 
+/// The model and steps of the detector benches' tests: 64 px, batch 2, two timed steps,
+/// a small FPN and one narrow tower layer, so each run takes a fraction of a second.
+const TINY: [&str; 12] = [
+    "--size",
+    "64",
+    "--batch",
+    "2",
+    "--steps",
+    "2",
+    "--fpn-channels",
+    "32",
+    "--head-width",
+    "16",
+    "--head-depth",
+    "1",
+];
+
 /// Both modes, and every registered backbone's train step (`resnet18-half` included).
 #[test]
 fn train_step_and_infer_print_one_json_object_last() {
@@ -15,31 +32,20 @@ fn train_step_and_infer_print_one_json_object_last() {
     runs.push(("infer", "resnet18"));
     assert!(runs.contains(&("train-step", "resnet18-half")));
     for (mode, backbone) in runs {
-        let out = focal(&[
+        let run = [
             "--threads",
             "2",
             "bench",
             mode,
             "--backbone",
             backbone,
-            "--size",
-            "64",
-            "--batch",
-            "2",
-            "--steps",
-            "2",
             "--warmup",
             "0",
             "--classes",
             "3",
-            "--fpn-channels",
-            "32",
-            "--head-width",
-            "16",
-            "--head-depth",
-            "1",
             "--json",
-        ]);
+        ];
+        let out = focal(&[&run[..], &TINY].concat());
         assert!(
             out.status.success(),
             "{}",
@@ -64,29 +70,18 @@ fn train_step_and_infer_print_one_json_object_last() {
 #[test]
 fn the_output_digest_names_the_bits_computed() {
     let digest = |mode: &str, threads: &str, classes: &str| {
-        let out = focal(&[
+        let run = [
             "--threads",
             threads,
             "bench",
             mode,
-            "--size",
-            "64",
-            "--batch",
-            "2",
-            "--steps",
-            "2",
             "--warmup",
             "1",
             "--classes",
             classes,
-            "--fpn-channels",
-            "32",
-            "--head-width",
-            "16",
-            "--head-depth",
-            "1",
             "--json",
-        ]);
+        ];
+        let out = focal(&[&run[..], &TINY].concat());
         succeeds(&out);
         let d = last_json_line(&out)["output_digest"]
             .as_str()
@@ -301,30 +296,19 @@ fn conv_algorithm_errors_name_the_choices() {
 /// shares add up to the step. `--conv-algo` is reported.
 #[test]
 fn train_step_profile_lists_the_ops_and_adds_up() {
-    let out = focal(&[
+    let run = [
         "--conv-algo",
         "winograd",
         "bench",
         "train-step",
-        "--size",
-        "64",
-        "--batch",
-        "2",
-        "--steps",
-        "2",
         "--warmup",
         "1",
         "--classes",
         "3",
-        "--fpn-channels",
-        "32",
-        "--head-width",
-        "16",
-        "--head-depth",
-        "1",
         "--profile",
         "--json",
-    ]);
+    ];
+    let out = focal(&[&run[..], &TINY].concat());
     succeeds(&out);
     let stdout = text(&out.stdout);
     assert!(
