@@ -37,11 +37,11 @@
 //!
 //! `A` is packed in full before the tasks start (or arrives prepacked, [`PackedPanels`]),
 //! so tasks share it; each task packs its own `B` block, or reads its micro-panels in
-//! place when the source holds them in that order already (`Panels::stored_panel`:
-//! the Winograd transformed inputs; the columns of a stored panel past the block's end
-//! go into no element of `C`, as the packed zeros would not). The first `pc` block
-//! starts each tile as the caller asked (zero, `β·C`, row bias); the later blocks load
-//! the tile back and continue its chains. Tasks split rows and columns of `C`, never `K`, so the
+//! place when the source holds them in that order already (`Panels::stored_panel`: the
+//! Winograd transformed inputs; the columns of a stored panel past the block's end go
+//! into no element of `C`, as the packed zeros would not). The first `pc` block starts
+//! each tile as the caller asked (zero, `β·C`, row bias); the later blocks load the tile
+//! back and continue its chains. Tasks split rows and columns of `C`, never `K`, so the
 //! split (which depends on the thread count) cannot change a bit of the result.
 
 use std::cell::Cell;

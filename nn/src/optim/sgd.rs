@@ -91,6 +91,22 @@ fn momentum_step<const FIRST: bool, const NESTEROV: bool>(
     }
 }
 
+/// [`momentum_step`] with the flags given at run time: one of its four builds.
+fn momentum_step_for(
+    (first, nesterov): (bool, bool),
+    w: &mut [f32],
+    g: &[f32],
+    v: &mut [f32],
+    k: Coeffs,
+) {
+    match (first, nesterov) {
+        (true, true) => momentum_step::<true, true>(w, g, v, k),
+        (true, false) => momentum_step::<true, false>(w, g, v, k),
+        (false, true) => momentum_step::<false, true>(w, g, v, k),
+        (false, false) => momentum_step::<false, false>(w, g, v, k),
+    }
+}
+
 /// Plain SGD (no momentum) over a chunk: `w = w − lr·(g + λ·w)`, as a branch-free loop.
 fn plain_step(w: &mut [f32], g: &[f32], wd: f32, lr: f32) {
     for (w, &g) in w.iter_mut().zip(g) {
@@ -127,12 +143,7 @@ impl Optimizer for Sgd {
                         );
                         let k = Coeffs { wd, mu, lr };
                         update_chunks(w, g, [buf.data_mut()], |w, g, [v]| {
-                            match (first, nesterov) {
-                                (true, true) => momentum_step::<true, true>(w, g, v, k),
-                                (true, false) => momentum_step::<true, false>(w, g, v, k),
-                                (false, true) => momentum_step::<false, true>(w, g, v, k),
-                                (false, false) => momentum_step::<false, false>(w, g, v, k),
-                            }
+                            momentum_step_for((first, nesterov), w, g, v, k)
                         });
                     }
                     None => update_chunks(w, g, [], |w, g, []| plain_step(w, g, wd, lr)),
@@ -227,12 +238,7 @@ mod tests {
                     let d = if nesterov { gi + k.mu * *v } else { *v };
                     *w -= k.lr * d;
                 }
-                match (first, nesterov) {
-                    (true, true) => momentum_step::<true, true>(&mut w, &g, &mut v, k),
-                    (true, false) => momentum_step::<true, false>(&mut w, &g, &mut v, k),
-                    (false, true) => momentum_step::<false, true>(&mut w, &g, &mut v, k),
-                    (false, false) => momentum_step::<false, false>(&mut w, &g, &mut v, k),
-                }
+                momentum_step_for((first, nesterov), &mut w, &g, &mut v, k);
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&w), bits(&w_ref), "nesterov {nesterov}, step {step}");
                 assert_eq!(bits(&v), bits(&v_ref), "nesterov {nesterov}, step {step}");

@@ -27,23 +27,23 @@
 //! result is the same bits on any number of threads and for any `J`.
 //!
 //! **Chunk size.** `J` is the largest multiple of the panel width whose `V` and `M`
-//! (`α²·(S + R)·J` floats) fit in [`PIPELINE_FLOATS`], and at most a quarter of the
-//! tiles ([`chunk_tiles`]): 128 tiles for the RetinaNet head at 512 px (256 → 256,
-//! F(4x4), 512 tiles), where `V_ξ` is 128 KiB (in L2 beside `M_ξ`) and the chunk's `V`
-//! and `M` 9 MiB per thread (in L3). The call allocates one such buffer per task
-//! running at a time (zero-filled once) and frees them on return. Each chunk reads all
-//! of `U` (`α²·R·S` floats, 9 MiB for the head) from L3, so `J` trades that stream
-//! against the size of the chunk. Measured on the head conv alone (2-core AMD EPYC
-//! Zen 3 under KVM, a shared and loaded host, interleaved, minimum CPU ms of 20 calls):
-//! 75-78 before, 59 with `J` = 48 or 64, 54-58 with 96 and 128 (wall 35 → 28 ms in a
-//! quieter moment). With `focal bench conv --preset 512 --filter head` (2 rounds,
-//! interleaved) the 256 → 256 head conv took 77-80 CPU ms before and 65-73 after,
-//! forward + backward 247-298 and 234-235; `focal bench infer` at 512 px, batch 2: peak
-//! RSS 266 → 238 MiB, wall and CPU time within the host's noise (±10 % and more), and
-//! the 512-px training step's peak RSS unchanged (658-660 MiB). Before, the kernel ran each of the three steps over chunks of up
-//! to 16 M floats (`plan.rs`) with a barrier between them, on all threads: for the
-//! head `V` and `M` were about 19 MiB each, so every step streamed them through memory,
-//! and the GEMM copied every panel of `V_ξ` before reading it.
+//! (`α²·(S + R)·J` floats) fit in [`PIPELINE_FLOATS`], and at most a quarter of the tiles
+//! ([`chunk_tiles`]): 128 tiles for the RetinaNet head at 512 px (256 → 256, F(4x4), 512
+//! tiles), where `V_ξ` is 128 KiB (in L2 beside `M_ξ`) and the chunk's `V` and `M` 9 MiB
+//! per thread (in L3). The call allocates one such buffer per task running at a time
+//! (zero-filled once) and frees them on return. Each chunk reads all of `U` (`α²·R·S`
+//! floats, 9 MiB for the head) from L3, so `J` trades that stream against the size of the
+//! chunk. Measured on the head conv alone (2-core AMD EPYC Zen 3 under KVM, a shared and
+//! loaded host, interleaved, minimum CPU ms of 20 calls): 75-78 before, 59 with `J` = 48
+//! or 64, 54-58 with 96 and 128 (wall 35 → 28 ms in a quieter moment). With `focal bench
+//! conv --preset 512 --filter head` (2 rounds, interleaved) the 256 → 256 head conv took
+//! 77-80 CPU ms before and 65-73 after, forward + backward 247-298 and 234-235; `focal
+//! bench infer` at 512 px, batch 2: peak RSS 266 → 238 MiB, wall and CPU time within the
+//! host's noise (±10 % and more), and the 512-px training step's peak RSS unchanged
+//! (658-660 MiB). Before, the kernel ran each of the three steps over chunks of up to 16
+//! M floats (`plan.rs`) with a barrier between them, on all threads: for the head `V` and
+//! `M` were about 19 MiB each, so every step streamed them through memory, and the GEMM
+//! copied every panel of `V_ξ` before reading it.
 //!
 //! `J` is the number of tiles in the chunk. Step 2 is where the multiplications are
 //! saved: a direct convolution does `9·S` multiply-adds per output pixel, this does
@@ -56,7 +56,7 @@ use std::sync::{Mutex, PoisonError};
 use rayon::prelude::*;
 
 use super::packed_inputs::{chunk_inputs, packed_len, PackedInputs};
-use super::plan::Conv3;
+use super::plan::{tile_runs, Conv3};
 use super::simd::{multiversion, Level};
 use super::transforms::{Lanes, Tile, LANES};
 use crate::gemm::{b_panel_width, gemm_packed_here, AlignedBuf, MatMut, PackedA, Start};
@@ -200,12 +200,8 @@ multiversion! {
             let b = bias.map_or(0.0, |b| b[o]);
             // The α² products of channel o: M[o, ξ, j] = mo[ξ·tiles + j].
             let mo = &prod[o * a2 * tiles..(o + 1) * a2 * tiles];
-            let mut j = 0;
             // The chunk's tiles, one run per row of tiles.
-            while j < tiles {
-                let r = (first + j) / tw;
-                let tx_a = (first + j) % tw;
-                let tx_b = (tx_a + (tiles - j)).min(tw);
+            for (j, r, tx_a, tx_b) in tile_runs(first, (0, tiles), tw) {
                 let (n, ty) = (r / th, r % th);
                 let at_plane = (n * c.r + o) * plane;
                 // Output rows of this row of tiles; those past the bottom are dropped.
@@ -247,7 +243,6 @@ multiversion! {
                         unsafe { planes.write(at, &row[..x1 - x0]) };
                     }
                 }
-                j += tx_b - tx_a;
             }
         }
     }

@@ -50,16 +50,17 @@
 //! 128-channel convs and small planes stay direct, which includes every 3x3 conv of the
 //! 96-px default model, so `focal train`'s default run is unchanged.
 //!
-//! **GEMM.** The products run on focal's own GEMM (`crate::gemm`), on the path the
-//! caller names (the process's `FOCAL_ISA` choice in conv2d; the tests run each). The
+//! **GEMM.** The products run on focal's own GEMM (`crate::gemm`), on the path the caller
+//! names (the process's `FOCAL_ISA` choice in conv2d; the tests run each). The
 //! transformed filters `U_ξ` are packed once per call ([`crate::gemm::PackedA`]) and
 //! reused for every chunk of tiles; the forward kernel (also the input gradient's) runs
 //! each chunk of tiles start to finish on one thread (`forward.rs`), writing the
 //! transformed inputs `V_ξ` straight in the GEMM's `B` micro-panel order
-//! (`packed_inputs.rs`), where the GEMM reads them in place; each product
-//! `M_ξ = U_ξ·V_ξ` is stored once by the GEMM (β = 0, no zero fill); the weight
-//! gradient's `dU_ξ` continues its FMA chains across the chunks (β = 1). The transforms run in the vector build that goes with the
-//! GEMM path (`simd.rs`), and compute the same bits in every build.
+//! (`packed_inputs.rs`), where the GEMM reads them in place; each product `M_ξ = U_ξ·V_ξ`
+//! is stored once by the GEMM (β = 0, no zero fill); the weight gradient's `dU_ξ`
+//! continues its FMA chains across the chunks (β = 1). The transforms run in the vector
+//! build that goes with the GEMM path (`simd.rs`), and compute the same bits in every
+//! build.
 
 mod algo;
 mod forward;

@@ -22,7 +22,7 @@
 //! `plan::transform_inputs`, and the GEMM reads the same values in the same order, so
 //! the results are the same bits as with the strided layout.
 
-use super::plan::{input_lanes, split_phases, Conv3};
+use super::plan::{input_lanes, split_phases, tile_runs, Conv3};
 use super::simd::multiversion;
 use super::transforms::{Lanes, Tile, LANES};
 use crate::gemm::Panels;
@@ -82,12 +82,8 @@ multiversion! {
                 // Row `ch` of block ξ of panel p.
                 let row = |xi: usize| (p * a2 + xi) * block(c.s, w) + ch * w;
                 let (j_lo, j_hi) = (p * w, ((p + 1) * w).min(tiles));
-                let mut j = j_lo;
                 // The panel's tiles, one run per row of tiles.
-                while j < j_hi {
-                    let r = (first + j) / tw;
-                    let tx_a = (first + j) % tw;
-                    let tx_b = (tx_a + (j_hi - j)).min(tw);
+                for (j, r, tx_a, tx_b) in tile_runs(first, (j_lo, j_hi), tw) {
                     if r != split {
                         let (n, ty) = (r / th, r % th);
                         let plane = &src[(n * c.s + ch) * hw..(n * c.s + ch + 1) * hw];
@@ -103,7 +99,6 @@ multiversion! {
                             val.store(&mut v[row(xi) + jj..][..count]);
                         }
                     }
-                    j += tx_b - tx_a;
                 }
                 // The last panel's columns past the last tile are zero.
                 if j_hi - j_lo < w {

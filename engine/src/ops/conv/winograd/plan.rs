@@ -62,16 +62,39 @@ pub(crate) struct Conv3 {
 }
 
 /// Floats of transformed inputs and products per chunk of tile rows of the weight
-/// gradient: 16 M floats = 64 MB at most, whatever the image size. The transformed filters are packed once per call,
-/// so the chunk size no longer buys back any packing; what larger chunks still buy is
-/// the weight gradient's: each chunk adds its products into every `dU_ξ` (`α²·R·S`
-/// floats, 9 MB for the head's 256 → 256 with F(4x4)), and a longer inner dimension
-/// (tiles) per product. Measured with `focal bench conv --preset grid --compare-algos`
-/// (forward + backward speed-up over direct, by CPU time, 2-core AMD EPYC Zen 5 under a
-/// load of 8-12 from other jobs), with 4 M floats against 16 M: 256 → 256 at 64², batch
-/// 2: 1.22 / 1.24 against 1.34 / 1.70 (F(2x2) / F(4x4)); 512 → 512 at 64²: 1.28 / 1.51
-/// against 1.45 / 1.80; 1 M and 256 K floats were slower still (0.8-1.07).
+/// gradient: 16 M floats = 64 MB at most, whatever the image size. The transformed
+/// filters are packed once per call, so the chunk size no longer buys back any packing;
+/// what larger chunks still buy is the weight gradient's: each chunk adds its products
+/// into every `dU_ξ` (`α²·R·S` floats, 9 MB for the head's 256 → 256 with F(4x4)), and a
+/// longer inner dimension (tiles) per product. Measured with `focal bench conv --preset
+/// grid --compare-algos` (forward + backward speed-up over direct, by CPU time, 2-core
+/// AMD EPYC Zen 5 under a load of 8-12 from other jobs), with 4 M floats against 16 M:
+/// 256 → 256 at 64², batch 2: 1.22 / 1.24 against 1.34 / 1.70 (F(2x2) / F(4x4)); 512 →
+/// 512 at 64²: 1.28 / 1.51 against 1.45 / 1.80; 1 M and 256 K floats were slower still
+/// (0.8-1.07).
 pub(crate) const CHUNK_FLOATS: usize = 1 << 24;
+
+/// The tiles `lo .. hi` of a chunk that starts at tile `first` of the batch (tiles
+/// counted sample after sample, row after row of tiles, `tw` to a row), as runs that
+/// each stay within one row of tiles: `(j, r, tx_a, tx_b)`, the run's first tile counted
+/// from the chunk's start, its row of tiles in the batch, and its tiles `tx_a .. tx_b`
+/// of that row. The forward kernel's input and output transforms walk a chunk this way.
+pub(crate) fn tile_runs(
+    first: usize,
+    (lo, hi): (usize, usize),
+    tw: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let mut j = lo;
+    std::iter::from_fn(move || {
+        (j < hi).then(|| {
+            let (r, tx_a) = ((first + j) / tw, (first + j) % tw);
+            let tx_b = (tx_a + (hi - j)).min(tw);
+            let run = (j, r, tx_a, tx_b);
+            j += tx_b - tx_a;
+            run
+        })
+    })
+}
 
 /// The tile grid of a [`Conv3`] for tile size `T`, and its cut into chunks.
 #[derive(Clone, Copy, Debug)]
@@ -317,5 +340,21 @@ pub(crate) fn split_phases<T: Tile>(
                 *d = chunk[r];
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tile_runs;
+
+    /// Tiles 5 .. 15 of a batch with 4 tiles to a row: the rest of row 1, all of row 2,
+    /// three tiles of row 3; and a panel of that chunk (its tiles 2 .. 6).
+    #[test]
+    fn tile_runs_stay_within_rows_of_tiles() {
+        let runs: Vec<_> = tile_runs(5, (0, 10), 4).collect();
+        assert_eq!(runs, vec![(0, 1, 1, 4), (3, 2, 0, 4), (7, 3, 0, 3)]);
+        let runs: Vec<_> = tile_runs(5, (2, 6), 4).collect();
+        assert_eq!(runs, vec![(2, 1, 3, 4), (3, 2, 0, 3)]);
+        assert_eq!(tile_runs(5, (4, 4), 4).count(), 0);
     }
 }
