@@ -1,7 +1,8 @@
 //! Which build of a vectorised elementwise loop runs: plain Rust loops compiled a second
 //! and third time with AVX2 and AVX-512 enabled (`#[target_feature]`), chosen at run time
 //! with the GEMM path (`FOCAL_ISA`), so that forcing a path moves every kernel together:
-//! the focal loss, max-pool, the Winograd transforms and im2col's gathers and transposes.
+//! the focal loss, max-pool, the Winograd transforms (AVX2 at most, see their `simd.rs`)
+//! and im2col's gathers and transposes.
 //! The loops use only exactly rounded IEEE operations, compares and selects, never a
 //! fused multiply-add, so every build gives the same bits.
 
@@ -21,10 +22,11 @@ impl Level {
         Level::of(crate::gemm::isa::active())
     }
 
-    /// The build for GEMM path `isa`, only ever one this CPU can run. The AVX-512 build
-    /// also needs AVX-512VL (the Winograd transforms use 256-bit operations on the upper
-    /// registers); on a CPU with AVX-512F but not VL the AVX2 build runs, which computes
-    /// the same bits.
+    /// The build for GEMM path `isa`, only ever one this CPU can run. `Avx512` is named
+    /// only where the CPU has AVX-512VL too (which the Winograd transforms' AVX-512
+    /// build needed before it was dropped, `ops/conv/winograd/simd.rs`: they run their
+    /// AVX2 build on this path); on a CPU with AVX-512F but not VL the AVX2 builds run,
+    /// which compute the same bits.
     pub(crate) fn of(isa: Isa) -> Level {
         #[cfg(target_arch = "x86_64")]
         {

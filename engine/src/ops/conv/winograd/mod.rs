@@ -27,7 +27,7 @@
 //! - Bias gradient: the same sum as the direct path's.
 //!
 //! **Determinism.** The transforms are plain f32 code, the same operations in the same
-//! order on every machine (their AVX2 and AVX-512 builds too, `simd.rs`); every product
+//! order on every machine (the baseline and AVX2 builds too, `simd.rs`); every product
 //! is one GEMM call per task, whose elements are each one FMA chain in a fixed order on
 //! both SIMD paths; the work is cut by shapes only (see `plan.rs`). So the results are
 //! the same bits on any number of threads and on AVX2 and AVX-512.

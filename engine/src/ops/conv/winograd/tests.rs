@@ -110,8 +110,9 @@ fn small_shapes_match_naive() {
     }
 }
 
-/// The portable, AVX2 and AVX-512 builds of the transforms give the same bits (where
-/// the CPU has them; a missing one is reported and skipped).
+/// The builds of the transforms that the paths run (the portable one, and the AVX2 one
+/// for the AVX2 and AVX-512 paths, `simd.rs`) give the same bits (where the CPU has
+/// them; a missing one is reported and skipped).
 #[test]
 fn every_vector_build_of_the_transforms_gives_the_same_bits() {
     fn transforms<T: Tile>(level: Level, c: &Conv3, x: &[f32], w: &[f32]) -> Vec<u32> {
