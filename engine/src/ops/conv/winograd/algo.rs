@@ -187,6 +187,22 @@ pub(crate) fn winograd_tile(g: &Geom) -> TileKind {
 /// the direct kernels faster there. These
 /// thresholds belong to this GEMM: measure again when it changes.
 ///
+/// On the 2-core AMD EPYC Zen 4 (AVX-512 path, 1 MiB of L2 per core), once the
+/// transforms ran their AVX2 build there (`simd.rs`: the AVX-512 build was slowed by
+/// gathers and scatters), one run on a quiet host, wall-time ratios:
+///
+/// | C = O | 8²          | 16²         | 32²         | 64²         |
+/// |-------|-------------|-------------|-------------|-------------|
+/// | 64    | 0.75 / 0.53 | 0.95 / 0.63 | 0.99 / 1.23 | 1.06 / 1.70 |
+/// | 128   | 0.62 / 0.43 | 1.13 / 0.73 | 1.18 / 1.49 | 1.14 / 1.48 |
+/// | 256   | 0.64 / 0.33 | 1.09 / 0.70 | 1.63 / 1.47 | 1.23 / 1.98 |
+/// | 512   | 0.65 / 0.28 | 1.31 / 0.71 | 1.49 / 1.69 | 1.63 / 2.25 |
+///
+/// Every choice of the rule gains here as well. The Zen 5 and Intel tables above were
+/// measured with that AVX-512 build, so 64 channels on 32²+ planes (1.23-1.70× here)
+/// may deserve Winograd there too; measure the Intel machine again before lowering
+/// [`MIN_CHANNELS`].
+///
 /// The rule looks at shapes only, never at the instruction set, so that `auto` makes
 /// the same choice, and a run the same bits, on every machine. (On the AVX2 path, where
 /// the GEMM runs at half the rate, Winograd measured faster on far more shapes:
