@@ -22,21 +22,13 @@ impl Level {
         Level::of(crate::gemm::isa::active())
     }
 
-    /// The build for GEMM path `isa`, only ever one this CPU can run. `Avx512` is named
-    /// only where the CPU has AVX-512VL too (which the Winograd transforms' AVX-512
-    /// build needed before it was dropped, `ops/conv/winograd/simd.rs`: they run their
-    /// AVX2 build on this path); on a CPU with AVX-512F but not VL the AVX2 builds run,
-    /// which compute the same bits.
+    /// The build for GEMM path `isa`, only ever one this CPU can run (the AVX-512 builds
+    /// enable AVX-512F alone).
     pub(crate) fn of(isa: Isa) -> Level {
         #[cfg(target_arch = "x86_64")]
         {
             match isa {
-                Isa::Avx512
-                    if is_x86_feature_detected!("avx512f")
-                        && is_x86_feature_detected!("avx512vl") =>
-                {
-                    return Level::Avx512
-                }
+                Isa::Avx512 if is_x86_feature_detected!("avx512f") => return Level::Avx512,
                 Isa::Avx512 | Isa::Avx2 if is_x86_feature_detected!("avx2") => return Level::Avx2,
                 _ => {}
             }
